@@ -6,8 +6,8 @@ decides how a Python value is written, both for signing and for the request body
 """
 
 import hashlib
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 
 ParamValue = str | int | float | bool
 
@@ -32,7 +32,9 @@ def sign(params: Mapping[str, ParamValue], private_key: str) -> str:
     return hashlib.sha1((text + private_key).encode("utf-8")).hexdigest()  # noqa: S324 - the API mandates SHA-1
 
 
-def signed_form(params: Mapping[str, ParamValue], public_key: str, private_key: str) -> dict[str, str]:
+def signed_form(
+    params: Mapping[str, ParamValue], public_key: str, private_key: str
+) -> dict[str, str]:
     """Return the request body: every parameter as sent, plus PublicKey and Signature."""
     form = {name: wire_value(value) for name, value in params.items()}
     form["PublicKey"] = public_key

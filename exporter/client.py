@@ -1,0 +1,380 @@
+"""The API client: signed requests, bounded retries and paging, each within a scrape's deadline.
+
+It knows nothing of metrics: it returns validated tasks or raises :class:`ApiError`
+with a reason, and keeps plain counts of its requests by outcome for whoever wants them.
+Requests are POST form bodies, as the official SDKs send them, so that the signed
+parameters never appear in a URL, a proxy's access log or an exception message.
+"""
+
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Final, Literal, get_args
+
+import requests
+from pydantic import SecretStr, ValidationError
+from requests.adapters import HTTPAdapter
+
+from exporter import __version__
+from exporter.deadline import Deadline
+from exporter.model import RESPONSE_ADAPTER, TaskInfo, TaskListResponse
+from exporter.signature import ParamValue, signed_form
+
+ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
+Outcome = Literal[
+    "ok", "http_error", "timeout", "connection_error", "api_error", "invalid_response"
+]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_BACKOFF_BASE_SECONDS: Final = 0.2
+_BACKOFF_CAP_SECONDS: Final = 5.0
+_READ_CHUNK: Final = 64 * 1024
+_DETAIL_LIMIT: Final = 200
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A request or a collection failed; ``reason`` is one of :data:`OUTCOMES` other than ok."""
+
+    def __init__(self, reason: Outcome, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: Outcome = reason
+        self.detail = detail
+
+
+class RequestStats:
+    """Counts of API requests by outcome since start, safe to update from many threads."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[Outcome] = Counter()
+        self._lock = threading.Lock()
+
+    def record(self, outcome: Outcome) -> None:
+        """Count one request that ended with ``outcome``."""
+        with self._lock:
+            self._counts[outcome] += 1
+
+    def snapshot(self) -> dict[Outcome, int]:
+        """Every outcome with its count, zeros included."""
+        with self._lock:
+            return {outcome: self._counts[outcome] for outcome in OUTCOMES}
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client talks to the gateway; the defaults are the documented settings' defaults."""
+
+    page_size: int = 100
+    max_pages: int = 1000
+    parallel_pages: int = 8
+    request_timeout: float = 10.0
+    max_retries: int = 2
+    max_response_bytes: int = 64 * 1024 * 1024
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class TaskWindow:
+    """The tasks of one target created in ``[begin, end]``, each once."""
+
+    tasks: list[TaskInfo]
+    duplicate_tasks: int
+    total_count: int | None
+    pages: int
+
+
+@dataclass(frozen=True)
+class _Page:
+    tasks: list[TaskInfo]
+    total_count: int | None
+
+
+class ApiClient:
+    """Fetches prefetch tasks from a UCDN gateway.
+
+    >>> client = ApiClient("https://api.an-link.com/", "public", SecretStr("private"))
+    >>> window = client.fetch_tasks("", is_dcdn=False, begin=t - 86400, end=t,
+    ...                             deadline=Deadline.after(9.5))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        public_key: str,
+        private_key: SecretStr,
+        *,
+        options: ClientOptions | None = None,
+        stats: RequestStats | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._url = api_url
+        self._public_key = public_key
+        self._private_key = private_key
+        self.options = options or ClientOptions()
+        self.stats = stats or RequestStats()
+        self._sleep = sleep
+        self._session = self._new_session()
+        # Pages of several targets share one bounded pool, so the gateway sees a bounded load.
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.options.parallel_pages * 4, thread_name_prefix="api-page"
+        )
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        # Retries are ours, bounded by the scrape's deadline; urllib3's defaults know no deadline.
+        adapter = HTTPAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = f"ucdn-prefetch-exporter/{__version__}"
+        session.verify = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        session.trust_env = (
+            False  # a stray REQUESTS_CA_BUNDLE or netrc must not change who we trust
+        )
+        return session
+
+    def close(self) -> None:
+        """Release the connection pool and the page threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+
+    def fetch_tasks(
+        self, project_id: str, *, is_dcdn: bool, begin: int, end: int, deadline: Deadline
+    ) -> TaskWindow:
+        """Every task created in ``[begin, end]``, paging until a page comes back short.
+
+        The first page is asked for alone, so a small account costs one request; the
+        pages its ``TotalCount`` promises then come in parallel windows. ``TotalCount``
+        is only a hint (the provider's own example gets it wrong): a window whose last
+        page is full is followed by another, and the first short page ends the paging.
+        """
+        base: dict[str, ParamValue] = {
+            "Action": ACTION,
+            "BeginTime": begin,
+            "EndTime": end,
+            "IsDcdn": is_dcdn,
+            "Limit": self.options.page_size,
+        }
+        if project_id:
+            base["ProjectId"] = project_id
+        first = self._fetch_page(base, 0, deadline)
+        pages = [first]
+        if len(first.tasks) >= self.options.page_size:
+            pages.extend(self._fetch_rest(base, first.total_count, deadline))
+        return _unique(pages, first.total_count)
+
+    def _fetch_rest(
+        self, base: dict[str, ParamValue], total_count: int | None, deadline: Deadline
+    ) -> Iterator[_Page]:
+        size = self.options.page_size
+        promised = math.ceil(total_count / size) if total_count else 0
+        index = 1
+        while True:
+            window = self._window_size(index, promised)
+            futures = [
+                self._pool.submit(self._fetch_page, base, (index + n) * size, deadline)
+                for n in range(window)
+            ]
+            for page in _in_order(futures):
+                yield page
+                if len(page.tasks) < size:
+                    return
+            index += window
+
+    def _window_size(self, index: int, promised: int) -> int:
+        """How many pages to ask for at once from page ``index``: those promised, else a window."""
+        parallel = self.options.parallel_pages
+        window = min(parallel, promised - index) if promised > index else parallel
+        window = min(window, self.options.max_pages - index)
+        if window <= 0:
+            raise ApiError("invalid_response", f"more than {self.options.max_pages} pages of tasks")
+        return window
+
+    def _fetch_page(self, base: dict[str, ParamValue], offset: int, deadline: Deadline) -> _Page:
+        answer = self._call({**base, "Offset": offset}, deadline)
+        return _Page(answer.get("TaskList") or [], answer.get("TotalCount"))
+
+    def _call(self, params: dict[str, ParamValue], deadline: Deadline) -> TaskListResponse:
+        """One API call with bounded retries; every attempt is counted by its outcome."""
+        form = signed_form(params, self._public_key, self._private_key.get_secret_value())
+        attempt = 0
+        while True:
+            try:
+                answer = self._attempt(form, deadline)
+            except _RetryableError as retryable:
+                self.stats.record(retryable.error.reason)
+                wait = self._backoff(attempt, retryable.retry_after)
+                if attempt >= self.options.max_retries or wait >= deadline.remaining():
+                    raise retryable.error from None
+                self._sleep(wait)
+                attempt += 1
+            except ApiError as error:
+                self.stats.record(error.reason)
+                raise
+            else:
+                self.stats.record("ok")
+                return answer
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Full jitter: replicas retrying together must not hit the gateway in step.
+        jittered = random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt))
+        return max(jittered, retry_after or 0.0)
+
+    def _attempt(self, form: dict[str, str], deadline: Deadline) -> TaskListResponse:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise ApiError("timeout", "no time left in the scrape's deadline")
+        timeout = min(self.options.request_timeout, remaining)
+        try:
+            response = self._session.post(
+                self._url, data=form, timeout=(timeout, timeout), stream=True, allow_redirects=False
+            )
+        except requests.Timeout:
+            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            raise _RetryableError(ApiError("connection_error", _describe(error)), None) from None
+        except requests.RequestException as error:
+            raise ApiError("connection_error", _describe(error)) from None
+        with response:
+            status = response.status_code
+            if status in _RETRY_STATUSES:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                raise _RetryableError(ApiError("http_error", f"HTTP {status}"), retry_after)
+            if status != 200:
+                raise ApiError("http_error", f"HTTP {status}")
+            body = self._read_body(response, deadline)
+        return _decode(body, form["Signature"], self._private_key.get_secret_value())
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        """Read the whole body, but never past the deadline or the size cap.
+
+        A socket read timeout bounds each read, not the whole body: a gateway that
+        drips a byte a second would hold the scrape for ever. A timer shuts the
+        socket down at the deadline, which ends a blocked read at once.
+        """
+        limit = self.options.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
+        raw = response.raw
+        watchdog = threading.Timer(deadline.remaining(), _shutdown, args=(raw,))
+        watchdog.daemon = True
+        watchdog.start()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := raw.read1(_READ_CHUNK, decode_content=True):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
+                chunks.append(chunk)
+                if deadline.expired:
+                    break
+        except (OSError, ValueError, requests.RequestException) as error:
+            if not deadline.expired:
+                raise ApiError("connection_error", _describe(error)) from None
+        except Exception as error:  # urllib3's protocol and decoding errors share no base class
+            if not deadline.expired:
+                raise ApiError("invalid_response", _describe(error)) from None
+        finally:
+            watchdog.cancel()
+        if deadline.expired:
+            raise ApiError("timeout", f"answer not read within the deadline ({size} bytes read)")
+        return b"".join(chunks)
+
+
+class _RetryableError(Exception):
+    def __init__(self, error: ApiError, retry_after: float | None) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _decode(body: bytes, *secrets: str) -> TaskListResponse:
+    try:
+        answer = RESPONSE_ADAPTER.validate_json(body)
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError("invalid_response", f"{where}: {first['msg']}") from None
+    if answer["RetCode"] != 0:
+        message = _scrub(answer.get("Message", ""), *secrets)
+        raise ApiError("api_error", f"RetCode {answer['RetCode']}: {message}"[:_DETAIL_LIMIT])
+    return answer
+
+
+def _unique(pages: list[_Page], total_count: int | None) -> TaskWindow:
+    """Merge pages, keeping the first sighting of each TaskId (paging a changing set repeats)."""
+    seen: set[str] = set()
+    tasks: list[TaskInfo] = []
+    duplicates = 0
+    for page in pages:
+        for task in page.tasks:
+            task_id = task.get("TaskId")
+            if task_id is not None:
+                if task_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(task_id)
+            tasks.append(task)
+    return TaskWindow(tasks, duplicates, total_count, len(pages))
+
+
+def _in_order(futures: list[Future[_Page]]) -> Iterator[_Page]:
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:  # pages past a short one, or after a failure, are not needed
+            future.cancel()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _shutdown(raw: object) -> None:
+    # Already closed or released to the pool: nothing is left to interrupt.
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        raw.shutdown()  # type: ignore[attr-defined]
+
+
+def _describe(error: BaseException) -> str:
+    """A short, secret-free description of a transport error.
+
+    requests and urllib3 put URLs, and sometimes request details, in their messages;
+    we send no secret in the URL, but name only the exception's kind and its root cause.
+    """
+    cause: BaseException = error
+    while cause.__context__ is not None and cause.__context__ is not cause:
+        cause = cause.__context__
+    kind = type(error).__name__
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{kind}: {cause.strerror}"
+    root = type(cause).__name__
+    return kind if root == kind else f"{kind} ({root})"
+
+
+def _scrub(text: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text

@@ -1,0 +1,307 @@
+"""The Prometheus collector: each scrape fetches every target's tasks into fresh metric families.
+
+It knows the API client and the summaries, never configuration files or HTTP serving:
+the caller hands it the scrape's :class:`~exporter.deadline.Deadline`. Targets are
+collected in parallel; a target that fails or runs out of time reports ``up 0`` and
+its duration only, so nothing stale is ever published as fresh, and the scrape still
+answers.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, fields
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from exporter import __version__
+from exporter.aggregate import ANOMALIES, SummaryLimits, TargetSummary, summarize
+from exporter.client import OUTCOMES, ApiClient, ApiError
+from exporter.config import Target
+from exporter.deadline import Deadline
+from exporter.model import FINISHED, STATUSES
+from exporter.singleflight import SharedFetches
+
+PREFIX = "ucdn_prefetch_"
+TARGET_LABELS = ("project_id", "platform")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A target's summary and the wall-clock time it was fetched."""
+
+    summary: TargetSummary
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    target: Target
+    seconds: float
+    collection: Collection | None
+
+
+class PrefetchCollector(Collector):
+    """Publishes the prefetch tasks of every target, fetched when Prometheus scrapes.
+
+    A scrape of one healthy target yields, among others::
+
+        # HELP ucdn_prefetch_up 1 when this target's collection in this scrape succeeded, else 0.
+        # TYPE ucdn_prefetch_up gauge
+        ucdn_prefetch_up{platform="cdn",project_id="default"} 1.0
+        # HELP ucdn_prefetch_tasks Prefetch tasks created in the lookback window, by status.
+        # TYPE ucdn_prefetch_tasks gauge
+        ucdn_prefetch_tasks{platform="cdn",project_id="default",status="success"} 41.0
+        ucdn_prefetch_tasks{platform="cdn",project_id="default",status="wait"} 2.0
+        ...
+        # TYPE ucdn_prefetch_url_completion_seconds histogram
+        ucdn_prefetch_url_completion_seconds_bucket{le="10.0",...,status="success"} 3.0
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        targets: Sequence[Target],
+        *,
+        lookback_seconds: int = 86400,
+        limits: SummaryLimits | None = None,
+        cache_seconds: float = 0.0,
+        default_timeout: float = 30.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._targets = list(targets)
+        self._lookback = lookback_seconds
+        self._limits = limits or SummaryLimits()
+        self._cache_seconds = cache_seconds
+        self._default_timeout = default_timeout
+        self._wall_clock = wall_clock
+        self._shared: SharedFetches[Target, Collection] = SharedFetches(
+            ttl=cache_seconds, max_workers=max(1, len(self._targets))
+        )
+        self._last_success: dict[Target, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def targets(self) -> list[Target]:
+        """The targets this collector is allowed to fetch."""
+        return list(self._targets)
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples, so that registering makes no API call."""
+        return _Families.new("").all()
+
+    def collect(self) -> Iterable[Metric]:
+        """Collect every target within the default deadline (for registries that call this)."""
+        return self.collect_within(Deadline.after(self._default_timeout))
+
+    def collect_within(
+        self, deadline: Deadline, targets: Sequence[Target] | None = None
+    ) -> list[Metric]:
+        """Collect ``targets`` (default: all) in parallel, waiting no longer than ``deadline``."""
+        chosen = self._targets if targets is None else list(targets)
+        started = time.monotonic()
+        futures = [(target, self._fetch(target, deadline)) for target in chosen]
+        outcomes = [self._wait(target, future, deadline, started) for target, future in futures]
+        return self._families(outcomes).all()
+
+    def close(self) -> None:
+        """Stop the fetch threads."""
+        self._shared.close()
+
+    def _fetch(self, target: Target, deadline: Deadline) -> "Future[Collection]":
+        return self._shared.get(target, lambda: self._load(target, deadline))
+
+    def _load(self, target: Target, deadline: Deadline) -> Collection:
+        end = int(self._wall_clock())
+        window = self._client.fetch_tasks(
+            target.project_id,
+            is_dcdn=target.is_dcdn,
+            begin=end - self._lookback,
+            end=end,
+            deadline=deadline,
+        )
+        return Collection(summarize(window, self._limits), self._wall_clock())
+
+    def _wait(
+        self, target: Target, future: "Future[Collection]", deadline: Deadline, started: float
+    ) -> _Outcome:
+        try:
+            collection = future.result(timeout=deadline.remaining())
+        except FutureTimeout:
+            return self._failed(target, started, "timeout", "no answer within the scrape deadline")
+        except ApiError as error:
+            return self._failed(target, started, error.reason, error.detail)
+        except Exception:  # a bug here must cost one target, not the whole scrape
+            log.exception("collection of %s failed unexpectedly", _describe(target))
+            return self._failed(target, started, "internal_error", "see the traceback above")
+        with self._lock:
+            self._last_success[target] = collection.finished_at
+        seconds = time.monotonic() - started
+        log.debug("collected %s in %.3fs", _describe(target), seconds)
+        return _Outcome(target, seconds, collection)
+
+    def _failed(self, target: Target, started: float, reason: str, detail: str) -> _Outcome:
+        seconds = time.monotonic() - started
+        log.warning(
+            "collection failed %s reason=%s duration_seconds=%.3f detail=%r",
+            _describe(target),
+            reason,
+            seconds,
+            detail,
+        )
+        return _Outcome(target, seconds, None)
+
+    def _families(self, outcomes: Sequence[_Outcome]) -> "_Families":
+        families = _Families.new(self._cache_note())
+        families.build_info.add_metric([__version__], 1)
+        counts = self._client.stats.snapshot()
+        for name in OUTCOMES:
+            families.api_requests.add_metric([name], counts[name])
+        for outcome in outcomes:
+            labels = [outcome.target.project_label, outcome.target.platform]
+            with self._lock:
+                last_success = self._last_success.get(outcome.target)
+            families.add_target(labels, outcome.seconds, last_success, outcome.collection)
+        return families
+
+    def _cache_note(self) -> str:
+        if self._cache_seconds <= 0:
+            return ""
+        return f" Answers are reused for up to {_go_float(self._cache_seconds)}s."
+
+
+@dataclass(frozen=True)
+class _Families:
+    """One scrape's metric families, in exposition order."""
+
+    build_info: GaugeMetricFamily
+    api_requests: CounterMetricFamily
+    up: GaugeMetricFamily
+    scrape_duration: GaugeMetricFamily
+    last_success: GaugeMetricFamily
+    tasks: GaugeMetricFamily
+    urls: GaugeMetricFamily
+    url_progress: GaugeMetricFamily
+    url_series_dropped: GaugeMetricFamily
+    url_completion: GaugeHistogramMetricFamily
+    task_completion: GaugeMetricFamily
+    oldest_unfinished: GaugeMetricFamily
+    records_invalid: GaugeMetricFamily
+
+    @classmethod
+    def new(cls, cache_note: str) -> "_Families":
+        """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
+
+        def gauge(name: str, doc: str, extra: Sequence[str] = (), note: str = cache_note) -> Any:
+            return GaugeMetricFamily(PREFIX + name, doc + note, labels=[*TARGET_LABELS, *extra])
+
+        return cls(
+            build_info=GaugeMetricFamily(
+                PREFIX + "exporter_build_info",
+                "The exporter's version; always 1.",
+                labels=["version"],
+            ),
+            api_requests=CounterMetricFamily(
+                PREFIX + "api_requests",
+                "API requests since the exporter started, by outcome (each retry counts).",
+                labels=["outcome"],
+            ),
+            up=gauge("up", "1 when this target's collection in this scrape succeeded, else 0."),
+            scrape_duration=gauge(
+                "scrape_duration_seconds", "How long this target's collection took.", note=""
+            ),
+            last_success=gauge(
+                "last_success_timestamp_seconds",
+                "Unix time of this target's last successful collection.",
+            ),
+            tasks=gauge(
+                "tasks", "Prefetch tasks created in the lookback window, by status.", ["status"]
+            ),
+            urls=gauge("urls", "URLs of those tasks, by URL status.", ["status"]),
+            url_progress=gauge(
+                "url_progress_ratio",
+                "Progress (0-1) of each unfinished URL, newest tasks first, capped per target.",
+                ["task_id", "url"],
+            ),
+            url_series_dropped=gauge(
+                "url_series_dropped", "Unfinished URLs left out of url_progress_ratio by its cap."
+            ),
+            url_completion=GaugeHistogramMetricFamily(
+                PREFIX + "url_completion_seconds",
+                "FinishTime minus CreateTime of the window's finished URLs, by status."
+                + cache_note,
+                labels=[*TARGET_LABELS, "status"],
+            ),
+            task_completion=gauge(
+                "task_completion_seconds",
+                "Latest URL FinishTime minus CreateTime of the most recent finished tasks.",
+                ["task_id"],
+            ),
+            oldest_unfinished=gauge(
+                "oldest_unfinished_task_created_timestamp_seconds",
+                "CreateTime of the oldest task in wait or process; absent when there is none.",
+            ),
+            records_invalid=gauge(
+                "records_invalid", "Anomalies in this collection's answers, by reason.", ["reason"]
+            ),
+        )
+
+    def all(self) -> list[Metric]:
+        """Every family, in declaration order."""
+        return [getattr(self, field.name) for field in fields(self)]
+
+    def add_target(
+        self,
+        labels: list[str],
+        seconds: float,
+        last_success: float | None,
+        collection: Collection | None,
+    ) -> None:
+        """Add one target's samples: health always, data only from a successful collection."""
+        self.up.add_metric(labels, 1 if collection else 0)
+        self.scrape_duration.add_metric(labels, seconds)
+        if last_success is not None:
+            self.last_success.add_metric(labels, last_success)
+        if collection is not None:
+            self.add_summary(labels, collection.summary)
+
+    def add_summary(self, labels: list[str], summary: TargetSummary) -> None:
+        """Add the figures of one target's summary."""
+        for status in STATUSES:
+            self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
+            self.urls.add_metric([*labels, status], summary.urls_by_status[status])
+        for url in summary.url_progress:
+            self.url_progress.add_metric([*labels, url.task_id, url.url], url.ratio)
+        self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
+        for status in sorted(FINISHED):
+            histogram = summary.url_completion[status]
+            buckets = [(_go_float(le), count) for le, count in histogram.cumulative()]
+            self.url_completion.add_metric([*labels, status], buckets, histogram.total)
+        for task_id, seconds in summary.task_completion:
+            self.task_completion.add_metric([*labels, task_id], seconds)
+        if summary.oldest_unfinished_created is not None:
+            self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
+        for reason in ANOMALIES:
+            self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
+
+
+def _go_float(value: float) -> str:
+    """A float as Prometheus client libraries write it (``10.0``, ``+Inf``)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _describe(target: Target) -> str:
+    return f"project_id={target.project_label} platform={target.platform}"
