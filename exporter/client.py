@@ -158,20 +158,19 @@ class ApiClient:
         is only a hint (the provider's own example gets it wrong): a window whose last
         page is full is followed by another, and the first short page ends the paging.
         """
-        base: dict[str, ParamValue] = {
-            "Action": ACTION,
-            "BeginTime": begin,
-            "EndTime": end,
-            "IsDcdn": is_dcdn,
-            "Limit": self.options.page_size,
-        }
-        if project_id:
-            base["ProjectId"] = project_id
+        base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
         first = self._fetch_page(base, 0, deadline)
         pages = [first]
         if len(first.tasks) >= self.options.page_size:
             pages.extend(self._fetch_rest(base, first.total_count, deadline))
         return _unique(pages, first.total_count)
+
+    def count_tasks(
+        self, project_id: str, *, is_dcdn: bool, begin: int, end: int, deadline: Deadline
+    ) -> int:
+        """One signed request: how many tasks the gateway counts in ``[begin, end]``."""
+        answer = self._call(_query(project_id, is_dcdn, begin, end, 1), deadline)
+        return answer.get("TotalCount", len(answer.get("TaskList") or []))
 
     def _fetch_rest(
         self, base: dict[str, ParamValue], total_count: int | None, deadline: Deadline
@@ -298,6 +297,21 @@ class _RetryableError(Exception):
         super().__init__(error.detail)
         self.error = error
         self.retry_after = retry_after
+
+
+def _query(
+    project_id: str, is_dcdn: bool, begin: int, end: int, limit: int
+) -> dict[str, ParamValue]:
+    query: dict[str, ParamValue] = {
+        "Action": ACTION,
+        "BeginTime": begin,
+        "EndTime": end,
+        "IsDcdn": is_dcdn,
+        "Limit": limit,
+    }
+    if project_id:  # an empty ProjectId means the default project: leave it out
+        query["ProjectId"] = project_id
+    return query
 
 
 def _decode(body: bytes, *secrets: str) -> TaskListResponse:

@@ -145,23 +145,23 @@ class PrefetchCollector(Collector):
         except ApiError as error:
             return self._failed(target, started, error.reason, error.detail)
         except Exception:  # a bug here must cost one target, not the whole scrape
-            log.exception("collection of %s failed unexpectedly", _describe(target))
+            log.exception("collection failed unexpectedly", extra={"fields": _fields(target)})
             return self._failed(target, started, "internal_error", "see the traceback above")
         with self._lock:
             self._last_success[target] = collection.finished_at
         seconds = time.monotonic() - started
-        log.debug("collected %s in %.3fs", _describe(target), seconds)
+        log.debug("collected", extra={"fields": {**_fields(target), "duration_seconds": seconds}})
         return _Outcome(target, seconds, collection)
 
     def _failed(self, target: Target, started: float, reason: str, detail: str) -> _Outcome:
         seconds = time.monotonic() - started
-        log.warning(
-            "collection failed %s reason=%s duration_seconds=%.3f detail=%r",
-            _describe(target),
-            reason,
-            seconds,
-            detail,
-        )
+        fields = {
+            **_fields(target),
+            "reason": reason,
+            "duration_seconds": seconds,
+            "detail": detail,
+        }
+        log.warning("collection failed", extra={"fields": fields})
         return _Outcome(target, seconds, None)
 
     def _families(self, outcomes: Sequence[_Outcome]) -> "_Families":
@@ -303,5 +303,5 @@ def _go_float(value: float) -> str:
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
-def _describe(target: Target) -> str:
-    return f"project_id={target.project_label} platform={target.platform}"
+def _fields(target: Target) -> dict[str, str]:
+    return {"project_id": target.project_label, "platform": target.platform}

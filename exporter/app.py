@@ -1,0 +1,178 @@
+"""The WSGI application: which path serves what, and how long a scrape may take.
+
+``/metrics`` collects every configured target; ``/probe?project_id=…&platform=…``
+collects one, in the style of blackbox_exporter, so that Prometheus can spread
+targets over replicas. ``/-/healthy`` and ``/-/ready`` never call the upstream API.
+Anything else is 404, never a scrape.
+"""
+
+import gzip
+import html
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlencode
+
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from exporter import __version__
+from exporter.collector import PrefetchCollector
+from exporter.config import DEFAULT_PROJECT_LABEL, Target
+from exporter.deadline import Deadline
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from prometheus_client.core import Metric
+
+log = logging.getLogger(__name__)
+_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
+_TEXT = "text/plain; charset=utf-8"
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class ScrapeTimeouts:
+    """How a scrape's deadline follows from Prometheus' timeout header."""
+
+    offset: float = 0.5
+    maximum: float = 30.0
+
+    def deadline(self, header: str | None) -> Deadline:
+        """The header's timeout minus the offset, capped; the maximum without a usable header."""
+        seconds = self.maximum
+        if header:
+            try:
+                offered = float(header)
+            except ValueError:
+                offered = float("nan")
+            if offered > 0:  # also false for NaN: a broken header is ignored
+                seconds = min(self.maximum, max(0.0, offered - self.offset))
+        return Deadline.after(seconds)
+
+
+class MetricsSnapshot(Collector):
+    """Metrics already collected, handed to prometheus_client's encoders as a registry would be."""
+
+    def __init__(self, metrics: Sequence["Metric"]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable["Metric"]:
+        return self._metrics
+
+
+class ExporterApp:
+    """Routes requests; a scrape's deadline comes from Prometheus' scrape timeout header."""
+
+    def __init__(
+        self,
+        collector: PrefetchCollector,
+        *,
+        runtime: CollectorRegistry | None = None,
+        timeouts: ScrapeTimeouts | None = None,
+    ) -> None:
+        self._collector = collector
+        self._runtime = runtime or CollectorRegistry()
+        self._timeouts = timeouts or ScrapeTimeouts()
+        self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
+            "/metrics": self._metrics,
+            "/probe": self._probe,
+            "/-/healthy": _plain_ok,
+            "/-/ready": _plain_ok,
+            "/": self._landing,
+        }
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        route = self._routes.get(path)
+        if route is None:
+            status, headers, body = (
+                "404 Not Found",
+                [("Content-Type", _TEXT)],
+                b"404 page not found\n",
+            )
+        elif method not in {"GET", "HEAD"}:
+            status, headers, body = "405 Method Not Allowed", [("Allow", "GET, HEAD")], b""
+        else:
+            status, headers, body = route(environ)
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [b""] if method == "HEAD" else [body]
+
+    def _metrics(self, environ: "WSGIEnvironment") -> Response:
+        deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
+        return self._expose(environ, self._collector.collect_within(deadline))
+
+    def _probe(self, environ: "WSGIEnvironment") -> Response:
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        target = self._allowed_target(query)
+        if target is None:
+            allowed = ", ".join(
+                f"project_id={t.project_label}&platform={t.platform}"
+                for t in self._collector.targets
+            )
+            message = f"unknown target: configured targets are {allowed}\n"
+            return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
+        deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
+        return self._expose(
+            environ, self._collector.collect_within(deadline, [target]), runtime=False
+        )
+
+    def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
+        """The configured target the query names; user-supplied values never reach the API."""
+        projects = query.get("project_id", [DEFAULT_PROJECT_LABEL])
+        platforms = query.get("platform", ["cdn"])
+        if len(projects) != 1 or len(platforms) != 1:
+            return None
+        for target in self._collector.targets:
+            if target.project_label == projects[0] and target.platform == platforms[0]:
+                return target
+        return None
+
+    def _expose(
+        self, environ: "WSGIEnvironment", metrics: list["Metric"], *, runtime: bool = True
+    ) -> Response:
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        if runtime:
+            metrics = [*self._runtime.collect(), *metrics]
+        body = encoder(MetricsSnapshot(metrics))
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body, compresslevel=6)
+            headers.append(("Content-Encoding", "gzip"))
+        return "200 OK", headers, body
+
+    def _landing(self, environ: "WSGIEnvironment") -> Response:
+        probes = "".join(
+            f'<li><a href="probe?{html.escape(_probe_query(t))}">'
+            f"{html.escape(t.project_label)} / {t.platform}</a></li>"
+            for t in self._collector.targets
+        )
+        page = _LANDING.format(version=html.escape(__version__), probes=probes)
+        return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page.encode()
+
+
+def _probe_query(target: Target) -> str:
+    return urlencode({"project_id": target.project_label, "platform": target.platform})
+
+
+def _plain_ok(environ: "WSGIEnvironment") -> Response:
+    return "200 OK", [("Content-Type", _TEXT)], b"OK\n"
+
+
+_LANDING = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>UCDN Prefetch Exporter</title></head>
+<body>
+<h1>UCDN Prefetch Exporter</h1>
+<p>Version {version}. Prometheus metrics of CDN prefetch (cache warm-up) tasks.</p>
+<ul>
+<li><a href="metrics">Metrics</a> (every target)</li>
+<li>Probe one target: <ul>{probes}</ul></li>
+<li><a href="-/healthy">Health</a>, <a href="-/ready">readiness</a></li>
+</ul>
+</body>
+</html>
+"""
