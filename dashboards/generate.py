@@ -455,6 +455,8 @@ def health_row() -> Iterator[Panel]:
                 )
             ]
         )
+        # A state, not a quantity: the value mappings above name it.
+        .unit("none")
         .thresholds(steps((None, "red"), (1, "green")))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
