@@ -1079,8 +1079,9 @@ class SimulatedApi:
     """A UCDN API gateway on loopback serving a dataset, with faults on demand.
 
     Use as a context manager, or :meth:`start` and :meth:`stop`. Requests are served in
-    parallel, each in its own daemon thread. ``total_count_error`` is added to every
-    TotalCount so tests can make it lie.
+    parallel, each in its own daemon thread, on any path. ``total_count_error`` is added
+    to every TotalCount so tests can make it lie. ``clock`` sets "now" for the default
+    EndTime: give a :class:`LiveDataset` the same clock.
     """
 
     def __init__(
@@ -1276,8 +1277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tasks is None:
         dataset = LiveDataset(args.seed)
     else:
+        # An hour younger than a day, so that a day's window keeps all N for an hour.
         generated = generate_tasks(
-            args.tasks, args.urls_per_task, now=int(time.time()), seed=args.seed
+            args.tasks,
+            args.urls_per_task,
+            now=int(time.time()),
+            seed=args.seed,
+            lookback=DAY_SECONDS - 3600,
         )
         dataset = StaticDataset({("", False): generated})
     faults = Faults()
