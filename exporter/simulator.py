@@ -1010,18 +1010,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault is not None:
             fault.answer(self)
         else:
-            self.send(200, _json_bytes(self.api_payload()), "application/json; charset=utf-8")
+            self.send(200, _json_bytes(self._real_payload()), "application/json; charset=utf-8")
+
+    def _real_payload(self) -> dict[str, Any]:
+        if self._payload is None:
+            self._payload = (
+                self._api.answer(self._params)
+                if self._problem is None
+                else _error_payload(RET_PARAMS_INVALID, self._problem)
+            )
+        return self._payload
 
     # The _Exchange protocol, for faults.
 
     def api_payload(self) -> dict[str, Any]:
         """The answer the server would give, as a private copy faults may change."""
-        if self._problem is not None:
-            return _error_payload(RET_PARAMS_INVALID, self._problem)
-        if self._payload is None:
-            self._payload = self._api.answer(self._params)
         # A JSON round trip deep-copies, so no fault can touch the dataset's own tasks.
-        return cast(dict[str, Any], json.loads(_json_bytes(self._payload)))
+        return cast(dict[str, Any], json.loads(_json_bytes(self._real_payload())))
 
     def send(
         self,
