@@ -38,6 +38,12 @@ from exporter.webserver import WebServer
 
 PROG = "ucdn-prefetch-exporter"
 log = logging.getLogger(__name__)
+# The exporter-toolkit's flag names, which operators already type for node_exporter.
+_TOOLKIT_SPELLINGS = {
+    "web_config_file": ("--web.config.file",),
+    "listen_address": ("--web.listen-address",),
+    "max_requests": ("--web.max-requests",),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in Settings.model_fields.items():
         flags = [flag_name(name)]
-        if name == "web_config_file":
-            flags.append("--web.config.file")  # the exporter-toolkit's spelling
+        flags.extend(_TOOLKIT_SPELLINGS.get(name, ()))
         default = field.get_default(call_default_factory=True)
         shown = "" if isinstance(default, SecretStr) else _show_default(default)
         help_text = f"{field.description} (env {env_name(name)}{shown})"
