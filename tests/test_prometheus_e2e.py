@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def start_exporter(log_path: Path) -> ExporterProcess:
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
-                *("python", "-m", "exporter", "--demo"),
+                *(sys.executable, "-m", "exporter", "--demo"),
                 *("--listen-address", f"127.0.0.1:{port}"),
                 *("--project-ids", ",".join(PROJECTS)),
                 *("--platforms", ",".join(PLATFORMS)),
