@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -184,7 +184,7 @@ class ApiClient:
                 self._pool.submit(self._fetch_page, base, (index + n) * size, deadline)
                 for n in range(window)
             ]
-            for page in _in_order(futures):
+            for page in _in_order(futures, deadline):
                 yield page
                 if len(page.tasks) < size:
                     return
@@ -344,13 +344,17 @@ def _unique(pages: list[_Page], total_count: int | None) -> TaskWindow:
     return TaskWindow(tasks, duplicates, total_count, len(pages))
 
 
-def _in_order(futures: list[Future[_Page]]) -> Iterator[_Page]:
+def _in_order(futures: list[Future[_Page]], deadline: Deadline) -> Iterator[_Page]:
     try:
         for future in futures:
             yield future.result()
     finally:
-        for future in futures:  # pages past a short one, or after a failure, are not needed
+        # Pages past a short one, or after a failure, are not needed: those not started are
+        # dropped, those under way are waited for, so that no request of this collection
+        # is still running, or not yet counted, once it returns.
+        for future in futures:
             future.cancel()
+        wait(futures, timeout=deadline.remaining())
 
 
 def _retry_after(value: str | None) -> float | None:
