@@ -290,8 +290,13 @@ class _Families:
             histogram = summary.url_completion[status]
             buckets = [(_go_float(le), count) for le, count in histogram.cumulative()]
             self.url_completion.add_metric([*labels, status], buckets, histogram.total)
+        published: set[str] = set()
         for task_id, seconds in summary.task_completion:
-            self.task_completion.add_metric([*labels, task_id], seconds)
+            # Tasks without a TaskId all become task_id="": a repeated series would make
+            # Prometheus reject the whole scrape, so only the newest of them is published.
+            if task_id not in published:
+                published.add(task_id)
+                self.task_completion.add_metric([*labels, task_id], seconds)
         if summary.oldest_unfinished_created is not None:
             self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
         for reason in ANOMALIES:
