@@ -328,9 +328,9 @@ def _decode(body: bytes, *secrets: str) -> TaskListResponse:
     if answer["RetCode"] != 0:
         message = _scrub(answer.get("Message", ""), *secrets)
         raise ApiError("api_error", f"RetCode {answer['RetCode']}: {message}"[:_DETAIL_LIMIT])
-    where = _out_of_range(answer)
-    if where is not None:
-        raise ApiError("invalid_response", f"{where}: integer outside the 64-bit range")
+    field = _out_of_range(answer)
+    if field is not None:
+        raise ApiError("invalid_response", f"{field}: integer outside the 64-bit range")
     return answer
 
 
