@@ -1,0 +1,121 @@
+"""The command line's other modes: --check-config, --once, and JSON logs."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import REPO, ExporterProcess, exporter_args, samples
+
+from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("UCDN_", "UCLOUD_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def dataset(now: int) -> StaticDataset:
+    return StaticDataset(
+        {
+            ("web", False): generate_tasks(12, 2, now=now),
+            ("web", True): generate_tasks(3, 1, now=now),
+        }
+    )
+
+
+def test_check_config_prints_a_table_and_exits_0_when_all_answer(
+    simulator: Callable[..., SimulatedApi],
+) -> None:
+    api = simulator(dataset(int(time.time())))
+    result = run(
+        *exporter_args(api), "--project-ids", "web", "--platforms", "cdn,dcdn", "--check-config"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TARGET", "REACHABLE", "TASKS", "IN", "WINDOW", "TIME"]
+    assert lines[1].split()[:3] == ["web/cdn", "yes", "12"]
+    assert lines[2].split()[:3] == ["web/dcdn", "yes", "3"]
+    assert api.request_count() == 2  # one signed call per target
+
+
+def test_check_config_exits_1_and_says_why_when_a_target_fails(
+    simulator: Callable[..., SimulatedApi],
+) -> None:
+    api = simulator(dataset(0))
+    api.faults.ret_code(171, "Signature VerifyAC Error", target=("web", True))
+    result = run(
+        *exporter_args(api),
+        "--project-ids",
+        "web",
+        "--platforms",
+        "cdn,dcdn",
+        "--max-retries",
+        "0",
+        "--check-config",
+    )
+    assert result.returncode == 1
+    failing = next(line for line in result.stdout.splitlines() if line.startswith("web/dcdn"))
+    assert "no (api_error: RetCode 171" in failing
+
+
+def test_once_writes_the_exposition_to_stdout(simulator: Callable[..., SimulatedApi]) -> None:
+    api = simulator(dataset(int(time.time())))
+    result = run(*exporter_args(api), "--project-ids", "web", "--once")
+    assert result.returncode == 0, result.stderr
+    metrics = samples(result.stdout)
+    assert (
+        metrics[("ucdn_prefetch_up", frozenset({("project_id", "web"), ("platform", "cdn")}))] == 1
+    )
+
+
+def test_once_replaces_the_output_file_atomically_and_exits_1_on_failure(
+    simulator: Callable[..., SimulatedApi], tmp_path: Path
+) -> None:
+    output = tmp_path / "ucdn.prom"
+    output.write_text("old contents\n")
+    api = simulator(dataset(int(time.time())))
+    api.faults.http_error(500)
+    result = run(
+        *exporter_args(api),
+        "--project-ids",
+        "web",
+        "--max-retries",
+        "0",
+        "--once",
+        "--output",
+        str(output),
+    )
+    assert result.returncode == 1
+    text = output.read_text()
+    assert "old contents" not in text
+    assert 'ucdn_prefetch_up{platform="cdn",project_id="web"} 0.0' in text
+    assert oct(output.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ucdn.prom"]  # no temporary file left
+
+
+def test_json_logs_are_one_object_per_line(
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+) -> None:
+    api = simulator(dataset(0))
+    api.faults.bad_json()
+    exporter = start_exporter(*exporter_args(api), "--log-format", "json", "--max-retries", "0")
+    assert exporter.scrape().status_code == 200
+    exporter.stop()
+    records = [json.loads(line) for line in exporter.log().splitlines() if line.strip()]
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    failure = next(r for r in records if r["msg"] == "collection failed")
+    assert failure["reason"] == "invalid_response"
+    assert failure["project_id"] == "default"
+    assert isinstance(failure["duration_seconds"], float)
