@@ -1,0 +1,117 @@
+"""The column-wise ``summarize`` must publish exactly what the one-URL-at-a-time reference does.
+
+``summarize_reference`` states the metric contract plainly; ``summarize`` is the fast
+path the exporter runs (see benchmarks/). Any difference, on clean, generated, demo or
+deliberately dirty data, would change a published number, so every field is compared.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.aggregate import SummaryLimits, TargetSummary, summarize, summarize_reference
+from exporter.client import TaskWindow
+from exporter.model import RESPONSE_ADAPTER, TaskInfo
+from exporter.simulator import LiveDataset, generate_tasks
+
+NOW = 1_700_000_000
+FIXTURE = Path(__file__).parent / "fixtures" / "sample-response.json"
+
+
+def assert_same(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
+    fast = summarize(window, limits)
+    reference = summarize_reference(window, limits)
+    assert fast == reference
+    for status, histogram in fast.url_completion.items():  # floats: equal, and equally typed
+        assert type(histogram.total) is type(reference.url_completion[status].total)
+    return fast
+
+
+def window_of(tasks: list[Any], duplicates: int = 0, total: int | None = None) -> TaskWindow:
+    return TaskWindow(tasks, duplicates, total, 1)
+
+
+def test_generated_benchmark_data() -> None:
+    tasks = generate_tasks(300, 20, now=NOW, seed=3)
+    summary = assert_same(window_of(tasks, 2, 301), SummaryLimits(max_url_series=200))
+    assert summary.url_series_dropped > 0  # the cap is exercised
+    assert sum(summary.urls_by_status.values()) == 6000
+
+
+def test_demo_world_with_its_anomalies() -> None:
+    tasks = LiveDataset(seed=5, clock=lambda: NOW).tasks(("", False), NOW - 86400, NOW)
+    summary = assert_same(window_of(list(tasks)), SummaryLimits(max_url_series=50))
+    assert summary.anomalies["unknown_status"] > 0
+
+
+def test_provider_sample() -> None:
+    answer = RESPONSE_ADAPTER.validate_json(FIXTURE.read_bytes())
+    tasks = answer.get("TaskList") or []
+    assert_same(window_of(tasks, 0, answer.get("TotalCount")), SummaryLimits())
+
+
+def test_tiny_caps_and_unsorted_buckets() -> None:
+    tasks = json.loads(json.dumps(generate_tasks(40, 5, now=NOW, seed=9)))
+    assert_same(window_of(tasks), SummaryLimits(max_url_series=0, max_task_series=0))
+    assert_same(window_of(tasks), SummaryLimits(buckets=(600.0, 10.0)))
+    assert_same(window_of(tasks), SummaryLimits(buckets=(math.nan, 10.0)))
+    assert_same(window_of([]), SummaryLimits())
+
+
+def test_sums_beyond_exact_floats_take_the_reference_path() -> None:
+    url = {"Url": "u", "CreateTime": 1, "FinishTime": 2**60, "Status": "success", "Progress": 100}
+    task = {"TaskId": "t", "CreateTime": 1, "Status": "success", "UrlLists": [url, dict(url)]}
+    assert_same(window_of([task]), SummaryLimits())
+
+
+_statuses = st.sampled_from(
+    ["success", "failure", "wait", "process", "unknow", "unknown", "odd", None]
+)
+_times = st.one_of(st.integers(-5, 40), st.just(0), st.integers(NOW - 100, NOW))
+
+
+@st.composite
+def _url(draw: st.DrawFn) -> dict[str, Any]:
+    url: dict[str, Any] = {}
+    for key, values in (
+        ("Url", st.sampled_from(["a", "b", "c"])),
+        ("CreateTime", _times),
+        ("FinishTime", _times),
+        ("Status", _statuses),
+        ("Progress", st.integers(-10, 120)),
+    ):
+        value = draw(values)
+        if value is not None and draw(st.booleans()) | (key == "Status"):
+            url[key] = value
+    return url
+
+
+@st.composite
+def _task(draw: st.DrawFn) -> TaskInfo:
+    task: dict[str, Any] = {"TaskId": draw(st.sampled_from(["t1", "t2", "t3", "t4"]))}
+    if draw(st.booleans()):
+        task["CreateTime"] = draw(_times)
+    status = draw(_statuses)
+    if status is not None:
+        task["Status"] = status
+    if draw(st.integers(0, 4)):
+        task["UrlLists"] = draw(st.lists(_url(), max_size=6))
+    return task  # type: ignore[return-value]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    tasks=st.lists(_task(), max_size=8),
+    max_urls=st.integers(0, 6),
+    max_tasks=st.integers(0, 3),
+    buckets=st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9)]),
+)
+def test_any_dirty_data(
+    tasks: list[TaskInfo], max_urls: int, max_tasks: int, buckets: tuple[float, ...]
+) -> None:
+    limits = SummaryLimits(max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets)
+    assert_same(window_of(tasks, 1, 3), limits)
