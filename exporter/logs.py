@@ -28,7 +28,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "msg": record.getMessage(),
     }
     fields.update(getattr(record, "fields", {}))
-    if record.exc_info:
+    if record.exc_text:  # already formatted, and redacted, by RedactSecrets
+        fields["error"] = record.exc_text
+    elif record.exc_info:
         fields["error"] = logging.Formatter().formatException(record.exc_info)
     return fields
 
@@ -70,12 +72,32 @@ class RedactSecrets(logging.Filter):
         self._secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
         message = record.getMessage()
-        if any(secret in message for secret in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, _REDACTED)
-            record.msg, record.args = message, None
+        if self._found(message):
+            record.msg, record.args = self._redact(message), None
+        # The structured fields and a traceback's text are printed too: a library's
+        # exception message can carry anything it was handed.
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and any(self._found(str(v)) for v in fields.values()):
+            record.fields = {
+                key: self._redact(str(value)) if self._found(str(value)) else value
+                for key, value in fields.items()
+            }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self._found(record.exc_text):
+            record.exc_text = self._redact(record.exc_text)
         return True
+
+    def _found(self, text: str) -> bool:
+        return any(secret in text for secret in self._secrets)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
 
 
 def configure_logging(
