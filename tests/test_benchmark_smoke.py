@@ -1,0 +1,43 @@
+"""The benchmark's smoke run: ``benchmarks/bench_scrape.py --quick`` works and prints every figure.
+
+Timings on shared CI machines prove nothing, so nothing here asserts one: this only keeps
+the script that produces the README's Performance figures from rotting.
+"""
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+FIGURES = (
+    "### 1. CPU of one scrape",
+    "### 2. Latency",
+    "### 3. Memory and exposition size",
+    "### 4. Scaling",
+    "### Summary",
+)
+VERDICTS = (
+    "| 1. CPU per scrape vs json.loads",
+    "| 2. scrape time, parallel pages",
+    "| 2. scrape time, sequential baseline",
+    "| 3. peak RSS at",
+    "| 3. exposition,",
+    "| 4. marginal CPU per URL across sizes",
+)
+
+
+def test_quick_benchmark_prints_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_scrape.py", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in (*FIGURES, *VERDICTS):
+        assert line in result.stdout, f"missing {line!r} in:\n{result.stdout}"
+    for row in result.stdout.splitlines():
+        if row.startswith(VERDICTS):
+            assert row.rstrip(" |").endswith(("PASS", "FAIL"))

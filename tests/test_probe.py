@@ -1,0 +1,148 @@
+"""``/probe`` end to end: the exporter as a process, the simulated API on loopback.
+
+A configured target answers with its own series only, and costs requests for that target
+only. Anything else (an unknown project or platform, an empty, missing or repeated
+parameter) is 400 and never reaches the API: user-supplied values must not become
+upstream calls. ``/metrics`` keeps serving every target, with the runtime metrics.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
+from tests.conftest import ExporterProcess, exporter_args, samples
+
+NOW = int(time.time())  # the exporter's window ends at its own wall clock
+STATUSES = ("success", "failure", "process", "wait", "unknow")
+TARGETS: dict[Target, int] = {("org-a", False): 7, ("org-a", True): 4, ("org-b", False): 9}
+Start = Callable[..., ExporterProcess]
+
+
+def tasks_for(target: Target, count: int) -> list[Task]:
+    project, dcdn = target
+    tasks = []
+    for index in range(count):
+        status = STATUSES[index % len(STATUSES)]
+        created = NOW - 60 * (index + 1)
+        url = {
+            "Url": f"https://cdn.example.com/{project}/{dcdn}/{index}.bin",
+            "CreateTime": created,
+            "FinishTime": created + 30 if status in ("success", "failure") else 0,
+            "Status": status,
+            "Progress": 100 if status == "success" else 50,
+        }
+        tasks.append(
+            {"TaskId": f"{project}-{dcdn}-{index}", "CreateTime": created, "Status": status,
+             "UrlLists": [url]}
+        )  # fmt: skip
+    return tasks
+
+
+@pytest.fixture
+def api(simulator: Callable[..., SimulatedApi]) -> SimulatedApi:
+    return simulator(StaticDataset({t: tasks_for(t, n) for t, n in TARGETS.items()}))
+
+
+@pytest.fixture
+def exporter(api: SimulatedApi, start_exporter: Start) -> ExporterProcess:
+    # org-b on dcdn is a configured target with no tasks: it must answer, with zeros.
+    return start_exporter(
+        *exporter_args(api, "--project-ids", "org-a,org-b", "--platforms", "cdn,dcdn",
+                       "--page-size", "3")
+    )  # fmt: skip
+
+
+def target_labels(text: str) -> set[tuple[str, str]]:
+    return {
+        (dict(labels)["project_id"], dict(labels)["platform"])
+        for (_, labels) in samples(text)
+        if "project_id" in dict(labels)
+    }
+
+
+def value(
+    parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return parsed[(name, frozenset(labels.items()))]
+
+
+@pytest.mark.parametrize(("project", "platform"), [("org-a", "dcdn"), ("org-b", "cdn")])
+def test_a_configured_target_answers_with_only_its_series(
+    api: SimulatedApi, exporter: ExporterProcess, project: str, platform: str
+) -> None:
+    api.reset_log()
+    response = exporter.scrape(f"probe?project_id={project}&platform={platform}")
+    assert response.status_code == 200
+    assert target_labels(response.text) == {(project, platform)}
+    parsed = samples(response.text)
+    target = (project, platform == "dcdn")
+    expected = Counter(
+        "unknown" if t["Status"] == "unknow" else t["Status"]
+        for t in tasks_for(target, TARGETS[target])
+    )
+    for status in ("success", "failure", "process", "wait", "unknown"):
+        got = value(parsed, "ucdn_prefetch_tasks", project_id=project, platform=platform,
+                    status=status)  # fmt: skip
+        assert got == expected[status]
+    assert value(parsed, "ucdn_prefetch_up", project_id=project, platform=platform) == 1
+    # Only this target's pages were asked for (page size 3: several of them).
+    assert api.request_count() == api.request_count(project, platform == "dcdn") >= 2
+    assert not any(name.startswith("process_") for name, _ in parsed)  # runtime: /metrics only
+
+
+def test_a_configured_target_with_no_tasks_answers_zeros(
+    api: SimulatedApi, exporter: ExporterProcess
+) -> None:
+    response = exporter.scrape("probe?project_id=org-b&platform=dcdn")
+    assert response.status_code == 200
+    parsed = samples(response.text)
+    assert value(parsed, "ucdn_prefetch_up", project_id="org-b", platform="dcdn") == 1
+    assert (
+        value(parsed, "ucdn_prefetch_tasks", project_id="org-b", platform="dcdn", status="success")
+        == 0
+    )
+    assert api.request_count() == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "project_id=org-z&platform=cdn",  # a project not configured
+        "project_id=org-a&platform=xcdn",  # a platform that does not exist
+        "project_id=ORG-A&platform=cdn",  # labels match exactly
+        "project_id=&platform=cdn",  # empty: not the default project unless configured
+        "platform=cdn",  # missing: the default project is not configured here
+        "",
+        "project_id=org-a&project_id=org-a&platform=cdn",  # repeated, even if equal
+        "project_id=org-a&platform=cdn&platform=dcdn",
+        "project_id=org-a%0A&platform=cdn",
+        "project_id=org-a%26platform%3Dcdn",
+    ],
+)
+def test_anything_else_is_400_and_never_reaches_the_api(
+    api: SimulatedApi, exporter: ExporterProcess, query: str
+) -> None:
+    api.reset_log()
+    response = exporter.scrape(f"probe?{query}")
+    assert response.status_code == 400
+    assert "unknown target" in response.text
+    assert "project_id=org-a&platform=dcdn" in response.text  # says what is allowed
+    assert api.request_count() == 0
+
+
+def test_metrics_is_unaffected_by_probes(api: SimulatedApi, exporter: ExporterProcess) -> None:
+    for query in ("project_id=org-z&platform=cdn", "project_id=org-a&platform=cdn"):
+        exporter.scrape(f"probe?{query}")
+    api.reset_log()
+    response = exporter.scrape("metrics")
+    assert response.status_code == 200
+    configured = {(p, f) for p in ("org-a", "org-b") for f in ("cdn", "dcdn")}
+    assert target_labels(response.text) == configured
+    parsed = samples(response.text)
+    for project, platform in configured:
+        assert value(parsed, "ucdn_prefetch_up", project_id=project, platform=platform) == 1
+    assert {r.target for r in api.requests} == {(p, f == "dcdn") for p, f in configured}
+    assert any(name.startswith("process_") for name, _ in parsed)
