@@ -40,10 +40,6 @@ _BACKOFF_BASE_SECONDS: Final = 0.2
 _BACKOFF_CAP_SECONDS: Final = 5.0
 _READ_CHUNK: Final = 64 * 1024
 _DETAIL_LIMIT: Final = 200
-# The gateway's integers are 64-bit; JSON allows any length, and an integer past float's
-# range makes float() raise wherever it is summed, divided or exposed.
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 
 log = logging.getLogger(__name__)
 
@@ -328,28 +324,7 @@ def _decode(body: bytes, *secrets: str) -> TaskListResponse:
     if answer["RetCode"] != 0:
         message = _scrub(answer.get("Message", ""), *secrets)
         raise ApiError("api_error", f"RetCode {answer['RetCode']}: {message}"[:_DETAIL_LIMIT])
-    field = _out_of_range(answer)
-    if field is not None:
-        raise ApiError("invalid_response", f"{field}: integer outside the 64-bit range")
     return answer
-
-
-def _out_of_range(answer: TaskListResponse) -> str | None:
-    """The first integer field outside the 64-bit range, or None: one pass, no copies."""
-    low, high = _INT64_MIN, _INT64_MAX
-    if not low <= answer.get("TotalCount", 0) <= high:
-        return "TotalCount"
-    for task in answer.get("TaskList") or ():
-        if not low <= task.get("CreateTime", 0) <= high:
-            return "TaskList.CreateTime"
-        for url in task.get("UrlLists") or ():
-            if not (
-                low <= url.get("CreateTime", 0) <= high
-                and low <= url.get("FinishTime", 0) <= high
-                and low <= url.get("Progress", 0) <= high
-            ):
-                return "TaskList.UrlLists"
-    return None
 
 
 def _unique(pages: list[_Page], total_count: int | None) -> TaskWindow:
