@@ -76,7 +76,7 @@ def test_a_small_account_costs_one_request(
     assert api.request_count() == 1
 
 
-def test_promised_pages_come_in_parallel_windows(
+def test_promised_pages_come_in_parallel_as_slots_free(
     simulator: Callable[..., SimulatedApi], client_for: Callable[..., ApiClient]
 ) -> None:
     api = simulator(StaticDataset({TARGET: served(95)}))
@@ -84,10 +84,22 @@ def test_promised_pages_come_in_parallel_windows(
     window = fetch(client_for(api, page_size=10, parallel_pages=8))
     assert len(window.tasks) == 95
     arrivals = sorted(r.received for r in api.requests)
-    # First page alone, then pages 2-9 together, then page 10 alone: three rounds of 0.3 s.
+    # First page alone, then pages 1-8 together, then page 9 (the short one TotalCount
+    # promised) in the first slot that frees; no page to confirm the end is needed.
     assert len(arrivals) == 10
+    assert arrivals[1] - arrivals[0] >= 0.25
     assert arrivals[8] - arrivals[1] < 0.25
-    assert arrivals[9] - arrivals[8] >= 0.25
+    assert arrivals[9] - arrivals[1] >= 0.25
+
+
+def test_when_total_count_fills_the_last_page_one_more_confirms_the_end(
+    simulator: Callable[..., SimulatedApi], client_for: Callable[..., ApiClient]
+) -> None:
+    api = simulator(StaticDataset({TARGET: served(80)}))
+    window = fetch(client_for(api, page_size=10, parallel_pages=8))
+    assert len(window.tasks) == 80
+    offsets = sorted(int(r.params["Offset"]) for r in api.requests)
+    assert offsets == [0, 10, 20, 30, 40, 50, 60, 70, 80]
 
 
 def test_requests_are_signed_post_forms_with_explicit_limit(
