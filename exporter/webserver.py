@@ -355,7 +355,10 @@ class WebServer:
     def serve_forever(self) -> None:
         """Start if needed and block until ``stop`` (e.g. from a SIGTERM handler)."""
         self.start()
-        self._stopped.wait()
+        # Python runs signal handlers in the main thread only, between bytecodes; a SIGTERM
+        # the kernel hands to another thread would wait for an untimed wait to end for ever.
+        while not self._stopped.wait(0.5):
+            pass
 
     def stop(self) -> None:
         """Stop listening and close connections; safe to call more than once."""

@@ -154,12 +154,6 @@ def test_a_caller_with_a_short_deadline_gives_up_without_cancelling_the_shared_f
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, reported: WebServer.serve_forever() waits on an Event without a timeout "
-    "in the main thread, so a SIGTERM the kernel delivers to a worker thread is not acted on "
-    "until SIGKILL (exporter/webserver.py: wait with a timeout in a loop)",
-)
 def test_sigterm_to_the_process_stops_the_exporter_promptly(api: SimulatedApi) -> None:
     # As systemd and Kubernetes send it: to the process, not to a thread.
     for _ in range(4):
