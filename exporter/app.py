@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.collector import PrefetchCollector
-from exporter.config import DEFAULT_PROJECT_LABEL, Target
+from exporter.config import Target
 from exporter.deadline import Deadline
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ class ExporterApp:
 
     def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
         """The configured target the query names; user-supplied values never reach the API."""
-        projects = query.get("project_id", [DEFAULT_PROJECT_LABEL])
-        platforms = query.get("platform", ["cdn"])
-        if len(projects) != 1 or len(platforms) != 1:
+        projects = query.get("project_id", [])
+        platforms = query.get("platform", [])
+        if len(projects) != 1 or len(platforms) != 1:  # both named, once each: no guessing
             return None
         for target in self._collector.targets:
             if target.project_label == projects[0] and target.platform == platforms[0]:

@@ -114,7 +114,8 @@ def test_a_configured_target_with_no_tasks_answers_zeros(
         "project_id=org-a&platform=xcdn",  # a platform that does not exist
         "project_id=ORG-A&platform=cdn",  # labels match exactly
         "project_id=&platform=cdn",  # empty: not the default project unless configured
-        "platform=cdn",  # missing: the default project is not configured here
+        "platform=cdn",  # missing: never guessed, even as the default project
+        "project_id=org-a",  # missing platform: never guessed, though org-a/cdn exists
         "",
         "project_id=org-a&project_id=org-a&platform=cdn",  # repeated, even if equal
         "project_id=org-a&platform=cdn&platform=dcdn",
