@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from prometheus_client import generate_latest
 from prometheus_client.gc_collector import GCCollector
@@ -46,9 +46,29 @@ _TOOLKIT_SPELLINGS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line that never repeats a value.
+
+    A mistyped flag followed by the private key would otherwise be echoed back in
+    "unrecognized arguments", and the usage block of every flag buries the error.
+    """
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(flags) or '(values without a flag)'}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags for every setting, plus the modes that are not settings."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Prometheus exporter for CDN prefetch (cache warm-up) tasks of "
         "UCloud-compatible UCDN gateways. Every setting is also an environment variable.",

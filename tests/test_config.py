@@ -152,3 +152,14 @@ def test_version_comes_from_package_metadata() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"ucdn-prefetch-exporter {version('ucdn-prefetch-exporter')}"
+
+
+def test_a_mistyped_flag_is_one_line_that_does_not_echo_the_key() -> None:
+    result = run_cli("--private-kye", CANARY)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ucdn-prefetch-exporter: unrecognized arguments: --private-kye (see --help)"
+    ]
+    result = run_cli(f"--private-kye={CANARY}")
+    assert result.returncode == 2
+    assert CANARY not in result.stderr + result.stdout
