@@ -6,7 +6,6 @@ Requests are POST form bodies, as the official SDKs send them, so that the signe
 parameters never appear in a URL, a proxy's access log or an exception message.
 """
 
-import contextlib
 import logging
 import math
 import random
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 
 import requests
+import urllib3
 from pydantic import SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
 
@@ -275,39 +275,43 @@ class ApiClient:
     def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
         """Read the whole body, but never past the deadline or the size cap.
 
-        A socket read timeout bounds each read, not the whole body: a gateway that
-        drips a byte a second would hold the scrape for ever. A timer shuts the
-        socket down at the deadline, which ends a blocked read at once.
+        A socket timeout bounds each read, not the whole body: a gateway that drips a
+        byte a second would hold the scrape for ever. So before every read the socket's
+        timeout is set to the time left (or the request timeout, if sooner), and no
+        read can end after the deadline.
         """
         limit = self.options.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
         raw = response.raw
-        watchdog = threading.Timer(deadline.remaining(), _shutdown, args=(raw,))
-        watchdog.daemon = True
-        watchdog.start()
+        sock = getattr(raw.connection, "sock", None)
         chunks: list[bytes] = []
         size = 0
         try:
-            while chunk := raw.read1(_READ_CHUNK, decode_content=True):
+            while True:
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    break
+                if sock is not None:
+                    sock.settimeout(min(self.options.request_timeout, remaining))
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
                 size += len(chunk)
                 if size > limit:
                     raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
                 chunks.append(chunk)
-                if deadline.expired:
-                    break
+        except (TimeoutError, urllib3.exceptions.TimeoutError):
+            if not deadline.expired:
+                raise ApiError(
+                    "timeout", f"no data for {self.options.request_timeout:.1f}s"
+                ) from None
         except (OSError, ValueError, requests.RequestException) as error:
-            if not deadline.expired:
-                raise ApiError("connection_error", _describe(error)) from None
+            raise ApiError("connection_error", _describe(error)) from None
         except Exception as error:  # urllib3's protocol and decoding errors share no base class
-            if not deadline.expired:
-                raise ApiError("invalid_response", _describe(error)) from None
-        finally:
-            watchdog.cancel()
-        if deadline.expired:
-            raise ApiError("timeout", f"answer not read within the deadline ({size} bytes read)")
-        return b"".join(chunks)
+            raise ApiError("invalid_response", _describe(error)) from None
+        raise ApiError("timeout", f"answer not read within the deadline ({size} bytes read)")
 
 
 class _Paging:
@@ -414,12 +418,6 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
-
-
-def _shutdown(raw: object) -> None:
-    # Already closed or released to the pool: nothing is left to interrupt.
-    with contextlib.suppress(OSError, ValueError, RuntimeError):
-        raw.shutdown()  # type: ignore[attr-defined]
 
 
 def _describe(error: BaseException) -> str:
