@@ -391,7 +391,7 @@ def figure_latency(run: Run) -> None:
     pages = -(-work.tasks // work.page_size)
     parallel_s, sequential_s = results[plan.parallel_pages], results[1]
     rows = [
-        [f"parallel windows of {plan.parallel_pages} (default)", f"{parallel_s:.2f} s", "1.00x"],
+        [f"pages in flight: {plan.parallel_pages} (default)", f"{parallel_s:.2f} s", "1.00x"],
         ["sequential (--parallel-pages 1)", f"{sequential_s:.2f} s",
          f"{sequential_s / parallel_s:.2f}x"],
     ]  # fmt: skip
