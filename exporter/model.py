@@ -53,4 +53,3 @@ class TaskListResponse(TypedDict):
 
 
 RESPONSE_ADAPTER: Final = TypeAdapter(TaskListResponse)
-
