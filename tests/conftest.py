@@ -1,6 +1,7 @@
 """Shared test equipment: a simulated API on loopback and the exporter as a real process."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,20 @@ from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, 
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def installed(program: str) -> str:
+    """Path of a program from Debian's ``prometheus`` package (promtool, prometheus).
+
+    Missing, it fails the test in CI (``CI=true``, where .ci/run installs it) and skips
+    it elsewhere, so a newcomer without the package still runs everything else.
+    """
+    path = shutil.which(program)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is not installed (apt-get install prometheus)")
+        pytest.skip(f"{program} is not installed (apt-get install prometheus)")
+    return path
 
 
 def free_port() -> int:

@@ -4,28 +4,17 @@ each service reads parses. No Docker engine is needed: the files are checked as 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from conftest import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"
-
-
-def promtool() -> str:
-    """Path of promtool; in CI (CI=true) a missing binary is a failure, elsewhere a skip."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is not installed (apt-get install prometheus)")
-        pytest.skip("promtool is not installed")
-    return path
 
 
 def services() -> dict[str, Any]:
@@ -94,7 +83,7 @@ def test_prometheus_scrapes_the_exporter_service() -> None:
 def test_prometheus_config_passes_promtool() -> None:
     config_file = host_path("prometheus", "/etc/prometheus/prometheus.yml")
     result = subprocess.run(
-        [promtool(), "check", "config", str(config_file)],
+        [installed("promtool"), "check", "config", str(config_file)],
         capture_output=True,
         text=True,
         timeout=60,

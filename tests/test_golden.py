@@ -7,13 +7,12 @@ are replaced by a placeholder before comparing.
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, installed
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -117,11 +116,7 @@ def test_text_exposition_matches_the_golden_file(exposition: list[Any]) -> None:
 
 
 def test_golden_file_is_lint_clean_for_promtool(exposition: list[Any]) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool not installed")
+    promtool = installed("promtool")
     text = generate_latest(MetricsSnapshot(exposition))
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import ExporterProcess, free_port, wait_until_ready
+from conftest import ExporterProcess, free_port, installed, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ucdn-prefetch-overview.json"
@@ -40,16 +39,6 @@ ALL = {"project_id": ".*", "platform": ".*"}
 ONE = {"project_id": "org-b", "platform": "dcdn"}
 # Grafana's built-in variables, as it would fill them for a short dashboard range.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
-
-
-def prometheus_binary() -> str:
-    """Path of prometheus; in CI (CI=true) a missing binary is a failure, elsewhere a skip."""
-    path = shutil.which("prometheus")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is not installed (apt-get install prometheus)")
-        pytest.skip("prometheus is not installed")
-    return path
 
 
 @dataclass
@@ -131,7 +120,7 @@ def start_exporter(log_path: Path) -> ExporterProcess:
 def start_prometheus(
     directory: Path, exporter_port: int
 ) -> tuple[subprocess.Popen[bytes], Prometheus]:
-    binary = prometheus_binary()
+    binary = installed("prometheus")
     config = directory / "prometheus.yml"
     config.write_text(yaml.safe_dump(scrape_config(exporter_port)))
     port = free_port()
@@ -179,7 +168,7 @@ def settled(prometheus: Prometheus) -> bool:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     directory = tmp_path_factory.mktemp("prometheus")
-    prometheus_binary()  # skip or fail before starting anything
+    installed("prometheus")  # skip or fail before starting anything
     exporter = start_exporter(directory / "exporter.log")
     try:
         process, server = start_prometheus(directory, exporter.port)

@@ -3,7 +3,6 @@ pass, and every alert carries what an on-call engineer needs and is tested both 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
@@ -21,16 +21,6 @@ RUNBOOK_PREFIX = (
 )
 # level:metric:operations, each part snake_case; the metric keeps our prefix.
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:ucdn_prefetch_[a-z0-9_]+:[a-z0-9_]+$")
-
-
-def promtool() -> str:
-    """Path of promtool; in CI (CI=true) a missing binary is a failure, elsewhere a skip."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is not installed (apt-get install prometheus)")
-        pytest.skip("promtool is not installed")
-    return path
 
 
 def load_rules() -> list[dict[str, Any]]:
@@ -44,7 +34,7 @@ def alerts() -> list[dict[str, Any]]:
 
 def test_promtool_check_rules() -> None:
     result = subprocess.run(
-        [promtool(), "check", "rules", str(RULES)],
+        [installed("promtool"), "check", "rules", str(RULES)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -56,7 +46,7 @@ def test_promtool_check_rules() -> None:
 
 def test_promtool_unit_tests_pass() -> None:
     result = subprocess.run(
-        [promtool(), "test", "rules", str(RULES_TEST)],
+        [installed("promtool"), "test", "rules", str(RULES_TEST)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,7 +62,7 @@ def test_a_broken_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
     (tmp_path / "rules.yml").write_text(rules)
     shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
     result = subprocess.run(
-        [promtool(), "test", "rules", str(tmp_path / "rules_test.yml")],
+        [installed("promtool"), "test", "rules", str(tmp_path / "rules_test.yml")],
         capture_output=True,
         text=True,
         timeout=120,
