@@ -116,3 +116,28 @@ def test_every_alert_is_unit_tested_firing_and_not_firing(alert: dict[str, Any])
     ]
     assert any(case["exp_alerts"] for case in cases), "no history that fires it"
     assert any(not case["exp_alerts"] for case in cases), "no history that does not fire it"
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a Markdown heading."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def test_every_runbook_url_points_at_a_readme_section() -> None:
+    readme = (RULES.parent.parent / "README.md").read_text()
+    anchors = {
+        github_anchor(line.lstrip("#")) for line in readme.splitlines() if line.startswith("#")
+    }
+    alerts = [
+        rule
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert alerts
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url.split("#")[0].endswith("/README.md"), url
+        assert url.split("#", 1)[1] in anchors, f"{alert['alert']}: no README section for {url}"
