@@ -99,10 +99,19 @@ def by_status(metric: str) -> str:
     return f"sum by (status) ({metric}{{{TARGET}}})"
 
 
-def status_stat(title: str, metric: str, description: str) -> Panel:
-    panel = (
+def latest_value_stat(title: str) -> stat.Panel:
+    """A stat panel, five rows high, of the latest value of its queries."""
+    return (
         stat.Panel()
         .title(title)
+        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
+        .height(5)
+    )
+
+
+def status_stat(title: str, metric: str, description: str) -> Panel:
+    panel = (
+        latest_value_stat(title)
         .description(description)
         .with_target(query(by_status(metric), "{{status}}", instant=True))
         .unit("short")
@@ -110,9 +119,7 @@ def status_stat(title: str, metric: str, description: str) -> Panel:
         .color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.FIXED))
-        .height(5)
         .span(8)
     )
     return color_by_status(panel)
@@ -163,8 +170,7 @@ def now_row() -> Iterator[Panel]:
         "content is warm (success), still to warm (wait, process) or not warmed (failure).",
     )
     yield (
-        stat.Panel()
-        .title("Failure ratio of finished URLs")
+        latest_value_stat("Failure ratio of finished URLs")
         .description(
             "Per target: failed URLs / (succeeded + failed URLs) in the window, from the "
             "recording rule. Yellow from 5 %, red from 10 % (where the "
@@ -185,8 +191,6 @@ def now_row() -> Iterator[Panel]:
         .thresholds(steps((None, "green"), (0.05, "yellow"), (FAILURE_RATIO_LIMIT, "red")))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.AREA)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
-        .height(5)
         .span(8)
     )
     yield stacked_by_status(
@@ -240,8 +244,7 @@ def in_flight_row() -> Iterator[Panel]:
         model.DynamicConfigValue(id_val="color", value={"mode": "continuous-RdYlGr"}),
     ]
     yield (
-        stat.Panel()
-        .title("URL series dropped by the cap")
+        latest_value_stat("URL series dropped by the cap")
         .description(
             "Unfinished URLs the exporter left out of the table because of its per-target "
             "cap (MAX_URL_SERIES). Above 0 the table is incomplete: raise the cap if "
@@ -255,13 +258,10 @@ def in_flight_row() -> Iterator[Panel]:
         .thresholds(steps((None, "green"), (1, "orange")))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
-        .height(5)
         .span(12)
     )
     yield (
-        stat.Panel()
-        .title("Age of the oldest unfinished task")
+        latest_value_stat("Age of the oldest unfinished task")
         .description(
             "How long ago the oldest task still in wait or process was created, per target "
             "(recording rule). Empty when nothing is unfinished. Red at 2 h, where the "
@@ -287,8 +287,6 @@ def in_flight_row() -> Iterator[Panel]:
         .no_value("nothing unfinished")
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
-        .height(5)
         .span(12)
     )
     yield (
@@ -436,8 +434,7 @@ def speed_row() -> Iterator[Panel]:
 def health_row() -> Iterator[Panel]:
     """Whether the exporter itself works, and whether its numbers can be trusted."""
     yield (
-        stat.Panel()
-        .title("Collection up per target")
+        latest_value_stat("Collection up per target")
         .description(
             "Whether the exporter's last collection for each project and platform "
             "succeeded. DOWN means the UCDN API could not be read for it: the other panels "
@@ -461,13 +458,10 @@ def health_row() -> Iterator[Panel]:
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
-        .height(5)
         .span(12)
     )
     yield (
-        stat.Panel()
-        .title("Time since last successful collection")
+        latest_value_stat("Time since last successful collection")
         .description(
             "Seconds since each target was last collected successfully. It should stay "
             "near the scrape interval; a growing value with Collection up DOWN tells how "
@@ -485,8 +479,6 @@ def health_row() -> Iterator[Panel]:
         .thresholds(steps((None, "green"), (300, "red")))
         .color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.NONE)
-        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
-        .height(5)
         .span(12)
     )
     yield (
