@@ -107,16 +107,10 @@ def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     (see ``benchmarks/``). Data outside the fast path's assumptions (a CreateTime that is
     not positive, sums beyond a float's exact integers) take the reference path instead.
     """
-    tasks = sorted(window.tasks, key=_newest_first)
-    summary = _fast_summary(tasks, limits)
+    summary = _fast_summary(sorted(window.tasks, key=_newest_first), limits)
     if summary is None:
-        builder = _SummaryBuilder(limits)
-        for task in tasks:
-            builder.add_task(task)
-        summary = builder.summary()
-    summary.anomalies["duplicate_task"] = window.duplicate_tasks
-    if window.total_count is not None and window.total_count != len(window.tasks):
-        summary.anomalies["total_count_mismatch"] = 1
+        return summarize_reference(window, limits)
+    _count_window_anomalies(summary, window)
     return summary
 
 
@@ -125,10 +119,16 @@ def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSumm
     builder = _SummaryBuilder(limits)
     for task in sorted(window.tasks, key=_newest_first):
         builder.add_task(task)
-    builder.anomalies["duplicate_task"] = window.duplicate_tasks
+    summary = builder.summary()
+    _count_window_anomalies(summary, window)
+    return summary
+
+
+def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
+    """Anomalies of the paging rather than of any one task."""
+    summary.anomalies["duplicate_task"] = window.duplicate_tasks
     if window.total_count is not None and window.total_count != len(window.tasks):
-        builder.anomalies["total_count_mismatch"] = 1
-    return builder.summary()
+        summary.anomalies["total_count_mismatch"] = 1
 
 
 # Integers up to 2**53 add up exactly in a float, so an integer sum below it equals the
