@@ -4,13 +4,12 @@ each service reads parses. No Docker engine is needed: the files are checked as 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
-from conftest import installed
+from conftest import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -82,13 +81,7 @@ def test_prometheus_scrapes_the_exporter_service() -> None:
 
 def test_prometheus_config_passes_promtool() -> None:
     config_file = host_path("prometheus", "/etc/prometheus/prometheus.yml")
-    result = subprocess.run(
-        [installed("promtool"), "check", "config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = promtool("check", "config", str(config_file))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

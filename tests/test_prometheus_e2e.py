@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import ExporterProcess, free_port, installed, wait_until_ready
+from conftest import ExporterProcess, free_port, installed, stop_process, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ucdn-prefetch-overview.json"
@@ -142,16 +142,6 @@ def start_prometheus(
     return process, Prometheus(f"http://127.0.0.1:{port}/", log_path)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def settled(prometheus: Prometheus) -> bool:
     """Target up, several scrapes stored, every rule evaluated and every record present."""
     targets = prometheus.api("targets")["activeTargets"]
@@ -177,7 +167,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             wait_for("target up, scrapes stored, rules run", lambda: settled(server), server, end)
             yield server
         finally:
-            stop(process)
+            stop_process(process)
     finally:
         exporter.stop()
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import installed
+from conftest import promtool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
@@ -33,25 +32,13 @@ def alerts() -> list[dict[str, Any]]:
 
 
 def test_promtool_check_rules() -> None:
-    result = subprocess.run(
-        [installed("promtool"), "check", "rules", str(RULES)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
-    result = subprocess.run(
-        [installed("promtool"), "test", "rules", str(RULES_TEST)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = promtool("test", "rules", str(RULES_TEST))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -61,13 +48,7 @@ def test_a_broken_threshold_fails_the_unit_tests(tmp_path: Path) -> None:
     assert rules != RULES.read_text()
     (tmp_path / "rules.yml").write_text(rules)
     shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
-    result = subprocess.run(
-        [installed("promtool"), "test", "rules", str(tmp_path / "rules_test.yml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = promtool("test", "rules", str(tmp_path / "rules_test.yml"))
     assert result.returncode != 0
     assert "UcdnPrefetchTaskStuck" in result.stdout + result.stderr
 
