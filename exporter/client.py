@@ -21,12 +21,12 @@ from typing import Final, Literal, get_args
 
 import requests
 import urllib3
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from exporter import __version__
 from exporter.deadline import Deadline
-from exporter.model import RESPONSE_ADAPTER, TaskInfo, TaskListResponse
+from exporter.model import InvalidResponse, TaskInfo, TaskListResponse, decode_response
 from exporter.signature import ParamValue, signed_form
 
 ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
@@ -380,11 +380,9 @@ def _query(
 
 def _decode(body: bytes, *secrets: str) -> TaskListResponse:
     try:
-        answer = RESPONSE_ADAPTER.validate_json(body)
-    except ValidationError as error:
-        first = error.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError("invalid_response", f"{where}: {first['msg']}") from None
+        answer = decode_response(body)
+    except InvalidResponse as error:
+        raise ApiError("invalid_response", str(error)[:_DETAIL_LIMIT]) from None
     if answer["RetCode"] != 0:
         message = _scrub(answer.get("Message", ""), *secrets)
         raise ApiError("api_error", f"RetCode {answer['RetCode']}: {message}"[:_DETAIL_LIMIT])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from exporter.aggregate import SummaryLimits, TargetSummary, summarize, summarize_reference
 from exporter.client import TaskWindow
-from exporter.model import RESPONSE_ADAPTER, TaskInfo
+from exporter.model import TaskInfo, decode_response
 from exporter.simulator import LiveDataset, generate_tasks
 
 NOW = 1_700_000_000
@@ -49,7 +49,7 @@ def test_demo_world_with_its_anomalies() -> None:
 
 
 def test_provider_sample() -> None:
-    answer = RESPONSE_ADAPTER.validate_json(FIXTURE.read_bytes())
+    answer = decode_response(FIXTURE.read_bytes())
     tasks = answer.get("TaskList") or []
     assert_same(window_of(tasks, 0, answer.get("TotalCount")), SummaryLimits())
 
