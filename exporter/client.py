@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Final, Literal, get_args
+from urllib.parse import urlencode
 
 import requests
 import urllib3
@@ -26,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from exporter import __version__
 from exporter.deadline import Deadline
-from exporter.model import InvalidResponse, TaskInfo, TaskListResponse, decode_response
+from exporter.model import InvalidResponseError, TaskInfo, TaskListResponse, decode_response
 from exporter.signature import ParamValue, signed_form
 
 ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
@@ -118,34 +119,31 @@ class ApiClient:
         stats: RequestStats | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._url = api_url
         self._public_key = public_key
         self._private_key = private_key
         self.options = options or ClientOptions()
         self.stats = stats or RequestStats()
         self._sleep = sleep
-        self._session = self._new_session()
-        self._headers = {"User-Agent": f"ucdn-prefetch-exporter/{__version__}"}
+        # An adapter rather than a Session: a Session would merge cookies, hooks, proxy and
+        # CA variables from the environment (a stray REQUESTS_CA_BUNDLE must not change
+        # whom we trust) and look for redirects, at a cost per page that shows in a scrape.
+        # Retries are ours, bounded by the scrape's deadline; urllib3's know no deadline.
+        self._adapter = HTTPAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
+        self._verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        # The URL and headers are parsed once; each attempt copies this and adds its body.
+        headers = requests.utils.default_headers()  # compressed answers when the gateway can
+        headers["User-Agent"] = f"ucdn-prefetch-exporter/{__version__}"
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self._request = requests.Request("POST", api_url, headers=headers).prepare()
         # Pages of several targets share one bounded pool, so the gateway sees a bounded load.
         self._pool = ThreadPoolExecutor(
             max_workers=self.options.parallel_pages * 4, thread_name_prefix="api-page"
         )
 
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        # Retries are ours, bounded by the scrape's deadline; urllib3's defaults know no deadline.
-        adapter = HTTPAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.verify = str(self.options.ca_bundle) if self.options.ca_bundle else True
-        # A stray REQUESTS_CA_BUNDLE, proxy variable or netrc must not change who we trust.
-        session.trust_env = False
-        return session
-
     def close(self) -> None:
         """Release the connection pool and the page threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._session.close()
+        self._adapter.close()
 
     def fetch_tasks(
         self, project_id: str, *, is_dcdn: bool, begin: int, end: int, deadline: Deadline
@@ -250,11 +248,12 @@ class ApiClient:
             raise ApiError("timeout", "no time left in the scrape's deadline")
         timeout = min(self.options.request_timeout, remaining)
         try:
-            # Prepared here and sent as is: Session.request would merge cookies, hooks and
-            # environment settings we never use, at a cost per page that shows in a scrape.
-            request = requests.Request("POST", self._url, data=form, headers=self._headers)
-            response = self._session.send(
-                request.prepare(), timeout=(timeout, timeout), stream=True, allow_redirects=False
+            request = self._request.copy()
+            # Encoded here: requests' own form encoding checks each value's type, per page.
+            request.prepare_body(urlencode(form), None)
+            # Never a redirect: an adapter does not follow them, and a 3xx is an HTTP error.
+            response = self._adapter.send(
+                request, stream=True, timeout=(timeout, timeout), verify=self._verify
             )
         except requests.Timeout:
             raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
@@ -381,7 +380,7 @@ def _query(
 def _decode(body: bytes, *secrets: str) -> TaskListResponse:
     try:
         answer = decode_response(body)
-    except InvalidResponse as error:
+    except InvalidResponseError as error:
         raise ApiError("invalid_response", str(error)[:_DETAIL_LIMIT]) from None
     if answer["RetCode"] != 0:
         message = _scrub(answer.get("Message", ""), *secrets)

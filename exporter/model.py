@@ -52,7 +52,7 @@ class TaskListResponse(TypedDict):
     TaskList: NotRequired[list[TaskInfo]]
 
 
-class InvalidResponse(ValueError):
+class InvalidResponseError(ValueError):
     """The answer is not JSON, or not the shape above; the message names where, never a value."""
 
 
@@ -60,8 +60,8 @@ _DECODER: Final = msgspec.json.Decoder(TaskListResponse, strict=False)
 
 
 def decode_response(body: bytes) -> TaskListResponse:
-    """The validated answer in ``body``, or :class:`InvalidResponse`."""
+    """The validated answer in ``body``, or :class:`InvalidResponseError`."""
     try:
         return _DECODER.decode(body)
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError too
-        raise InvalidResponse(str(error)) from None
+        raise InvalidResponseError(str(error)) from None
