@@ -28,14 +28,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NotRequired
 
 import requests
 from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from exporter.aggregate import SummaryLimits, summarize, summarize_reference
 from exporter.client import ACTION, TaskWindow
-from exporter.model import TaskInfo, TaskListResponse, decode_response
+from exporter.model import decode_response
 from exporter.signature import ParamValue, signed_form
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 
@@ -362,12 +363,37 @@ def figure_cpu(run: Run) -> float:
     return peak
 
 
+class PydanticUrl(TypedDict):
+    """exporter.model's URL as a pydantic TypedDict: the choice msgspec replaced, compared."""
+
+    Url: NotRequired[str]
+    CreateTime: NotRequired[int]
+    FinishTime: NotRequired[int]
+    Status: NotRequired[str]
+    Progress: NotRequired[int]
+
+
+class PydanticTask(TypedDict):
+    """A task for :class:`PydanticUrl`."""
+
+    TaskId: NotRequired[str]
+    CreateTime: NotRequired[int]
+    Status: NotRequired[str]
+    UrlLists: NotRequired[list[PydanticUrl]]
+
+
+class PydanticAnswer(TypedDict):
+    """An answer for :class:`PydanticUrl`."""
+
+    RetCode: int
+    TotalCount: NotRequired[int]
+    TaskList: NotRequired[list[PydanticTask]]
+
+
 def in_process_parts(bodies: list[bytes], repeats: int) -> list[list[str]]:
     """Rows for the scrape's main parts, timed here against a json.loads taken alongside."""
-    pydantic_adapter = TypeAdapter(TaskListResponse)  # the choice msgspec replaced
-    tasks: list[TaskInfo] = [
-        task for body in bodies for task in decode_response(body).get("TaskList", [])
-    ]
+    pydantic_adapter = TypeAdapter(PydanticAnswer)
+    tasks = [task for body in bodies for task in decode_response(body).task_list]
     window = TaskWindow(tasks, 0, len(tasks), len(bodies))
     baseline = "in-process: json.loads again, the rows' baseline"
     parts: dict[str, Callable[[], object]] = {

@@ -9,11 +9,11 @@ than failing the whole collection.
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, pairwise, repeat
-from operator import eq, lt, not_, sub
-from typing import Any, Final
+from operator import attrgetter, eq, lt, not_, sub
+from typing import Final
 
 from exporter.client import TaskWindow
 from exporter.config import DEFAULT_BUCKETS
@@ -135,8 +135,11 @@ def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
 # reference's running float sum whatever the order.
 _EXACT_FLOAT_INTS: Final = 2**53
 _FINISHED_RAW: Final = tuple(sorted(FINISHED))  # the raw values _STATUS_OF maps into FINISHED
-# ``map(_get, dicts, repeat(key))`` reads one field of every dict without a Python loop.
-_get: Final[Callable[..., Any]] = dict.get
+# ``map(_STATUS, structs)`` reads one field of every struct without a Python loop.
+_STATUS: Final = attrgetter("status")
+_CREATE_TIME: Final = attrgetter("create_time")
+_FINISH_TIME: Final = attrgetter("finish_time")
+_PROGRESS: Final = attrgetter("progress")
 
 
 def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary | None:
@@ -144,13 +147,12 @@ def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary
     bounds = limits.buckets
     if not all(low < high for low, high in pairwise(bounds)):  # NaN fails too
         return None  # bisect over unsorted bounds is the reference's business
-    url_lists = [task.get("UrlLists") or [] for task in tasks]
+    url_lists = [task.url_lists for task in tasks]
     urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
-    # One column per field; missing fields become the reference's defaults.
-    raw_statuses: list[object] = list(map(_get, urls, repeat("Status")))
-    finishes: list[int] = list(map(_get, urls, repeat("FinishTime"), repeat(0)))
-    creates: list[int] = list(map(_get, urls, repeat("CreateTime"), repeat(0)))
-    task_creates = [task.get("CreateTime", 0) for task in tasks]
+    raw_statuses: list[str | None] = list(map(_STATUS, urls))
+    finishes: list[int] = list(map(_FINISH_TIME, urls))
+    creates: list[int] = list(map(_CREATE_TIME, urls))
+    task_creates: list[int] = list(map(_CREATE_TIME, tasks))
     if 0 in creates:  # a URL without its own CreateTime is timed from its task's
         owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
         creates = [own or task for own, task in zip(creates, owners, strict=True)]
@@ -158,11 +160,11 @@ def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary
         return None  # a zero FinishTime would no longer fall before every CreateTime
     builder = _SummaryBuilder(limits)
     anomalies = builder.anomalies
-    task_statuses: Counter[object] = Counter(map(_get, tasks, repeat("Status")))
+    task_statuses: Counter[str | None] = Counter(map(_STATUS, tasks))
     _count_statuses(builder, task_statuses, builder.tasks_by_status)
-    url_statuses: Counter[object] = Counter(raw_statuses)
+    url_statuses: Counter[str | None] = Counter(raw_statuses)
     _count_statuses(builder, url_statuses, builder.urls_by_status)
-    progresses: list[int] = list(map(_get, urls, repeat("Progress"), repeat(0)))
+    progresses: list[int] = list(map(_PROGRESS, urls))
     if progresses and (min(progresses) < 0 or max(progresses) > 100):
         anomalies["progress_out_of_range"] = sum(1 for p in progresses if not 0 <= p <= 100)
     # With every CreateTime positive, FinishTime 0 is always "before" it: take those out.
@@ -176,7 +178,7 @@ def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary
         (
             created
             for task, created in zip(tasks, task_creates, strict=True)
-            if created > 0 and _STATUS_OF.get(task.get("Status")) in UNFINISHED
+            if created > 0 and _STATUS_OF.get(task.status) in UNFINISHED
         ),
         default=None,
     )
@@ -187,7 +189,7 @@ def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary
 
 
 def _count_statuses(
-    builder: "_SummaryBuilder", raw_counts: Counter[object], into: dict[str, int]
+    builder: "_SummaryBuilder", raw_counts: Counter[str | None], into: dict[str, int]
 ) -> None:
     for raw, count in raw_counts.items():
         status = _STATUS_OF.get(raw)
@@ -229,26 +231,22 @@ def _task_completion(
     for task, created in zip(tasks, task_creates, strict=True):
         if len(completion) >= limit:
             return
-        if _STATUS_OF.get(task.get("Status")) not in FINISHED:
+        if _STATUS_OF.get(task.status) not in FINISHED:
             continue
         latest_finish = 0
-        for url in task.get("UrlLists") or []:
-            finish = url.get("FinishTime") or 0
-            if (
-                finish
-                and url.get("Status") in FINISHED
-                and finish >= (url.get("CreateTime") or created)
-            ):
+        for url in task.url_lists:
+            finish = url.finish_time
+            if finish and url.status in FINISHED and finish >= (url.create_time or created):
                 latest_finish = max(latest_finish, finish)
         if latest_finish >= created and latest_finish > 0:
-            completion.append((task.get("TaskId", ""), float(latest_finish - created)))
+            completion.append((task.task_id or "", float(latest_finish - created)))
 
 
 def _url_progress(
     builder: "_SummaryBuilder",
     tasks: list[TaskInfo],
     urls: list[UrlProgress],
-    columns: tuple[list[object], list[int]],
+    columns: tuple[list[str | None], list[int]],
     unfinished: int,
 ) -> None:
     """Progress series for the first unfinished URLs up to the cap; the rest are counted."""
@@ -256,7 +254,7 @@ def _url_progress(
     # Where each task's URLs start in the columns, to find a URL's task by bisection.
     starts = [0]
     for task in tasks:
-        starts.append(starts[-1] + len(task.get("UrlLists") or []))
+        starts.append(starts[-1] + len(task.url_lists))
     finished = frozenset(_FINISHED_RAW)
     # Lazily, so that the scan stops at the cap rather than walking every URL in Python.
     indexes = compress(
@@ -268,13 +266,13 @@ def _url_progress(
         if len(builder.url_progress) >= cap:
             break  # every unfinished URL from here on is dropped, duplicates included
         seen += 1
-        task_id = tasks[bisect_right(starts, index) - 1].get("TaskId", "")
-        builder.add_progress(task_id, urls[index].get("Url", ""), progresses[index])
+        task_id = tasks[bisect_right(starts, index) - 1].task_id or ""
+        builder.add_progress(task_id, urls[index].url, progresses[index])
     builder.url_series_dropped = unfinished - seen
 
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:
-    return -task.get("CreateTime", 0), task.get("TaskId", "")
+    return -task.create_time, task.task_id or ""
 
 
 class _SummaryBuilder:
@@ -310,17 +308,17 @@ class _SummaryBuilder:
         return status
 
     def add_task(self, task: TaskInfo) -> None:
-        status = self.status_of(task.get("Status"))
+        status = self.status_of(task.status)
         self.tasks_by_status[status] += 1
-        created = task.get("CreateTime", 0)
-        task_id = task.get("TaskId", "")
+        created = task.create_time
+        task_id = task.task_id or ""
         if (
             status in UNFINISHED
             and created > 0
             and (self.oldest_unfinished is None or created < self.oldest_unfinished)
         ):
             self.oldest_unfinished = created
-        latest_finish = self.add_urls(task_id, created, task.get("UrlLists") or [])
+        latest_finish = self.add_urls(task_id, created, task.url_lists)
         if (
             status in FINISHED
             and latest_finish >= created
@@ -334,18 +332,18 @@ class _SummaryBuilder:
         latest_finish = 0
         anomalies = self.anomalies
         for url in urls:
-            status = self.status_of(url.get("Status"))
+            status = self.status_of(url.status)
             self.urls_by_status[status] += 1
-            progress = url.get("Progress", 0)
+            progress = url.progress
             if not 0 <= progress <= 100:
                 anomalies["progress_out_of_range"] += 1
-            finish = url.get("FinishTime") or 0
-            created = url.get("CreateTime") or task_created
+            finish = url.finish_time
+            created = url.create_time or task_created
             finished_in_time = finish >= created
             if finish and not finished_in_time:
                 anomalies["finish_before_create"] += 1
             if status not in FINISHED:
-                self.add_progress(task_id, url.get("Url", ""), progress)
+                self.add_progress(task_id, url.url, progress)
             elif finish and finished_in_time:
                 self.url_completion[status].observe(finish - created)
                 latest_finish = max(latest_finish, finish)

@@ -168,7 +168,7 @@ class ApiClient:
     ) -> int:
         """One signed request: how many tasks the gateway counts in ``[begin, end]``."""
         answer = self._call(_query(project_id, is_dcdn, begin, end, 1), deadline)
-        return answer.get("TotalCount", len(answer.get("TaskList") or []))
+        return len(answer.task_list) if answer.total_count is None else answer.total_count
 
     def _fetch_rest(
         self, base: dict[str, ParamValue], total_count: int | None, deadline: Deadline
@@ -214,7 +214,7 @@ class ApiClient:
 
     def _fetch_page(self, base: dict[str, ParamValue], offset: int, deadline: Deadline) -> _Page:
         answer = self._call({**base, "Offset": offset}, deadline)
-        return _Page(answer.get("TaskList") or [], answer.get("TotalCount"))
+        return _Page(answer.task_list, answer.total_count)
 
     def _call(self, params: dict[str, ParamValue], deadline: Deadline) -> TaskListResponse:
         """One API call with bounded retries; every attempt is counted by its outcome."""
@@ -382,9 +382,9 @@ def _decode(body: bytes, *secrets: str) -> TaskListResponse:
         answer = decode_response(body)
     except InvalidResponseError as error:
         raise ApiError("invalid_response", str(error)[:_DETAIL_LIMIT]) from None
-    if answer["RetCode"] != 0:
-        message = _scrub(answer.get("Message", ""), *secrets)
-        raise ApiError("api_error", f"RetCode {answer['RetCode']}: {message}"[:_DETAIL_LIMIT])
+    if answer.ret_code != 0:
+        message = _scrub(answer.message, *secrets)
+        raise ApiError("api_error", f"RetCode {answer.ret_code}: {message}"[:_DETAIL_LIMIT])
     return answer
 
 
@@ -395,7 +395,7 @@ def _unique(pages: list[_Page], total_count: int | None) -> TaskWindow:
     duplicates = 0
     for page in pages:
         for task in page.tasks:
-            task_id = task.get("TaskId")
+            task_id = task.task_id
             if task_id is not None:
                 if task_id in seen:
                     duplicates += 1

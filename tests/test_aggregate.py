@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+import msgspec
 from conftest import FIXTURES
 
 from exporter.aggregate import SummaryLimits, TargetSummary, summarize
@@ -13,9 +14,10 @@ SAMPLE_BYTES = (FIXTURES / "sample-response.json").read_bytes()
 
 
 def window_of(
-    tasks: list[dict[str, Any]], total_count: int | None = None, dupes: int = 0
+    tasks: list[dict[str, Any]] | list[TaskInfo], total_count: int | None = None, dupes: int = 0
 ) -> TaskWindow:
-    return TaskWindow(tasks, dupes, total_count, 1)  # type: ignore[arg-type]
+    """The window the client would build from ``tasks`` as the API writes them."""
+    return TaskWindow(msgspec.convert(tasks, list[TaskInfo]), dupes, total_count, 1)
 
 
 def summary_of(tasks: list[dict[str, Any]], **limits: Any) -> TargetSummary:
@@ -41,8 +43,7 @@ def url(
 def test_provider_sample_every_anomaly_is_counted_not_fatal() -> None:
     raw = json.loads(SAMPLE_BYTES)
     answer = decode_response(SAMPLE_BYTES)
-    tasks: list[TaskInfo] = answer["TaskList"]
-    summary = summarize(window_of(tasks, answer["TotalCount"]), SummaryLimits())  # type: ignore[arg-type]
+    summary = summarize(window_of(answer.task_list, answer.total_count), SummaryLimits())
 
     raw_urls = [u for t in raw["TaskList"] for u in t["UrlLists"]]
     # Every status in the sample is a random string: all of them count as unknown.

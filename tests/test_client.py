@@ -61,7 +61,7 @@ def test_every_task_exactly_once_whatever_total_count_says(
     api = simulator(StaticDataset({TARGET: tasks}))
     api.total_count_error = lie
     window = fetch(client_for(api, page_size=page_size, parallel_pages=4))
-    assert sorted(t["TaskId"] for t in window.tasks) == sorted(t["TaskId"] for t in tasks)
+    assert sorted(t.task_id for t in window.tasks) == sorted(t["TaskId"] for t in tasks)
     assert window.duplicate_tasks == 0
     needed = count // page_size + 1  # the first short (possibly empty) page ends the paging
     # A lie costs at most one window of extra requests, never a missing page.
@@ -153,14 +153,14 @@ def test_tasks_repeated_by_a_changing_set_count_once(
     # One page at a time, a task inserted per request shifts the set by one: every page
     # repeats the last task of the page before, and none can be skipped.
     window = fetch(client_for(api, page_size=10, parallel_pages=1))
-    ids = [t["TaskId"] for t in window.tasks]
+    ids = [t.task_id for t in window.tasks]
     assert len(ids) == len(set(ids))
     assert window.duplicate_tasks > 0
     assert {t["TaskId"] for t in original} <= set(ids)
     # Pages in parallel reach the gateway in any order and may skip a task of a changing
     # set (offset paging cannot prevent it), but they never count one twice.
     window = fetch(client_for(api, page_size=10, parallel_pages=4))
-    ids = [t["TaskId"] for t in window.tasks]
+    ids = [t.task_id for t in window.tasks]
     assert len(ids) == len(set(ids))
 
 

@@ -272,4 +272,4 @@ def test_any_bytes_decode_to_an_answer_or_an_api_error(body: bytes) -> None:
             assert error.reason in ("invalid_response", "api_error")
             assert "secret" not in str(error)
         else:
-            assert answer["RetCode"] == 0
+            assert answer.ret_code == 0
