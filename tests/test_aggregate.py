@@ -85,6 +85,18 @@ def test_missing_fields_are_unknown_and_zero() -> None:
     assert [(p.task_id, p.url, p.ratio) for p in summary.url_progress] == [("", "", 0.0)]
 
 
+def test_null_status_and_task_id_count_as_missing_not_as_a_broken_answer() -> None:
+    answer = decode_response(
+        b'{"RetCode": 0, "TaskList": [{"TaskId": null, "Status": null,'
+        b' "UrlLists": [{"Url": "u", "Status": null, "Progress": 40}]}]}'
+    )
+    summary = summarize(window_of(answer.task_list), SummaryLimits())
+    assert summary.tasks_by_status["unknown"] == 1
+    assert summary.urls_by_status["unknown"] == 1
+    assert summary.anomalies["unknown_status"] == 2
+    assert [(p.task_id, p.url, p.ratio) for p in summary.url_progress] == [("", "u", 0.4)]
+
+
 def test_completion_latency_uses_url_create_time_else_the_tasks() -> None:
     summary = summary_of(
         [
