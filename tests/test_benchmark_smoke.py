@@ -22,7 +22,7 @@ VERDICTS = (
     "| 2. scrape time, sequential baseline",
     "| 3. peak RSS at",
     "| 3. exposition,",
-    "| 4. marginal CPU per URL across sizes",
+    "| 4. marginal CPU per URL, step by step",
 )
 
 
