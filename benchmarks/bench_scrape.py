@@ -45,6 +45,7 @@ CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 SCRAPE_TIMEOUT: Final = 120.0  # generous: the 1M-URL scrape on a busy shared core
 START_TIMEOUT: Final = 60.0
 LOOKBACK: Final = 86400
+SETTLE: Final = 0.2  # seconds of pause before each timed scrape and json.loads of figure 1
 
 
 @dataclass(frozen=True)
@@ -331,13 +332,23 @@ def figure_cpu(run: Run) -> float:
         bodies = page_bodies(api, work.page_size)
         with exporter(api, work.page_size, plan.parallel_pages) as running:
             running.scrape()  # warm-up: lazy imports and first-use costs are not a scrape's
+
             # Each scrape is compared with json.loads timed just before and just after it,
-            # so that the two meet the same load on this shared machine, not minutes apart.
-            baselines = [cpu_median(lambda: [json.loads(body) for body in bodies], 1)]
+            # so that the two meet the same load on this shared machine, not minutes apart;
+            # each after a pause, so that neither starts among the caches the other churned.
+            def baseline() -> float:
+                time.sleep(SETTLE)
+                return cpu_median(lambda: [json.loads(body) for body in bodies], 1)
+
+            def scrape() -> tuple[bytes, float, float]:
+                time.sleep(SETTLE)
+                return running.scrape()
+
+            baselines = [baseline()]
             scrapes = []
             for _ in range(plan.scrapes):
-                scrapes.append(running.scrape())
-                baselines.append(cpu_median(lambda: [json.loads(body) for body in bodies], 1))
+                scrapes.append(scrape())
+                baselines.append(baseline())
             peak = running.peak_rss_mb()
     around = [(before + after) / 2 for before, after in itertools.pairwise(baselines)]
     loads = statistics.median(around)
