@@ -11,7 +11,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress, pairwise, repeat
+from itertools import accumulate, chain, compress, pairwise, repeat
 from operator import attrgetter, eq, lt, not_, sub
 from typing import Final
 
@@ -101,17 +101,12 @@ class SummaryLimits:
 def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     """Count, measure and cap one target's tasks; newest tasks come first where caps apply.
 
-    The figures are those of :func:`summarize_reference`, which states them one URL at a
-    time; this computes them column by column with C-level builtins (``map``, ``Counter``,
-    ``sort``, ``bisect``), which costs a fraction of a Python loop over 100,000 URLs
-    (see ``benchmarks/``). Data outside the fast path's assumptions (a CreateTime that is
-    not positive, sums beyond a float's exact integers) take the reference path instead.
+    The whole window as one page of a :class:`Summarizer`: the figures are those of
+    :func:`summarize_reference`, computed by columns.
     """
-    summary = _fast_summary(sorted(window.tasks, key=_newest_first), limits)
-    if summary is None:
-        return summarize_reference(window, limits)
-    _count_window_anomalies(summary, window)
-    return summary
+    summarizer = Summarizer(limits)
+    summarizer.add_page(window.tasks)
+    return summarizer.summary(window)
 
 
 def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
@@ -142,50 +137,128 @@ _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
 
 
-def _fast_summary(tasks: list[TaskInfo], limits: SummaryLimits) -> TargetSummary | None:
-    """The summary of ``tasks`` (newest first) computed by columns; None outside the fast path."""
-    bounds = limits.buckets
-    if not all(low < high for low, high in pairwise(bounds)):  # NaN fails too
-        return None  # bisect over unsorted bounds is the reference's business
-    url_lists = [task.url_lists for task in tasks]
-    urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
-    raw_statuses: list[str | None] = list(map(_STATUS, urls))
-    finishes: list[int] = list(map(_FINISH_TIME, urls))
-    creates: list[int] = list(map(_CREATE_TIME, urls))
-    task_creates: list[int] = list(map(_CREATE_TIME, tasks))
-    if 0 in creates:  # a URL without its own CreateTime is timed from its task's
-        owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
-        creates = [own or task for own, task in zip(creates, owners, strict=True)]
-    if urls and min(creates) <= 0:
-        return None  # a zero FinishTime would no longer fall before every CreateTime
-    builder = _SummaryBuilder(limits)
-    anomalies = builder.anomalies
-    task_statuses: Counter[str | None] = Counter(map(_STATUS, tasks))
-    _count_statuses(builder, task_statuses, builder.tasks_by_status)
-    url_statuses: Counter[str | None] = Counter(raw_statuses)
-    _count_statuses(builder, url_statuses, builder.urls_by_status)
-    progresses: list[int] = list(map(_PROGRESS, urls))
-    if progresses and (min(progresses) < 0 or max(progresses) > 100):
-        anomalies["progress_out_of_range"] = sum(1 for p in progresses if not 0 <= p <= 100)
-    # With every CreateTime positive, FinishTime 0 is always "before" it: take those out.
-    anomalies["finish_before_create"] = sum(map(lt, finishes, creates)) - finishes.count(0)
-    durations = list(map(sub, finishes, creates))
-    for status in _FINISHED_RAW:
-        chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
-        if not _fill_histogram(builder.url_completion[status], chosen):
-            return None
-    builder.oldest_unfinished = min(
-        (
-            created
-            for task, created in zip(tasks, task_creates, strict=True)
-            if created > 0 and _STATUS_OF.get(task.status) in UNFINISHED
-        ),
-        default=None,
-    )
-    _task_completion(builder, tasks, task_creates)
-    unfinished = len(urls) - sum(url_statuses[status] for status in _FINISHED_RAW)
-    _url_progress(builder, tasks, urls, (raw_statuses, progresses), unfinished)
-    return builder.summary()
+class Summarizer:
+    """Summarises one target's tasks page by page, while later pages are still on the wire.
+
+    The figures are those of :func:`summarize_reference`, which states them one URL at a
+    time; this computes them column by column with C-level builtins (``map``, ``Counter``,
+    ``compress``), which costs a fraction of a Python loop over 100,000 URLs (see
+    ``benchmarks/``). Counts, histograms and anomalies are sums, so each page adds its
+    own as it arrives; what depends on the order of all tasks (the newest unfinished
+    URLs and finished tasks, up to the caps) is picked by :meth:`summary` once the last
+    page is in. Data outside the fast path's assumptions (a CreateTime that is not
+    positive, sums beyond a float's exact integers, unsorted buckets) make
+    :meth:`summary` take the reference path over the whole window instead.
+    """
+
+    def __init__(self, limits: SummaryLimits) -> None:
+        self._limits = limits
+        self._builder = _SummaryBuilder(limits)
+        self._fast = all(low < high for low, high in pairwise(limits.buckets))  # NaN fails too
+        self._tasks: list[TaskInfo] = []
+        self._unfinished_urls: list[list[UrlProgress]] = []  # of each task in self._tasks
+        self._unfinished = 0
+        self._task_statuses: Counter[str | None] = Counter()
+        self._url_statuses: Counter[str | None] = Counter()
+        self._completion_sums = dict.fromkeys(_FINISHED_RAW, 0)
+
+    def add_page(self, tasks: Sequence[TaskInfo]) -> None:
+        """Add one page of tasks, in page order, each task once."""
+        if self._fast:
+            self._fast = self._add_columns(tasks)
+
+    def summary(self, window: TaskWindow) -> TargetSummary:
+        """The summary of every page added; ``window`` holds the same tasks and the paging."""
+        if not self._fast or max(self._completion_sums.values()) >= _EXACT_FLOAT_INTS:
+            return summarize_reference(window, self._limits)
+        builder = self._builder
+        _count_statuses(builder, self._task_statuses, builder.tasks_by_status)
+        _count_statuses(builder, self._url_statuses, builder.urls_by_status)
+        for status, total in self._completion_sums.items():
+            builder.url_completion[status].total = float(total)
+        order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
+        newest_first = [self._tasks[i] for i in order]
+        _task_completion(builder, newest_first, [task.create_time for task in newest_first])
+        self._pick_url_progress(newest_first, [self._unfinished_urls[i] for i in order])
+        summary = builder.summary()
+        _count_window_anomalies(summary, window)
+        return summary
+
+    def _add_columns(self, tasks: Sequence[TaskInfo]) -> bool:
+        """Add a page's sums; False when the page is outside the fast path."""
+        url_lists = [task.url_lists for task in tasks]
+        urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
+        raw_statuses: list[str | None] = list(map(_STATUS, urls))
+        finishes: list[int] = list(map(_FINISH_TIME, urls))
+        creates: list[int] = list(map(_CREATE_TIME, urls))
+        task_creates: list[int] = list(map(_CREATE_TIME, tasks))
+        if 0 in creates:  # a URL without its own CreateTime is timed from its task's
+            owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
+            creates = [own or task for own, task in zip(creates, owners, strict=True)]
+        if urls and min(creates) <= 0:
+            return False  # a zero FinishTime would no longer fall before every CreateTime
+        builder = self._builder
+        anomalies = builder.anomalies
+        self._task_statuses.update(map(_STATUS, tasks))
+        url_statuses = Counter(raw_statuses)
+        self._url_statuses.update(url_statuses)
+        progresses: list[int] = list(map(_PROGRESS, urls))
+        if progresses and (min(progresses) < 0 or max(progresses) > 100):
+            anomalies["progress_out_of_range"] += sum(1 for p in progresses if not 0 <= p <= 100)
+        # With every CreateTime positive, FinishTime 0 is always "before" it: take those out.
+        anomalies["finish_before_create"] += sum(map(lt, finishes, creates)) - finishes.count(0)
+        durations = list(map(sub, finishes, creates))
+        for status in _FINISHED_RAW:
+            chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
+            self._completion_sums[status] += _count_completions(
+                builder.url_completion[status], chosen
+            )
+        oldest = min(
+            (
+                created
+                for task, created in zip(tasks, task_creates, strict=True)
+                if created > 0 and _STATUS_OF.get(task.status) in UNFINISHED
+            ),
+            default=None,
+        )
+        if oldest is not None and (
+            builder.oldest_unfinished is None or oldest < builder.oldest_unfinished
+        ):
+            builder.oldest_unfinished = oldest
+        self._tasks.extend(tasks)
+        self._unfinished_urls.extend(_unfinished_by_task(url_lists, urls, raw_statuses))
+        self._unfinished += len(urls) - sum(url_statuses[status] for status in _FINISHED_RAW)
+        return True
+
+    def _pick_url_progress(
+        self, tasks: list[TaskInfo], unfinished_urls: list[list[UrlProgress]]
+    ) -> None:
+        """Progress series for the newest unfinished URLs up to the cap; the rest are counted."""
+        builder = self._builder
+        cap = self._limits.max_url_series
+        seen = 0
+        for task, urls in zip(tasks, unfinished_urls, strict=True):
+            task_id = task.task_id or ""
+            for url in urls:
+                if len(builder.url_progress) >= cap:
+                    # Every unfinished URL from here on is dropped, duplicates included.
+                    builder.url_series_dropped = self._unfinished - seen
+                    return
+                seen += 1
+                builder.add_progress(task_id, url.url, url.progress)
+        builder.url_series_dropped = self._unfinished - seen
+
+
+def _unfinished_by_task(
+    url_lists: list[list[UrlProgress]], urls: list[UrlProgress], raw_statuses: list[str | None]
+) -> list[list[UrlProgress]]:
+    """Each task's unfinished URLs, in order: found by columns, placed by bisection."""
+    finished = frozenset(_FINISHED_RAW)
+    by_task: list[list[UrlProgress]] = [[] for _ in url_lists]
+    starts = list(accumulate(map(len, url_lists), initial=0))
+    for index in compress(range(len(urls)), map(not_, map(finished.__contains__, raw_statuses))):
+        by_task[bisect_right(starts, index) - 1].append(urls[index])
+    return by_task
 
 
 def _count_statuses(
@@ -199,12 +272,13 @@ def _count_statuses(
         into[status] += count
 
 
-def _fill_histogram(histogram: "Histogram", durations: Counter[int]) -> bool:
-    """Count ``durations`` (value: how many) from zero up; False when the sum would be inexact.
+def _count_completions(histogram: "Histogram", durations: Counter[int]) -> int:
+    """Count ``durations`` (value: how many) into the buckets; return their sum, an integer.
 
     Negative durations (FinishTime 0, or before CreateTime) are left out, as the reference
     leaves them out. Looping over distinct values rather than URLs: completion times in
-    whole seconds repeat a lot.
+    whole seconds repeat a lot. The sum stays an integer, so that the caller can tell
+    whether a float would hold it exactly.
     """
     counts = histogram.counts
     bounds = histogram.bounds
@@ -215,11 +289,8 @@ def _fill_histogram(histogram: "Histogram", durations: Counter[int]) -> bool:
             counts[bisect_left(bounds, value)] += count
             total += value * count
             observed += count
-    if total >= _EXACT_FLOAT_INTS:
-        return False
-    histogram.count = observed
-    histogram.total = float(total)
-    return True
+    histogram.count += observed
+    return total
 
 
 def _task_completion(
@@ -240,35 +311,6 @@ def _task_completion(
                 latest_finish = max(latest_finish, finish)
         if latest_finish >= created and latest_finish > 0:
             completion.append((task.task_id or "", float(latest_finish - created)))
-
-
-def _url_progress(
-    builder: "_SummaryBuilder",
-    tasks: list[TaskInfo],
-    urls: list[UrlProgress],
-    columns: tuple[list[str | None], list[int]],
-    unfinished: int,
-) -> None:
-    """Progress series for the first unfinished URLs up to the cap; the rest are counted."""
-    raw_statuses, progresses = columns
-    # Where each task's URLs start in the columns, to find a URL's task by bisection.
-    starts = [0]
-    for task in tasks:
-        starts.append(starts[-1] + len(task.url_lists))
-    finished = frozenset(_FINISHED_RAW)
-    # Lazily, so that the scan stops at the cap rather than walking every URL in Python.
-    indexes = compress(
-        range(len(raw_statuses)), map(not_, map(finished.__contains__, raw_statuses))
-    )
-    cap = builder.limits.max_url_series
-    seen = 0
-    for index in indexes:
-        if len(builder.url_progress) >= cap:
-            break  # every unfinished URL from here on is dropped, duplicates included
-        seen += 1
-        task_id = tasks[bisect_right(starts, index) - 1].task_id or ""
-        builder.add_progress(task_id, urls[index].url, progresses[index])
-    builder.url_series_dropped = unfinished - seen
 
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:

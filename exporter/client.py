@@ -146,7 +146,14 @@ class ApiClient:
         self._adapter.close()
 
     def fetch_tasks(
-        self, project_id: str, *, is_dcdn: bool, begin: int, end: int, deadline: Deadline
+        self,
+        project_id: str,
+        *,
+        is_dcdn: bool,
+        begin: int,
+        end: int,
+        deadline: Deadline,
+        on_page: Callable[[list[TaskInfo]], None] | None = None,
     ) -> TaskWindow:
         """Every task created in ``[begin, end]``, paging until a page comes back short.
 
@@ -155,13 +162,18 @@ class ApiClient:
         more to confirm the end when the last promised page would be full). TotalCount is
         only a hint (the provider's own example gets it wrong): while pages keep coming
         back full, paging goes on, and the first short page ends it.
+
+        ``on_page``, if given, is called in this thread with each page's new tasks, in
+        page order, as soon as the pages before it are in, while later pages are still
+        on the wire.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
+        window = _WindowBuilder(on_page)
         first = self._fetch_page(base, 0, deadline)
-        pages = [first]
+        window.add(first.tasks)
         if len(first.tasks) >= self.options.page_size:
-            pages.extend(self._fetch_rest(base, first.total_count, deadline))
-        return _unique(pages, first.total_count)
+            self._fetch_rest(base, first.total_count, deadline, window)
+        return window.build(first.total_count)
 
     def count_tasks(
         self, project_id: str, *, is_dcdn: bool, begin: int, end: int, deadline: Deadline
@@ -171,8 +183,12 @@ class ApiClient:
         return len(answer.task_list) if answer.total_count is None else answer.total_count
 
     def _fetch_rest(
-        self, base: dict[str, ParamValue], total_count: int | None, deadline: Deadline
-    ) -> list[_Page]:
+        self,
+        base: dict[str, ParamValue],
+        total_count: int | None,
+        deadline: Deadline,
+        window: "_WindowBuilder",
+    ) -> None:
         """Pages 1, 2, ... up to the first short one, ``parallel_pages`` in flight at a time.
 
         A page is asked for as soon as a slot frees, not window by window, so one slow
@@ -180,18 +196,23 @@ class ApiClient:
         (plus one when they would all be full); if the last of them is full too,
         TotalCount was too low and the limit moves a window past it. A too-high
         TotalCount costs at most the pages in flight when the short page arrives; a
-        too-low one at most a window.
+        too-low one at most a window. Pages go to ``window`` in order as they complete,
+        after the freed slots are filled again.
         """
         paging = _Paging(total_count, self.options.page_size)
         in_flight: dict[Future[_Page], int] = {}
         try:
-            while not paging.complete:
+            while True:
                 while len(in_flight) < self.options.parallel_pages and paging.wanted(
                     self.options.max_pages
                 ):
                     offset = paging.next_index * self.options.page_size
                     future = self._pool.submit(self._fetch_page, base, offset, deadline)
                     in_flight[future] = paging.take_next()
+                for page in paging.take_ready():
+                    window.add(page.tasks)
+                if paging.complete:
+                    return
                 if not in_flight:
                     raise ApiError(
                         "invalid_response", f"more than {self.options.max_pages} pages of tasks"
@@ -210,7 +231,6 @@ class ApiClient:
             for future in in_flight:
                 future.cancel()
             wait(in_flight, timeout=deadline.remaining())
-        return paging.in_order()
 
     def _fetch_page(self, base: dict[str, ParamValue], offset: int, deadline: Deadline) -> _Page:
         answer = self._call({**base, "Offset": offset}, deadline)
@@ -324,7 +344,8 @@ class _Paging:
         self.limit = max(2, promised + confirm)  # ask for pages below this index
         self.page_size = page_size
         self.next_index = 1  # page 0 was asked for alone
-        self.pages: dict[int, _Page] = {}
+        self.pages: dict[int, _Page] = {}  # received, not yet taken
+        self.taken = 1  # the next page to take, in order
         self.end: int | None = None  # index of the first short page
 
     def wanted(self, max_pages: int) -> bool:
@@ -341,18 +362,23 @@ class _Paging:
         self.pages[index] = page
         if len(page.tasks) < self.page_size and (self.end is None or index < self.end):
             self.end = index
-        if self.end is None and all(i in self.pages for i in range(1, self.limit)):
+        if self.end is None and all(
+            i < self.taken or i in self.pages for i in range(1, self.limit)
+        ):
             self.limit += window  # TotalCount was too low
+
+    def take_ready(self) -> list[_Page]:
+        """Pages not yet taken whose predecessors are all in, up to the first short one."""
+        ready = []
+        while self.taken in self.pages and (self.end is None or self.taken <= self.end):
+            ready.append(self.pages.pop(self.taken))
+            self.taken += 1
+        return ready
 
     @property
     def complete(self) -> bool:
-        """Whether every page up to the first short one has arrived."""
-        return self.end is not None and all(i in self.pages for i in range(1, self.end))
-
-    def in_order(self) -> list[_Page]:
-        """Pages 1 to the first short one, in order."""
-        assert self.end is not None
-        return [self.pages[i] for i in range(1, self.end + 1)]
+        """Whether every page up to the first short one has been taken."""
+        return self.end is not None and self.taken > self.end
 
 
 class _RetryableError(Exception):
@@ -388,21 +414,36 @@ def _decode(body: bytes, *secrets: str) -> TaskListResponse:
     return answer
 
 
-def _unique(pages: list[_Page], total_count: int | None) -> TaskWindow:
-    """Merge pages, keeping the first sighting of each TaskId (paging a changing set repeats)."""
-    seen: set[str] = set()
-    tasks: list[TaskInfo] = []
-    duplicates = 0
-    for page in pages:
-        for task in page.tasks:
+class _WindowBuilder:
+    """Pages merged in order, keeping the first sighting of each TaskId (paging a changing
+    set repeats tasks), each page's new tasks handed on as it is added."""
+
+    def __init__(self, on_page: Callable[[list[TaskInfo]], None] | None) -> None:
+        self._on_page = on_page
+        self._seen: set[str] = set()
+        self._tasks: list[TaskInfo] = []
+        self._duplicates = 0
+        self._pages = 0
+
+    def add(self, page: list[TaskInfo]) -> None:
+        """Add the next page in order."""
+        new: list[TaskInfo] = []
+        for task in page:
             task_id = task.task_id
             if task_id is not None:
-                if task_id in seen:
-                    duplicates += 1
+                if task_id in self._seen:
+                    self._duplicates += 1
                     continue
-                seen.add(task_id)
-            tasks.append(task)
-    return TaskWindow(tasks, duplicates, total_count, len(pages))
+                self._seen.add(task_id)
+            new.append(task)
+        self._tasks.extend(new)
+        self._pages += 1
+        if self._on_page is not None:
+            self._on_page(new)
+
+    def build(self, total_count: int | None) -> TaskWindow:
+        """The window of every page added."""
+        return TaskWindow(self._tasks, self._duplicates, total_count, self._pages)
 
 
 def _retry_after(value: str | None) -> float | None:

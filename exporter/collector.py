@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.aggregate import ANOMALIES, SummaryLimits, TargetSummary, summarize
+from exporter.aggregate import ANOMALIES, Summarizer, SummaryLimits, TargetSummary
 from exporter.client import OUTCOMES, ApiClient, ApiError
 from exporter.config import Target
 from exporter.deadline import Deadline
@@ -126,14 +126,18 @@ class PrefetchCollector(Collector):
 
     def _load(self, target: Target, deadline: Deadline) -> Collection:
         end = int(self._wall_clock())
+        # Each page is summarised while the next ones are on the wire, which takes the
+        # summary off the end of the scrape.
+        summarizer = Summarizer(self._limits)
         window = self._client.fetch_tasks(
             target.project_id,
             is_dcdn=target.is_dcdn,
             begin=end - self._lookback,
             end=end,
             deadline=deadline,
+            on_page=summarizer.add_page,
         )
-        return Collection(summarize(window, self._limits), self._wall_clock())
+        return Collection(summarizer.summary(window), self._wall_clock())
 
     def _wait(
         self, target: Target, future: "Future[Collection]", deadline: Deadline, started: float

@@ -7,6 +7,7 @@ deliberately dirty data, would change a published number, so every field is comp
 
 import json
 import math
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.aggregate import SummaryLimits, TargetSummary, summarize, summarize_reference
+from exporter.aggregate import (
+    Summarizer,
+    SummaryLimits,
+    TargetSummary,
+    summarize,
+    summarize_reference,
+)
 from exporter.client import TaskWindow
 from exporter.model import TaskInfo, decode_response
 from exporter.simulator import LiveDataset, generate_tasks
@@ -116,3 +123,40 @@ def test_any_dirty_data(
 ) -> None:
     limits = SummaryLimits(max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets)
     assert_same(window_of(tasks, 1, 3), limits)
+
+
+def summary_by_pages(window: TaskWindow, limits: SummaryLimits, cuts: list[int]) -> TargetSummary:
+    """The window fed to a Summarizer in pages that end at ``cuts``, as the client would."""
+    summarizer = Summarizer(limits)
+    ends = sorted({min(cut, len(window.tasks)) for cut in cuts})
+    for start, stop in pairwise([0, *ends, len(window.tasks)]):
+        summarizer.add_page(window.tasks[start:stop])
+    return summarizer.summary(window)
+
+
+def test_pages_of_generated_data_add_up_to_the_window() -> None:
+    window = window_of(generate_tasks(300, 20, now=NOW, seed=4), 0, 300)
+    limits = SummaryLimits(max_url_series=200)
+    by_pages = summary_by_pages(window, limits, list(range(0, 300, 37)))
+    assert by_pages == summarize_reference(window, limits)
+    assert by_pages.url_series_dropped > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tasks=st.lists(_task(), max_size=10),
+    cuts=st.lists(st.integers(0, 10), max_size=4),
+    max_urls=st.integers(0, 6),
+    max_tasks=st.integers(0, 3),
+    buckets=st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9)]),
+)
+def test_any_dirty_data_in_any_pages(
+    tasks: list[dict[str, Any]],
+    cuts: list[int],
+    max_urls: int,
+    max_tasks: int,
+    buckets: tuple[float, ...],
+) -> None:
+    limits = SummaryLimits(max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets)
+    window = window_of(tasks, 2, 5)
+    assert summary_by_pages(window, limits, cuts) == summarize_reference(window, limits)
