@@ -38,9 +38,9 @@ def client_for() -> Iterator[Callable[..., ApiClient]]:
         client.close()
 
 
-def fetch(client: ApiClient, project: str = "proj-a", dcdn: bool = False) -> Any:
+def fetch(client: ApiClient, project: str = "proj-a", dcdn: bool = False, **options: Any) -> Any:
     return client.fetch_tasks(
-        project, is_dcdn=dcdn, begin=NOW - 86400, end=NOW, deadline=Deadline.after(20)
+        project, is_dcdn=dcdn, begin=NOW - 86400, end=NOW, deadline=Deadline.after(20), **options
     )
 
 
@@ -60,9 +60,15 @@ def test_every_task_exactly_once_whatever_total_count_says(
     tasks = served(count)
     api = simulator(StaticDataset({TARGET: tasks}))
     api.total_count_error = lie
-    window = fetch(client_for(api, page_size=page_size, parallel_pages=4))
+    handed_on: list[list[Any]] = []
+    window = fetch(client_for(api, page_size=page_size, parallel_pages=4), on_page=handed_on.append)
     assert sorted(t.task_id for t in window.tasks) == sorted(t["TaskId"] for t in tasks)
     assert window.duplicate_tasks == 0
+    # Every page was handed on once, in order, whatever order the answers came in.
+    assert [task for page in handed_on for task in page] == window.tasks
+    assert len(handed_on) == window.pages
+    assert all(len(page) == page_size for page in handed_on[:-1])
+    assert len(handed_on[-1]) < page_size
     needed = count // page_size + 1  # the first short (possibly empty) page ends the paging
     # A lie costs at most one window of extra requests, never a missing page.
     assert needed <= api.request_count() <= needed + 4
@@ -152,10 +158,12 @@ def test_tasks_repeated_by_a_changing_set_count_once(
     api = simulator(GrowingDataset(original))  # type: ignore[arg-type]
     # One page at a time, a task inserted per request shifts the set by one: every page
     # repeats the last task of the page before, and none can be skipped.
-    window = fetch(client_for(api, page_size=10, parallel_pages=1))
+    handed_on: list[list[Any]] = []
+    window = fetch(client_for(api, page_size=10, parallel_pages=1), on_page=handed_on.append)
     ids = [t.task_id for t in window.tasks]
     assert len(ids) == len(set(ids))
     assert window.duplicate_tasks > 0
+    assert [task for page in handed_on for task in page] == window.tasks  # repeats held back
     assert {t["TaskId"] for t in original} <= set(ids)
     # Pages in parallel reach the gateway in any order and may skip a task of a changing
     # set (offset paging cannot prevent it), but they never count one twice.
