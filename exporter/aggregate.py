@@ -7,7 +7,7 @@ than failing the whole collection.
 """
 
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -137,6 +137,10 @@ _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
 
 
+# A task's URLs in its page's columns: the page's URLs, their statuses, start and stop.
+_UrlSpan = tuple[list[UrlProgress], list[str | None], int, int]
+
+
 class Summarizer:
     """Summarises one target's tasks page by page, while later pages are still on the wire.
 
@@ -156,7 +160,8 @@ class Summarizer:
         self._builder = _SummaryBuilder(limits)
         self._fast = all(low < high for low, high in pairwise(limits.buckets))  # NaN fails too
         self._tasks: list[TaskInfo] = []
-        self._unfinished_urls: list[list[UrlProgress]] = []  # of each task in self._tasks
+        # Where each task's URLs are in its page's columns, to find its unfinished ones.
+        self._url_spans: list[_UrlSpan] = []
         self._unfinished = 0
         self._task_statuses: Counter[str | None] = Counter()
         self._url_statuses: Counter[str | None] = Counter()
@@ -179,7 +184,7 @@ class Summarizer:
         order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
         newest_first = [self._tasks[i] for i in order]
         _task_completion(builder, newest_first, [task.create_time for task in newest_first])
-        self._pick_url_progress(newest_first, [self._unfinished_urls[i] for i in order])
+        self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
         summary = builder.summary()
         _count_window_anomalies(summary, window)
         return summary
@@ -226,20 +231,26 @@ class Summarizer:
         ):
             builder.oldest_unfinished = oldest
         self._tasks.extend(tasks)
-        self._unfinished_urls.extend(_unfinished_by_task(url_lists, urls, raw_statuses))
+        starts = list(accumulate(map(len, url_lists), initial=0))
+        self._url_spans.extend(
+            zip(repeat(urls), repeat(raw_statuses), starts, starts[1:], strict=False)
+        )
         self._unfinished += len(urls) - sum(url_statuses[status] for status in _FINISHED_RAW)
         return True
 
-    def _pick_url_progress(
-        self, tasks: list[TaskInfo], unfinished_urls: list[list[UrlProgress]]
-    ) -> None:
-        """Progress series for the newest unfinished URLs up to the cap; the rest are counted."""
+    def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
+        """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
+
+        Only the tasks up to the cap are looked at, each by its slice of the columns.
+        """
         builder = self._builder
         cap = self._limits.max_url_series
+        finished = frozenset(_FINISHED_RAW)
         seen = 0
-        for task, urls in zip(tasks, unfinished_urls, strict=True):
+        for task, (urls, statuses, start, stop) in zip(tasks, spans, strict=True):
             task_id = task.task_id or ""
-            for url in urls:
+            unfinished = map(not_, map(finished.__contains__, statuses[start:stop]))
+            for url in compress(urls[start:stop], unfinished):
                 if len(builder.url_progress) >= cap:
                     # Every unfinished URL from here on is dropped, duplicates included.
                     builder.url_series_dropped = self._unfinished - seen
@@ -247,18 +258,6 @@ class Summarizer:
                 seen += 1
                 builder.add_progress(task_id, url.url, url.progress)
         builder.url_series_dropped = self._unfinished - seen
-
-
-def _unfinished_by_task(
-    url_lists: list[list[UrlProgress]], urls: list[UrlProgress], raw_statuses: list[str | None]
-) -> list[list[UrlProgress]]:
-    """Each task's unfinished URLs, in order: found by columns, placed by bisection."""
-    finished = frozenset(_FINISHED_RAW)
-    by_task: list[list[UrlProgress]] = [[] for _ in url_lists]
-    starts = list(accumulate(map(len, url_lists), initial=0))
-    for index in compress(range(len(urls)), map(not_, map(finished.__contains__, raw_statuses))):
-        by_task[bisect_right(starts, index) - 1].append(urls[index])
-    return by_task
 
 
 def _count_statuses(
