@@ -415,8 +415,11 @@ def _decode(body: bytes, *secrets: str) -> TaskListResponse:
 
 
 class _WindowBuilder:
-    """Pages merged in order, keeping the first sighting of each TaskId (paging a changing
-    set repeats tasks), each page's new tasks handed on as it is added."""
+    """Pages merged in order, each TaskId kept at its first sighting.
+
+    Paging a set that changes meanwhile repeats tasks. Each page's new tasks are handed
+    on as the page is added.
+    """
 
     def __init__(self, on_page: Callable[[list[TaskInfo]], None] | None) -> None:
         self._on_page = on_page

@@ -2,9 +2,9 @@
 
 msgspec checks every field's type and bound while it parses the JSON and builds only
 the fields named here (unknown ones are skipped, not built), into slotted structs
-outside the cycle collector's sight. On 100,000 URLs that costs about 0.4x plain
-``json.loads``, where pydantic's ``TypeAdapter`` over TypedDicts costs about 1x and a
-pydantic model instance per URL about 4x (see the README's Performance section).
+outside the cycle collector's sight. On 100,000 URLs that costs about 0.3x plain
+``json.loads``, where pydantic's ``TypeAdapter`` over TypedDicts costs about 1x
+(``benchmarks/bench_scrape.py`` prints both).
 
 Every field but ``RetCode`` is optional, as documented; a missing one takes the
 default that the summaries would give it anyway (0 for a time, None for a status or
