@@ -131,9 +131,12 @@ class ApiClient:
         self._adapter = HTTPAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
         self._verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         # The URL and headers are parsed once; each attempt copies this and adds its body.
-        headers = requests.utils.default_headers()  # compressed answers when the gateway can
-        headers["User-Agent"] = f"ucdn-prefetch-exporter/{__version__}"
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        # No Accept-Encoding: http.client asks for identity, so that the size cap counts
+        # the bytes we decode and no decompression runs unbounded on a gateway's say-so.
+        headers = {
+            "User-Agent": f"ucdn-prefetch-exporter/{__version__}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         self._request = requests.Request("POST", api_url, headers=headers).prepare()
         # Pages of several targets share one bounded pool, so the gateway sees a bounded load.
         self._pool = ThreadPoolExecutor(
@@ -170,9 +173,10 @@ class ApiClient:
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
         window = _WindowBuilder(on_page)
         first = self._fetch_page(base, 0, deadline)
-        window.add(first.tasks)
         if len(first.tasks) >= self.options.page_size:
-            self._fetch_rest(base, first.total_count, deadline, window)
+            self._fetch_rest(base, first, deadline, window)
+        else:
+            window.add(first.tasks)
         return window.build(first.total_count)
 
     def count_tasks(
@@ -185,11 +189,11 @@ class ApiClient:
     def _fetch_rest(
         self,
         base: dict[str, ParamValue],
-        total_count: int | None,
+        first: _Page,
         deadline: Deadline,
         window: "_WindowBuilder",
     ) -> None:
-        """Pages 1, 2, ... up to the first short one, ``parallel_pages`` in flight at a time.
+        """Page 0, then 1, 2, ... up to the first short one, ``parallel_pages`` in flight.
 
         A page is asked for as soon as a slot frees, not window by window, so one slow
         answer holds up only its own slot. Pages are asked for up to the promised ones
@@ -199,7 +203,7 @@ class ApiClient:
         too-low one at most a window. Pages go to ``window`` in order as they complete,
         after the freed slots are filled again.
         """
-        paging = _Paging(total_count, self.options.page_size)
+        paging = _Paging(first, self.options.page_size)
         in_flight: dict[Future[_Page], int] = {}
         try:
             while True:
@@ -326,6 +330,8 @@ class ApiClient:
                 raise ApiError(
                     "timeout", f"no data for {self.options.request_timeout:.1f}s"
                 ) from None
+        except ApiError:
+            raise  # the size cap's, as it is
         except (OSError, ValueError, requests.RequestException) as error:
             raise ApiError("connection_error", _describe(error)) from None
         except Exception as error:  # urllib3's protocol and decoding errors share no base class
@@ -336,7 +342,8 @@ class ApiClient:
 class _Paging:
     """Which pages to ask for next, and when the pages received are complete."""
 
-    def __init__(self, total_count: int | None, page_size: int) -> None:
+    def __init__(self, first: _Page, page_size: int) -> None:
+        total_count = first.total_count
         promised = math.ceil(total_count / page_size) if total_count and total_count > 0 else 1
         # When the promised pages would all be full, one more confirms the end; page 0
         # came back full, so page 1 is wanted whatever TotalCount says.
@@ -344,8 +351,9 @@ class _Paging:
         self.limit = max(2, promised + confirm)  # ask for pages below this index
         self.page_size = page_size
         self.next_index = 1  # page 0 was asked for alone
-        self.pages: dict[int, _Page] = {}  # received, not yet taken
-        self.taken = 1  # the next page to take, in order
+        # Page 0 is taken after the first requests for the others are under way.
+        self.pages: dict[int, _Page] = {0: first}  # received, not yet taken
+        self.taken = 0  # the next page to take, in order
         self.end: int | None = None  # index of the first short page
 
     def wanted(self, max_pages: int) -> bool:

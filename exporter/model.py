@@ -69,3 +69,5 @@ def decode_response(body: bytes) -> TaskListResponse:
         return _DECODER.decode(body)
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError too
         raise InvalidResponseError(str(error)) from None
+    except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
+        raise InvalidResponseError("JSON is malformed: a string is not valid UTF-8") from None

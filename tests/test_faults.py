@@ -300,7 +300,9 @@ def test_an_oversized_body_is_invalid_and_not_read_to_the_end(
     # 200 MiB at loopback speed would take longer than the deadline: reading stopped at the cap.
     assert_failed_in_time(scrape)
     assert scrape.outcome("invalid_response") == 1.0
-    assert the_failure(exporter)["reason"] == "invalid_response"
+    failure = the_failure(exporter)
+    assert failure["reason"] == "invalid_response"
+    assert "65536" in failure["detail"], failure  # the cap is named, not just "ApiError"
 
 
 def test_pages_without_end_stop_at_the_page_cap(start: StartExporter) -> None:
