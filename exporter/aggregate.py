@@ -146,8 +146,9 @@ class Summarizer:
 
     The figures are those of :func:`summarize_reference`, which states them one URL at a
     time; this computes them column by column with C-level builtins (``map``, ``Counter``,
-    ``compress``), which costs a fraction of a Python loop over 100,000 URLs (see
-    ``benchmarks/``). Counts, histograms and anomalies are sums, so each page adds its
+    ``compress``), which costs less than that loop (see ``benchmarks/``) and lets a page
+    be summarised while the next ones are fetched. Counts, histograms and anomalies are
+    sums, so each page adds its
     own as it arrives; what depends on the order of all tasks (the newest unfinished
     URLs and finished tasks, up to the caps) is picked by :meth:`summary` once the last
     page is in. Data outside the fast path's assumptions (a CreateTime that is not

@@ -238,14 +238,14 @@ def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> 
 
 
 def _settle_garbage_collector() -> None:
-    """Spare each scrape a hundred passes of the cycle collector over data that has no cycles.
+    """Spare each scrape the cycle collector's passes over data that has no cycles.
 
-    A scrape of 100,000 URLs allocates some 100,000 containers (task dicts, URL lists,
-    samples), none in a reference cycle; at CPython's default threshold of 700 the
-    collector runs about 140 times a scrape and walks every object loaded at start-up,
-    for some 20 ms. Freezing the start-up objects and collecting every 10,000
-    allocations brings it to about 6 ms (see benchmarks/); the garbage cycles it
-    still has to find are few and small.
+    The answers' structs are outside the collector's sight, but a scrape of 100,000 URLs
+    still allocates enough lists (the pages' columns, the URL lists) to run it about 7
+    times at CPython's default threshold of 700, each time walking the young lists and
+    every object loaded at start-up: 11 to 17 ms a scrape. Freezing the start-up objects
+    and collecting every 10,000 allocations leaves no collection in a scrape (see
+    benchmarks/); the garbage cycles it still has to find are few and small.
     """
     gc.collect()
     gc.freeze()

@@ -72,8 +72,9 @@ WrongTypes = Literal[
 
 
 def _json_bytes(payload: object) -> bytes:
-    # msgspec writes the same compact JSON as json.dumps a dozen times faster: a page of
-    # 5,000 URLs costs 1 ms instead of 12, so that a benchmark times the exporter, not us.
+    # msgspec writes compact JSON a dozen times faster than json.dumps (UTF-8 rather than
+    # \u escapes): a page of 5,000 URLs costs 1 ms instead of 12, so that a benchmark
+    # times the exporter, not us.
     return msgspec.json.encode(payload)
 
 
