@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -63,6 +64,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def url_entry(
+    name: str, status: str, created: int = 1000, finish: int = 0, progress: int = 0
+) -> dict[str, Any]:
+    """One URL of a task as the API writes it (``UrlProgressInfo``)."""
+    return {
+        "Url": name,
+        "Status": status,
+        "CreateTime": created,
+        "FinishTime": finish,
+        "Progress": progress,
+    }
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 import msgspec
-from conftest import FIXTURES
+from conftest import FIXTURES, url_entry
 
 from exporter.aggregate import SummaryLimits, TargetSummary, summarize
 from exporter.client import TaskWindow
@@ -26,18 +26,6 @@ def summary_of(tasks: list[dict[str, Any]], **limits: Any) -> TargetSummary:
 
 def task(task_id: str, created: int, status: str, *urls: dict[str, Any]) -> dict[str, Any]:
     return {"TaskId": task_id, "CreateTime": created, "Status": status, "UrlLists": list(urls)}
-
-
-def url(
-    name: str, status: str, created: int = 1000, finish: int = 0, progress: int = 0
-) -> dict[str, Any]:
-    return {
-        "Url": name,
-        "Status": status,
-        "CreateTime": created,
-        "FinishTime": finish,
-        "Progress": progress,
-    }
 
 
 def test_provider_sample_every_anomaly_is_counted_not_fatal() -> None:
@@ -70,7 +58,10 @@ def test_provider_sample_every_anomaly_is_counted_not_fatal() -> None:
 
 def test_unknow_is_the_documented_spelling_and_no_anomaly() -> None:
     summary = summary_of(
-        [task("t", 5, "unknow", url("a", "unknow")), task("u", 5, "", url("b", "weird"))]
+        [
+            task("t", 5, "unknow", url_entry("a", "unknow")),
+            task("u", 5, "", url_entry("b", "weird")),
+        ]
     )
     assert summary.tasks_by_status["unknown"] == 2
     assert summary.urls_by_status["unknown"] == 2
@@ -104,11 +95,13 @@ def test_completion_latency_uses_url_create_time_else_the_tasks() -> None:
                 "t",
                 1000,
                 "success",
-                url("a", "success", created=1100, finish=1105),  # 5 s
-                url("b", "success", created=0, finish=1040),  # task's CreateTime: 40 s
-                url("c", "failure", created=1000, finish=1000 + 7200),  # 2 h
-                url("d", "success", created=1000, finish=0),  # never finished: left out
-                url("e", "success", created=1200, finish=1100),  # backwards: left out, counted
+                url_entry("a", "success", created=1100, finish=1105),  # 5 s
+                url_entry("b", "success", created=0, finish=1040),  # task's CreateTime: 40 s
+                url_entry("c", "failure", created=1000, finish=1000 + 7200),  # 2 h
+                url_entry("d", "success", created=1000, finish=0),  # never finished: left out
+                url_entry(
+                    "e", "success", created=1200, finish=1100
+                ),  # backwards: left out, counted
             )
         ],
         buckets=(10.0, 60.0, 3600.0),
@@ -125,7 +118,7 @@ def test_completion_latency_uses_url_create_time_else_the_tasks() -> None:
 
 def test_bucket_bounds_are_inclusive() -> None:
     summary = summary_of(
-        [task("t", 0, "success", url("a", "success", created=100, finish=110))],
+        [task("t", 0, "success", url_entry("a", "success", created=100, finish=110))],
         buckets=(10.0, 20.0),
     )
     assert summary.url_completion["success"].cumulative()[0] == (10.0, 1)
@@ -133,7 +126,15 @@ def test_bucket_bounds_are_inclusive() -> None:
 
 def test_progress_is_clamped_and_out_of_range_counted() -> None:
     summary = summary_of(
-        [task("t", 5, "process", url("a", "process", progress=150), url("b", "wait", progress=-3))]
+        [
+            task(
+                "t",
+                5,
+                "process",
+                url_entry("a", "process", progress=150),
+                url_entry("b", "wait", progress=-3),
+            )
+        ]
     )
     assert sorted(p.ratio for p in summary.url_progress) == [0.0, 1.0]
     assert summary.anomalies["progress_out_of_range"] == 2
@@ -141,7 +142,12 @@ def test_progress_is_clamped_and_out_of_range_counted() -> None:
 
 def test_url_series_cap_keeps_newest_tasks_and_counts_the_rest() -> None:
     tasks = [
-        task(f"t{n}", 1000 + n, "process", *(url(f"u{i}", "process", progress=i) for i in range(3)))
+        task(
+            f"t{n}",
+            1000 + n,
+            "process",
+            *(url_entry(f"u{i}", "process", progress=i) for i in range(3)),
+        )
         for n in range(5)
     ]
     summary = summary_of(tasks, max_url_series=7)
@@ -157,9 +163,9 @@ def test_finished_urls_never_show_progress_and_duplicates_show_once() -> None:
                 "t",
                 5,
                 "process",
-                url("a", "success", finish=2000),
-                url("b", "wait"),
-                url("b", "wait"),
+                url_entry("a", "success", finish=2000),
+                url_entry("b", "wait"),
+                url_entry("b", "wait"),
             )
         ]
     )
@@ -172,7 +178,7 @@ def test_finished_urls_never_show_progress_and_duplicates_show_once() -> None:
 
 def test_task_series_cap_and_oldest_unfinished() -> None:
     tasks = [
-        task(f"d{n}", 100 + n, "success", url("a", "success", created=100 + n, finish=500))
+        task(f"d{n}", 100 + n, "success", url_entry("a", "success", created=100 + n, finish=500))
         for n in range(4)
     ]
     tasks += [task("w", 50, "wait"), task("p", 70, "process"), task("f", 10, "failure")]

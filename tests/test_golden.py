@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, promtool
+from conftest import FIXTURES, promtool, url_entry
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -30,16 +30,6 @@ NOW = 1_790_000_000
 DURATION = re.compile(rb"^(ucdn_prefetch_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
 
 
-def url(name: str, status: str, created: int, finish: int = 0, progress: int = 0) -> dict[str, Any]:
-    return {
-        "Url": name,
-        "Status": status,
-        "CreateTime": created,
-        "FinishTime": finish,
-        "Progress": progress,
-    }
-
-
 DATASET = {
     ("web", False): [
         {
@@ -47,9 +37,9 @@ DATASET = {
             "CreateTime": NOW - 600,
             "Status": "process",
             "UrlLists": [
-                url("https://cdn.example.com/app.js", "success", NOW - 600, NOW - 590, 100),
-                url("https://cdn.example.com/app.css", "process", NOW - 600, 0, 45),
-                url("https://cdn.example.com/hero.webp", "wait", NOW - 600, 0, 0),
+                url_entry("https://cdn.example.com/app.js", "success", NOW - 600, NOW - 590, 100),
+                url_entry("https://cdn.example.com/app.css", "process", NOW - 600, 0, 45),
+                url_entry("https://cdn.example.com/hero.webp", "wait", NOW - 600, 0, 0),
             ],
         },
         {
@@ -57,8 +47,10 @@ DATASET = {
             "CreateTime": NOW - 7200,
             "Status": "success",
             "UrlLists": [
-                url("https://cdn.example.com/v2/setup.exe", "success", NOW - 7200, NOW - 3600, 100),
-                url("https://cdn.example.com/v2/notes.html", "success", 0, NOW - 7170, 100),
+                url_entry(
+                    "https://cdn.example.com/v2/setup.exe", "success", NOW - 7200, NOW - 3600, 100
+                ),
+                url_entry("https://cdn.example.com/v2/notes.html", "success", 0, NOW - 7170, 100),
             ],
         },
         {
@@ -66,8 +58,10 @@ DATASET = {
             "CreateTime": NOW - 9000,
             "Status": "failure",
             "UrlLists": [
-                url("https://cdn.example.com/missing.bin", "failure", NOW - 9000, NOW - 8990, 0),
-                url("https://cdn.example.com/odd.bin", "unknow", NOW - 9000, NOW - 9100, 140),
+                url_entry(
+                    "https://cdn.example.com/missing.bin", "failure", NOW - 9000, NOW - 8990, 0
+                ),
+                url_entry("https://cdn.example.com/odd.bin", "unknow", NOW - 9000, NOW - 9100, 140),
             ],
         },
         {
@@ -75,8 +69,8 @@ DATASET = {
             "CreateTime": NOW - 20000,
             "Status": "wait",
             "UrlLists": [
-                url("https://cdn.example.com/big.iso", "wait", NOW - 20000),
-                url("https://cdn.example.com/big.iso", "wait", NOW - 20000),
+                url_entry("https://cdn.example.com/big.iso", "wait", NOW - 20000),
+                url_entry("https://cdn.example.com/big.iso", "wait", NOW - 20000),
             ],
         },
         {"TaskId": "t-weird", "CreateTime": NOW - 30000, "Status": "xCZMvZWZ", "UrlLists": []},
