@@ -153,6 +153,29 @@ def columns(names: dict[str, str]) -> model.DataTransformerConfig:
     )
 
 
+def task_table(
+    title: str, description: str, expr: str, columns_after_task: dict[str, str]
+) -> table.Panel:
+    """A compact table of an instant query's series, one row per task (and what follows)."""
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .with_target(query(expr, instant=True, fmt=PromQueryFormat.TABLE))
+        .with_transformation(
+            columns(
+                {
+                    "project_id": "Project",
+                    "platform": "Platform",
+                    "task_id": "Task",
+                    **columns_after_task,
+                }
+            )
+        )
+        .cell_height(common.TableCellHeight.SM)
+    )
+
+
 def now_row() -> Iterator[Panel]:
     """How many tasks and URLs are in each state, and how many finish badly."""
     yield status_stat(
@@ -290,36 +313,18 @@ def in_flight_row() -> Iterator[Panel]:
         .span(12)
     )
     yield (
-        table.Panel()
-        .title("Unfinished URLs")
-        .description(
+        task_table(
+            "Unfinished URLs",
             "Every URL in wait or process, newest tasks first as the exporter keeps them, "
             "with its progress. URLs stuck at 0 % for long point at the origin (slow or "
             "unreachable); compare with the age of the oldest unfinished task above. The "
             "exporter keeps at most MAX_URL_SERIES URLs per target: check URL series "
-            "dropped before concluding a URL is missing."
-        )
-        .with_target(
-            query(
-                f"ucdn_prefetch_url_progress_ratio{{{TARGET}}}",
-                instant=True,
-                fmt=PromQueryFormat.TABLE,
-            )
-        )
-        .with_transformation(
-            columns(
-                {
-                    "project_id": "Project",
-                    "platform": "Platform",
-                    "task_id": "Task",
-                    "url": "URL",
-                    "Value": "Progress",
-                }
-            )
+            "dropped before concluding a URL is missing.",
+            f"ucdn_prefetch_url_progress_ratio{{{TARGET}}}",
+            {"url": "URL", "Value": "Progress"},
         )
         .override_by_name("Progress", progress)
         .sort_by([common_builder.TableSortByFieldState().display_name("Progress")])
-        .cell_height(common.TableCellHeight.SM)
         .height(10)
         .span(24)
     )
@@ -388,29 +393,13 @@ def speed_row() -> Iterator[Panel]:
         .span(12)
     )
     yield (
-        table.Panel()
-        .title("Slowest recent tasks")
-        .description(
+        task_table(
+            "Slowest recent tasks",
             "Finished tasks of the window (the MAX_TASK_SERIES most recent per target) with "
             "the time from creation to their last URL's finish, slowest first. Use the task "
-            "id to look a slow task up in the provider's console."
-        )
-        .with_target(
-            query(
-                f"topk(20, ucdn_prefetch_task_completion_seconds{{{TARGET}}})",
-                instant=True,
-                fmt=PromQueryFormat.TABLE,
-            )
-        )
-        .with_transformation(
-            columns(
-                {
-                    "project_id": "Project",
-                    "platform": "Platform",
-                    "task_id": "Task",
-                    "Value": "Completion time",
-                }
-            )
+            "id to look a slow task up in the provider's console.",
+            f"topk(20, ucdn_prefetch_task_completion_seconds{{{TARGET}}})",
+            {"Value": "Completion time"},
         )
         .override_by_name(
             "Completion time",
@@ -425,7 +414,6 @@ def speed_row() -> Iterator[Panel]:
         .sort_by(
             [common_builder.TableSortByFieldState().display_name("Completion time").desc(True)]
         )
-        .cell_height(common.TableCellHeight.SM)
         .height(9)
         .span(24)
     )
