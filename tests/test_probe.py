@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
-from tests.conftest import ExporterProcess, exporter_args, samples
+from tests.conftest import ExporterProcess, exporter_args, samples, url_entry
 
 NOW = int(time.time())  # the exporter's window ends at its own wall clock
 STATUSES = ("success", "failure", "process", "wait", "unknow")
@@ -27,13 +27,13 @@ def tasks_for(target: Target, count: int) -> list[Task]:
     for index in range(count):
         status = STATUSES[index % len(STATUSES)]
         created = NOW - 60 * (index + 1)
-        url = {
-            "Url": f"https://cdn.example.com/{project}/{dcdn}/{index}.bin",
-            "CreateTime": created,
-            "FinishTime": created + 30 if status in ("success", "failure") else 0,
-            "Status": status,
-            "Progress": 100 if status == "success" else 50,
-        }
+        url = url_entry(
+            f"https://cdn.example.com/{project}/{dcdn}/{index}.bin",
+            status,
+            created,
+            finish=created + 30 if status in ("success", "failure") else 0,
+            progress=100 if status == "success" else 50,
+        )
         tasks.append(
             {"TaskId": f"{project}-{dcdn}-{index}", "CreateTime": created, "Status": status,
              "UrlLists": [url]}

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import url_entry
 
 from exporter.signature import ParamValue, sign, signed_form
 from exporter.simulator import (
@@ -42,13 +43,13 @@ TIMEOUT = (2, 5)  # generous: did-not-hang bounds, not timing claims
 
 
 def make_task(task_id: str, create_time: int, status: str = "success") -> Task:
-    url = {
-        "Url": f"https://cdn.example.com/{task_id}.bin",
-        "CreateTime": create_time,
-        "FinishTime": create_time + 30 if status in ("success", "failure") else 0,
-        "Status": status,
-        "Progress": 100 if status == "success" else 40,
-    }
+    url = url_entry(
+        f"https://cdn.example.com/{task_id}.bin",
+        status,
+        create_time,
+        finish=create_time + 30 if status in ("success", "failure") else 0,
+        progress=100 if status == "success" else 40,
+    )
     return {"TaskId": task_id, "CreateTime": create_time, "Status": status, "UrlLists": [url]}
 
 
