@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "prometheus" / "rules_test.yml"
 RUNBOOK_PREFIX = (
-    "https://github.com/ucdn-prefetch-exporter/ucdn-prefetch-exporter/blob/main/README.md#alert-"
+    "https://github.com/ucdn-prefetch-exporter/ucdn-prefetch-exporter/blob/main/docs/runbook.md#alert-"
 )
 # level:metric:operations, each part snake_case; the metric keeps our prefix.
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:ucdn_prefetch_[a-z0-9_]+:[a-z0-9_]+$")
@@ -106,10 +106,10 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def test_every_runbook_url_points_at_a_readme_section() -> None:
-    readme = (RULES.parent.parent / "README.md").read_text()
+def test_every_runbook_url_points_at_a_runbook_section() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
     anchors = {
-        github_anchor(line.lstrip("#")) for line in readme.splitlines() if line.startswith("#")
+        github_anchor(line.lstrip("#")) for line in runbook.splitlines() if line.startswith("#")
     }
     alerts = [
         rule
@@ -120,5 +120,5 @@ def test_every_runbook_url_points_at_a_readme_section() -> None:
     assert alerts
     for alert in alerts:
         url = alert["annotations"]["runbook_url"]
-        assert url.split("#")[0].endswith("/README.md"), url
-        assert url.split("#", 1)[1] in anchors, f"{alert['alert']}: no README section for {url}"
+        assert url.split("#")[0].endswith("/docs/runbook.md"), url
+        assert url.split("#", 1)[1] in anchors, f"{alert['alert']}: no runbook section for {url}"
