@@ -1,0 +1,47 @@
+# The tasks a contributor runs; .ci/run calls the same targets. `make help` lists them.
+PYTHON ?= python
+# A second supported Python, tested by `make test-py313` and CI in a virtualenv of its own.
+PYTHON313 ?= python3.13
+VENV313 ?= .venv-3.13
+FAST = -m "not e2e and not system"
+
+.PHONY: help install lint types test-fast test test-py313 golden dashboards rules bench ci
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+install:  ## install the package and the test extras, editable
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+lint:  ## ruff: lint and formatting
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+types:  ## mypy strict over the package and the scripts
+	$(PYTHON) -m mypy exporter dashboards/generate.py deploy/kubernetes/generate_prometheusrule.py
+
+test-fast:  ## the fast lane: no process, no Prometheus (seconds)
+	$(PYTHON) -m pytest $(FAST)
+
+test:  ## every test (the Prometheus tests need Debian's prometheus package)
+	$(PYTHON) -m pytest
+
+test-py313:  ## every test on Python 3.13, in $(VENV313)
+	$(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install -q -e '.[test]'
+	$(VENV313)/bin/python -m pytest
+
+golden:  ## rewrite tests/fixtures/golden.prom after an intended change of the exposition
+	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/test_golden.py
+
+dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py
+	$(PYTHON) dashboards/generate.py
+
+rules:  ## regenerate the PrometheusRule and run the rules' unit tests
+	$(PYTHON) deploy/kubernetes/generate_prometheusrule.py
+	promtool test rules prometheus/rules_test.yml
+
+bench:  ## the performance benchmark (about a minute)
+	$(PYTHON) benchmarks/bench_scrape.py
+
+ci: lint types test test-py313  ## what .ci/run runs after installing
