@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.webconfig import BasicAuth, WebConfigError, load_web_config
+from exporter.webconfig import AuthVerdict, BasicAuth, WebConfigError, load_web_config
 
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
@@ -196,7 +196,7 @@ def auth() -> BasicAuth:
     ],
 )
 def test_basic_auth_check(auth: BasicAuth, header: str | None, expected: bool) -> None:
-    assert auth.check(header) is expected
+    assert (auth.verify(header) is AuthVerdict.ALLOWED) is expected
 
 
 def test_basic_auth_caches_verdicts_and_stays_bounded() -> None:
