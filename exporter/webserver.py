@@ -84,15 +84,29 @@ class _HeadReader(StreamReader):
         self.source = _ReceivedFirst(sock)
         super(StreamReader, self).__init__(self.source, bufsize)
         self.bytes_read = 0
+        # How much of source.received has been searched for the end of the head: a client
+        # sending its head in one-byte segments must not make each search start over.
+        self._searched = 0
+
+    def start_head(self) -> None:
+        """Begin looking for the end of a new request head."""
+        self._searched = 0
 
     def head_complete(self) -> bool:
-        """Whether the bytes at hand hold a whole request head (or more than is allowed)."""
-        buffered = self.peek(0) if self.has_data() else b""  # type: ignore[no-untyped-call]
-        at_hand = buffered + self.source.received
-        if len(at_hand) > _MAX_HEADER_BYTES:
-            return True  # enough for cheroot to answer 413 without waiting for more
-        # cheroot skips a CRLF before the request line (RFC 9112 section 2.2).
-        return b"\r\n\r\n" in at_hand.lstrip(b"\r\n")
+        """Whether the bytes at hand hold a whole request head (or more than is allowed).
+
+        Any complete head will do, even a malformed one: then cheroot answers 400 from
+        the bytes at hand, without waiting for more.
+        """
+        received = self.source.received
+        if self.has_data():  # type: ignore[no-untyped-call]
+            # Left over from a pipelined request: rare, so searched whole.
+            at_hand = self.peek(0) + received
+            return len(at_hand) > _MAX_HEADER_BYTES or b"\r\n\r\n" in at_hand
+        end = received.find(b"\r\n\r\n", max(0, self._searched - 3))
+        self._searched = len(received)
+        # Past the limit, cheroot answers 413 or 414 without waiting for more.
+        return end >= 0 or len(received) > _MAX_HEADER_BYTES
 
 
 class _FramingCheckedHeaderReader(cheroot_server.HeaderReader):
@@ -270,7 +284,11 @@ class _HeadReadingConnections:
             return
         makefile: Any = MakeFile
         if self.server.ssl_adapter is not None:
-            sock, _ = self.server.ssl_adapter.wrap(sock)
+            try:
+                sock, _ = self.server.ssl_adapter.wrap(sock)
+            except OSError:  # reset before it could be wrapped
+                sock.close()
+                return
             makefile = self.server.ssl_adapter.makefile
         conn = self.server.ConnectionClass(self.server, sock, makefile)
         if isinstance(address, tuple):
@@ -282,6 +300,7 @@ class _HeadReadingConnections:
 
     def _wait_for_head(self, conn: _HardenedConnection) -> None:
         conn.head_deadline = time.monotonic() + self.server.header_timeout
+        conn.rfile.start_head()
         conn.socket.settimeout(0.0)
 
     def _advance(self, conn: _HardenedConnection) -> None:

@@ -160,6 +160,22 @@ def test_100_slow_tls_clients_delay_no_scrape_and_are_cut_off(
         slow.close()
 
 
+def test_past_512_waiting_connections_the_oldest_are_closed(serve: list[WebServer]) -> None:
+    server = started(serve, WebServer(hello_app, "127.0.0.1", 0, header_timeout=30))
+    silent = SlowClients(server.port, 520, b"G", drip=False)
+    try:
+        assert worst_latency(range(3), server.url) < NORMAL_LATENCY_BOUND
+        deadline = time.monotonic() + 10
+        while closed_by_server(silent.sockets[7]) is False and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # The 513th to 520th silent clients and the first normal one (the others found a
+        # place free) each pushed out the oldest: long before their 30 s deadline.
+        closed = [closed_by_server(sock) for sock in silent.sockets]
+        assert closed == [True] * 9 + [False] * 511
+    finally:
+        silent.close()
+
+
 def test_a_kept_alive_connection_that_drips_its_next_request_is_cut_off(
     serve: list[WebServer],
 ) -> None:
