@@ -40,7 +40,7 @@ import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Self
 
@@ -376,16 +376,30 @@ def _first_problem(err: pydantic.ValidationError) -> str:
     return f"{location}: {message}"
 
 
+class AuthVerdict(Enum):
+    """What a check of HTTP Basic credentials found."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    # Too many bcrypt checks are already waiting; the credentials were not checked.
+    BUSY = "busy"
+
+
 class BasicAuth:
     """Checks HTTP Basic credentials against bcrypt hashes, in time that hides who exists.
 
-    Verdicts are cached under a SHA-256 of (user, hash, password), as the exporter-toolkit
-    does, so a Prometheus scraping every few seconds pays for bcrypt once; the cache is
-    bounded (least recently used entries go first). bcrypt runs one at a time, so a flood
-    of wrong passwords costs at most one core.
+    Credentials that succeeded are remembered under a SHA-256 of (user, hash, password),
+    as the exporter-toolkit does, so a Prometheus scraping every few seconds pays for
+    bcrypt once; the memory is bounded (least recently used entries go first). Failures
+    are not remembered: random wrong passwords would evict the real scraper's entry.
+    bcrypt runs one at a time, so a flood of wrong passwords costs at most one core, and
+    at most ``max_waiting`` checks wait for it: past that the verdict is BUSY at once, so
+    a flood cannot hold every worker thread in the queue.
     """
 
-    def __init__(self, users: Mapping[str, str], *, cache_size: int = 1024) -> None:
+    def __init__(
+        self, users: Mapping[str, str], *, cache_size: int = 1024, max_waiting: int = 4
+    ) -> None:
         """Take user -> bcrypt hash; raise ValueError for a hash that is not bcrypt."""
         costs = [_bcrypt_cost(password_hash) for password_hash in users.values()]
         self._users = {
@@ -396,20 +410,36 @@ class BasicAuth:
         self._dummy_hash = bcrypt.hashpw(
             secrets.token_bytes(16), bcrypt.gensalt(rounds=max(costs, default=4))
         )
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._accepted: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._bcrypt_lock = threading.Lock()
+        self._bcrypt_places = threading.BoundedSemaphore(max_waiting)
 
-    def check(self, authorization_header: str | None) -> bool:
+    def verify(self, authorization_header: str | None) -> AuthVerdict:
         """Whether an ``Authorization`` header carries a known user and its password."""
         credentials = _parse_basic(authorization_header)
         if credentials is None:
-            return False
+            return AuthVerdict.DENIED
         user, password = credentials
         password_hash = self._find_hash(user)
-        matches = self._verify(user, password, password_hash or self._dummy_hash)
-        return matches and password_hash is not None
+        key = _cache_key(user, password, password_hash or self._dummy_hash)
+        if password_hash is not None and self._remembered(key):
+            return AuthVerdict.ALLOWED
+        if not self._bcrypt_places.acquire(blocking=False):
+            return AuthVerdict.BUSY
+        try:
+            with self._bcrypt_lock:
+                # Another thread may have just checked the same credentials.
+                matches = self._remembered(key) or _bcrypt_matches(
+                    password, password_hash or self._dummy_hash
+                )
+        finally:
+            self._bcrypt_places.release()
+        if not matches or password_hash is None:
+            return AuthVerdict.DENIED
+        self._remember(key)
+        return AuthVerdict.ALLOWED
 
     def _find_hash(self, user: bytes) -> bytes | None:
         # Compare with every user, without stopping early, so timing does not tell names.
@@ -419,31 +449,25 @@ class BasicAuth:
                 found = password_hash
         return found
 
-    def _verify(self, user: bytes, password: bytes, password_hash: bytes) -> bool:
-        key = _cache_key(user, password, password_hash)
-        cached = self._cached(key)
-        if cached is not None:
-            return cached
-        with self._bcrypt_lock:
-            cached = self._cached(key)
-            if cached is not None:
-                return cached
-            try:
-                verdict = bcrypt.checkpw(password, password_hash)
-            except ValueError:  # bcrypt refuses passwords longer than 72 bytes
-                verdict = False
+    def _remembered(self, key: bytes) -> bool:
         with self._cache_lock:
-            self._cache[key] = verdict
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return verdict
+            if key not in self._accepted:
+                return False
+            self._accepted.move_to_end(key)
+            return True
 
-    def _cached(self, key: bytes) -> bool | None:
+    def _remember(self, key: bytes) -> None:
         with self._cache_lock:
-            verdict = self._cache.get(key)
-            if verdict is not None:
-                self._cache.move_to_end(key)
-            return verdict
+            self._accepted[key] = None
+            while len(self._accepted) > self._cache_size:
+                self._accepted.popitem(last=False)
+
+
+def _bcrypt_matches(password: bytes, password_hash: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, password_hash)
+    except ValueError:  # bcrypt refuses passwords longer than 72 bytes
+        return False
 
 
 def _cache_key(user: bytes, password: bytes, password_hash: bytes) -> bytes:

@@ -1,16 +1,18 @@
 """Production WSGI serving on cheroot, hardened where prometheus_client's server is weak.
 
-* TLS handshakes run in a worker thread, not in cheroot's accept loop, so one client that
-  connects and says nothing cannot stall every other HTTPS scrape.
-* The request line and headers must arrive within ``header_timeout`` in total (cheroot's
-  own timeout is per socket operation, which a client dripping one byte at a time never
-  trips); the TLS handshake counts against the same deadline.
+* No worker thread waits for a client. The TLS handshake and the request head are read in
+  the selector loop without blocking (``_HeadReadingConnections``); a worker gets a
+  connection only once its head is complete, so slow or silent clients, however many,
+  delay nobody else. A connection whose head (and handshake) has not arrived within
+  ``header_timeout`` of its accept, or of its previous answer, is closed.
 * At most ``max_requests`` application calls run at once; past that the answer is an
   immediate ``503``, as node_exporter's ``--web.max-requests``.
-* Basic auth and extra response headers come from the web configuration file.
-
-A worker thread is still held while a client sends its request head, so a flood of slow
-clients can delay scrapes, but never for longer than ``header_timeout``.
+* Request framing that proxies may read differently is refused with ``400``: a
+  Content-Length that is not plain digits, differing repeated Content-Lengths,
+  Content-Length with Transfer-Encoding, and whitespace before a header's colon.
+* Basic auth and extra response headers come from the web configuration file. The
+  password is checked before an in-flight slot is taken, and ``/-/healthy`` and
+  ``/-/ready`` (a fixed "OK") need none, for probes that cannot send one.
 """
 
 from __future__ import annotations
@@ -18,105 +20,172 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
+import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
+from cheroot.makefile import MakeFile, StreamReader
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.webconfig import AuthVerdict, BasicAuth, WebConfig
 
 _log = logging.getLogger(__name__)
 
 REALM = "ucdn-prefetch-exporter"
-# Workers beyond max_requests answer 503s and absorb clients still sending their heads.
+# Paths that answer a fixed "OK" and so need no password: probes cannot always send one.
+UNAUTHENTICATED_PATHS = frozenset({"/-/healthy", "/-/ready"})
+# Workers only ever run requests whose head is complete; the spares send the 503s.
 _SPARE_THREADS = 16
 _UNLIMITED_THREADS = 56
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024
+# Connections waiting for their head beyond this many: the oldest is closed. Bounds the
+# memory of buffered heads (64 KiB each at most) and the descriptors a flood can hold.
+_MAX_WAITING_CONNECTIONS = 512
+# How often the selector loop wakes to close connections past their head deadline.
+_SWEEP_SECONDS = 0.25
+_READ_CHUNK = 16 * 1024
 # How long stop() lets in-flight requests finish before cutting their sockets.
 _SHUTDOWN_GRACE_SECONDS = 3
+_DIGITS = re.compile(rb"[0-9]+")
 
 
-class _HeadDeadline:
-    """Shuts a socket down unless the request head has arrived within a deadline."""
+class _ReceivedFirst(socket.SocketIO):
+    """Socket reads that first return the bytes the selector loop has already received."""
 
-    def __init__(self, sock: socket.socket, seconds: float) -> None:
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._finished = False
-        self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock, "rb")
+        self.received = bytearray()
 
-    def __enter__(self) -> _HeadDeadline:
-        self._timer.start()
-        return self
+    def readinto(self, buffer: Any) -> int | None:
+        """Fill ``buffer`` from the received bytes, or from the socket once they are used."""
+        if not self.received:
+            return super().readinto(buffer)
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self.received))
+        view[:count] = self.received[:count]
+        del self.received[:count]
+        return count
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with self._lock:
-            self._finished = True
-        self._timer.cancel()
 
-    def _expire(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.expired = True
-            # The plain socket method: SSLSocket.shutdown would also drop the TLS object
-            # under the worker thread reading through it. OSError: the client has gone.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+class _HeadReader(StreamReader):
+    """cheroot's buffered socket reader over ``_ReceivedFirst``."""
+
+    def __init__(self, sock: socket.socket, bufsize: int) -> None:
+        # StreamReader.__init__ would build a plain SocketIO; its base takes any raw stream.
+        self.source = _ReceivedFirst(sock)
+        super(StreamReader, self).__init__(self.source, bufsize)
+        self.bytes_read = 0
+        # How much of source.received has been searched for the end of the head: a client
+        # sending its head in one-byte segments must not make each search start over.
+        self._searched = 0
+
+    def start_head(self) -> None:
+        """Begin looking for the end of a new request head."""
+        self._searched = 0
+
+    def head_complete(self) -> bool:
+        """Whether the bytes at hand hold a whole request head (or more than is allowed).
+
+        Any complete head will do, even a malformed one: then cheroot answers 400 from
+        the bytes at hand, without waiting for more.
+        """
+        received = self.source.received
+        if self.has_data():  # type: ignore[no-untyped-call]
+            # Left over from a pipelined request: rare, so searched whole.
+            at_hand = self.peek(0) + received
+            return len(at_hand) > _MAX_HEADER_BYTES or b"\r\n\r\n" in at_hand
+        end = received.find(b"\r\n\r\n", max(0, self._searched - 3))
+        self._searched = len(received)
+        # Past the limit, cheroot answers 413 or 414 without waiting for more.
+        return end >= 0 or len(received) > _MAX_HEADER_BYTES
+
+
+class _FramingCheckedHeaderReader(cheroot_server.HeaderReader):
+    """cheroot's header parser, refusing framing that a proxy in front may read otherwise."""
+
+    def __call__(self, rfile: Any, hdict: Any = None) -> Any:
+        """Parse the headers; raise ValueError (cheroot answers 400) for unsafe framing."""
+        recorder = _LineRecorder(rfile)
+        headers = super().__call__(recorder, hdict)
+        _check_framing(recorder.lines)
+        return headers
+
+
+class _LineRecorder:
+    """Passes ``readline`` through and keeps each line, for ``_framing_problem``."""
+
+    def __init__(self, rfile: Any) -> None:
+        self._rfile = rfile
+        self.lines: list[bytes] = []
+
+    def readline(self, size: int | None = None) -> bytes:
+        """Read one line and remember it."""
+        line: bytes = self._rfile.readline(size)
+        self.lines.append(line)
+        return line
+
+
+def _check_framing(lines: list[bytes]) -> None:
+    """Raise ValueError for framing that proxies may read differently (RFC 9112 6.1-6.3)."""
+    lengths, chunked = _framing_headers(lines)
+    if not lengths:
+        return
+    if chunked:
+        raise ValueError("Content-Length together with Transfer-Encoding.")
+    if not all(_DIGITS.fullmatch(length) for length in lengths):
+        raise ValueError("Content-Length is not a plain decimal number.")
+    if len({int(length) for length in lengths}) > 1:
+        raise ValueError("Differing Content-Length headers.")
+
+
+def _framing_headers(lines: list[bytes]) -> tuple[list[bytes], bool]:
+    # Content-Length values and whether Transfer-Encoding is present; the raw lines are
+    # needed because cheroot's parser keeps only the last of repeated headers.
+    lengths: list[bytes] = []
+    chunked = False
+    previous = b""
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if previous in (b"content-length", b"transfer-encoding"):
+                raise ValueError(f"Folded {previous.decode().title()} header.")
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue  # the blank line that ends the head
+        if name != name.rstrip(b" \t"):
+            raise ValueError("Whitespace before a header's colon.")
+        previous = name.lower()
+        if previous == b"content-length":
+            lengths.append(value.strip(b" \t\r\n"))
+        elif previous == b"transfer-encoding":
+            chunked = True
+    return lengths, chunked
 
 
 class _HardenedRequest(cheroot_server.HTTPRequest):
-    """Reads the request head (and completes the TLS handshake) under one deadline."""
+    """A request whose headers are framing-checked and whose body is never waited for."""
 
-    server: _CherootServer
+    header_reader = _FramingCheckedHeaderReader()
 
-    def parse_request(self) -> None:
-        """Parse the head as cheroot does, but give up when the deadline passes."""
-        with _HeadDeadline(self.conn.socket, self.server.header_timeout) as deadline:
-            try:
-                if self._handshake_done():
-                    super().parse_request()
-            except OSError:
-                if not deadline.expired:
-                    raise
-        if deadline.expired:
-            _log.debug("closing %s: request head not complete in time", self.conn.remote_addr)
-            self.ready = False
+    def read_request_headers(self) -> bool:
+        """Read the headers as cheroot does; a request with a body ends its connection.
 
-    def _handshake_done(self) -> bool:
-        sock = self.conn.socket
-        if not isinstance(sock, ssl.SSLSocket) or sock.version() is not None:
-            return True
-        try:
-            sock.do_handshake()
-        except ssl.SSLError as err:
-            _log.debug("TLS handshake with %s failed: %s", self.conn.remote_addr, err)
-            if err.reason == "HTTP_REQUEST":
-                _answer_plain_http(sock)
+        cheroot reads an unread body before answering on a kept-alive connection, and a
+        client can drip that body for ever; no route here reads one.
+        """
+        if not super().read_request_headers():  # type: ignore[no-untyped-call]
             return False
-        except OSError as err:
-            _log.debug("TLS handshake with %s failed: %s", self.conn.remote_addr, err)
-            return False
-        peer_certificate = sock.getpeercert() or {}
-        if not self.server.client_certificate_allowed(peer_certificate):
-            _log.debug("client certificate of %s has no allowed SAN", self.conn.remote_addr)
-            return False
-        self.conn.ssl_env = self.server.ssl_adapter.get_environ(sock)
+        if self.chunked_read or int(self.inheaders.get(b"Content-Length", 0)) > 0:
+            self.close_connection = True
         return True
 
 
@@ -129,16 +198,205 @@ def _answer_plain_http(sock: ssl.SSLSocket) -> None:
 
 
 class _HardenedConnection(cheroot_server.HTTPConnection):
-    """A cheroot connection whose requests are ``_HardenedRequest``."""
+    """A cheroot connection that can wait for its head in the selector loop."""
 
     RequestHandlerClass = _HardenedRequest
 
+    def __init__(self, server: _CherootServer, sock: socket.socket, makefile: Any) -> None:
+        super().__init__(server, sock, makefile)
+        self.rfile: _HeadReader = _HeadReader(sock, self.rbufsize)
+        self.handshaken = not isinstance(sock, ssl.SSLSocket)
+        # Monotonic time by which the head must be complete; set on every wait for one.
+        self.head_deadline = math.inf
+
+
+class _CloseConnectionError(Exception):
+    """The peer closed the connection, or failed the handshake or its certificate check."""
+
+
+class _HeadReadingConnections:
+    """Replaces cheroot's ConnectionManager: one selector loop that accepts connections,
+    completes TLS handshakes and reads request heads without blocking, and hands a
+    connection to the worker pool only once its head is complete.
+
+    Every connection registered here waits for a head and has a deadline; the loop closes
+    those past it. Workers give kept-alive connections back through ``put``.
+    """
+
+    def __init__(self, server: _CherootServer) -> None:
+        self.server = server
+        self._selector = selectors.DefaultSelector()
+        # Guards the selector's registrations, which workers change through put().
+        self._lock = threading.Lock()
+        self._selector.register(server.socket, selectors.EVENT_READ, None)
+        self._stop_requested = False
+        self._serving = threading.Event()
+
+    @property
+    def can_add_keepalive_connection(self) -> bool:
+        """Whether a worker may keep its connection open after answering."""
+        limit = self.server.keep_alive_conn_limit
+        return limit is None or self._waiting_count() < limit
+
+    def put(self, conn: _HardenedConnection) -> None:
+        """Take back a kept-alive connection to wait for its next request head."""
+        conn.last_used = time.time()
+        self._wait_for_head(conn)
+        if conn.rfile.head_complete():  # a pipelined request already at hand
+            self._hand_over(conn)
+        else:
+            self._register(conn, selectors.EVENT_READ)
+
+    def run(self, expiration_interval: float) -> None:
+        """Serve until ``stop``; ``expiration_interval`` is cheroot's and unused here."""
+        self._serving.set()
+        try:
+            next_sweep = time.monotonic()
+            while not self._stop_requested:
+                for key, _ in self._selector.select(timeout=_SWEEP_SECONDS):
+                    if key.data is None:
+                        self._accept()
+                    else:
+                        self._advance(key.data)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._close_expired(now)
+                    next_sweep = now + _SWEEP_SECONDS
+        finally:
+            self._serving.clear()
+
+    def stop(self) -> None:
+        """Ask the loop to end and wait until it has (within one sweep interval)."""
+        self._stop_requested = True
+        while self._serving.is_set():
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Close every waiting connection and the selector."""
+        for conn in self._waiting():
+            conn.close()
+        self._selector.close()
+
+    def _accept(self) -> None:
+        try:
+            sock, address = self.server.socket.accept()
+        except OSError:  # the client gave up first, or the server socket is closing
+            return
+        makefile: Any = MakeFile
+        if self.server.ssl_adapter is not None:
+            try:
+                sock, _ = self.server.ssl_adapter.wrap(sock)
+            except OSError:  # reset before it could be wrapped
+                sock.close()
+                return
+            makefile = self.server.ssl_adapter.makefile
+        conn = self.server.ConnectionClass(self.server, sock, makefile)
+        if isinstance(address, tuple):
+            conn.remote_addr, conn.remote_port = address[0], address[1]
+        if self._waiting_count() >= _MAX_WAITING_CONNECTIONS:
+            self._drop(min(self._waiting(), key=lambda waiting: waiting.head_deadline))
+        self._wait_for_head(conn)
+        self._register(conn, selectors.EVENT_READ)
+
+    def _wait_for_head(self, conn: _HardenedConnection) -> None:
+        conn.head_deadline = time.monotonic() + self.server.header_timeout
+        conn.rfile.start_head()
+        conn.socket.settimeout(0.0)
+
+    def _advance(self, conn: _HardenedConnection) -> None:
+        try:
+            events = _read_head(conn, self.server)
+        except (_CloseConnectionError, OSError) as err:
+            _log.debug("closing %s: %s", conn.remote_addr, err or type(err).__name__)
+            self._drop(conn)
+            return
+        self._unregister(conn)
+        if events:
+            self._register(conn, events)
+        else:
+            self._hand_over(conn)
+
+    def _hand_over(self, conn: _HardenedConnection) -> None:
+        conn.head_deadline = math.inf
+        conn.socket.settimeout(self.server.timeout)
+        self.server.process_conn(conn)
+
+    def _close_expired(self, now: float) -> None:
+        for conn in self._waiting():
+            if conn.head_deadline < now:
+                _log.debug("closing %s: request head not complete in time", conn.remote_addr)
+                self._drop(conn)
+
+    def _drop(self, conn: _HardenedConnection) -> None:
+        self._unregister(conn)
+        conn.close()
+
+    def _register(self, conn: _HardenedConnection, events: int) -> None:
+        with self._lock:
+            self._selector.register(conn.socket, events, conn)
+
+    def _unregister(self, conn: _HardenedConnection) -> None:
+        with self._lock, contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.socket)
+
+    def _waiting(self) -> list[_HardenedConnection]:
+        with self._lock:
+            keys = list(self._selector.get_map().values())
+        return [key.data for key in keys if key.data is not None]
+
+    def _waiting_count(self) -> int:
+        with self._lock:
+            return len(self._selector.get_map()) - 1  # the listening socket
+
+
+def _read_head(conn: _HardenedConnection, server: _CherootServer) -> int:
+    """Handshake and read what has arrived, never blocking.
+
+    Returns the selector events to wait for next, or 0 once the head is complete.
+    Raises _CloseConnectionError or OSError when the connection is to be closed.
+    """
+    sock = conn.socket
+    if not conn.handshaken:
+        waiting_for = _handshake(conn, server)
+        if waiting_for:
+            return waiting_for
+    while not conn.rfile.head_complete():
+        try:
+            chunk = sock.recv(_READ_CHUNK)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            return selectors.EVENT_WRITE
+        if not chunk:
+            raise _CloseConnectionError("closed by the peer")
+        conn.rfile.source.received += chunk
+    return 0
+
+
+def _handshake(conn: _HardenedConnection, server: _CherootServer) -> int:
+    sock = conn.socket
+    try:
+        sock.do_handshake()
+    except ssl.SSLWantReadError:
+        return selectors.EVENT_READ
+    except ssl.SSLWantWriteError:
+        return selectors.EVENT_WRITE
+    except ssl.SSLError as err:
+        if err.reason == "HTTP_REQUEST":
+            _answer_plain_http(sock)
+        raise _CloseConnectionError(f"TLS handshake failed: {err.reason}") from None
+    if not server.client_certificate_allowed(sock.getpeercert() or {}):
+        raise _CloseConnectionError("client certificate has no allowed SAN")
+    conn.ssl_env = server.ssl_adapter.get_environ(sock)
+    conn.handshaken = True
+    return 0
+
 
 class _DeferredHandshakeAdapter(BuiltinSSLAdapter):
-    """Wraps accepted sockets without a handshake; ``_HardenedRequest`` does it later.
+    """Wraps accepted sockets without a handshake; the selector loop does it, unblocking.
 
-    cheroot calls ``wrap`` in its accept loop, where a blocking handshake would stall
-    every other connection behind one silent client.
+    ``wrap`` runs in the accept loop, where a blocking handshake would stall every other
+    connection behind one silent client.
     """
 
     def __init__(self, context: ssl.SSLContext) -> None:
@@ -165,9 +423,10 @@ class _DeferredHandshakeAdapter(BuiltinSSLAdapter):
 
 
 class _CherootServer(cheroot_wsgi.Server):
-    """cheroot's WSGI server with our connection class and logging."""
+    """cheroot's WSGI server with our connections, head reading loop and logging."""
 
     ConnectionClass = _HardenedConnection
+    _connections: Any  # cheroot's ConnectionManager until prepare() puts ours in
 
     def __init__(
         self,
@@ -195,6 +454,12 @@ class _CherootServer(cheroot_wsgi.Server):
         context = web_config.ssl_context() if web_config is not None else None
         if context is not None:
             self.ssl_adapter = _DeferredHandshakeAdapter(context)
+
+    def prepare(self) -> None:
+        """Bind and start the workers as cheroot does, with our selector loop."""
+        super().prepare()
+        self._connections.close()  # cheroot's own, which has no connection yet
+        self._connections = _HeadReadingConnections(self)
 
     def client_certificate_allowed(self, peer_certificate: dict[str, Any]) -> bool:
         """Whether the client certificate passes ``client_allowed_sans``."""
@@ -229,10 +494,19 @@ def _plain_response(
 
 def _require_basic_auth(app: WSGIApplication, auth: BasicAuth) -> WSGIApplication:
     challenge = [("WWW-Authenticate", f'Basic realm="{REALM}"')]
+    # Retry-After: a check of a password not yet known is about one bcrypt away.
+    busy = [("Retry-After", "1")]
 
     def authenticated(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if auth.check(environ.get("HTTP_AUTHORIZATION")):
+        if environ.get("PATH_INFO") in UNAUTHENTICATED_PATHS:
             return app(environ, start_response)
+        verdict = auth.verify(environ.get("HTTP_AUTHORIZATION"))
+        if verdict is AuthVerdict.ALLOWED:
+            return app(environ, start_response)
+        if verdict is AuthVerdict.BUSY:
+            return _plain_response(
+                start_response, "429 Too Many Requests", b"Too many password checks\n", busy
+            )
         return _plain_response(start_response, "401 Unauthorized", b"Unauthorized\n", challenge)
 
     return authenticated
@@ -370,11 +644,13 @@ class WebServer:
 
 
 def _wrap(app: WSGIApplication, web_config: WebConfig | None, max_requests: int) -> WSGIApplication:
+    # The in-flight limit is inside authentication: clients without the password must not
+    # take the slots that the real scraper needs.
+    if max_requests:
+        app = _limit_in_flight(app, max_requests)
     auth = web_config.basic_auth() if web_config is not None else None
     if auth is not None:
         app = _require_basic_auth(app, auth)
-    if max_requests:
-        app = _limit_in_flight(app, max_requests)
     if web_config is not None and web_config.headers:
         app = _add_headers(app, web_config.headers)
     return app

@@ -97,6 +97,16 @@ def test_no_scrape_without_the_right_password(
     assert "ucdn_prefetch" not in response.text
 
 
+@pytest.mark.parametrize("path", ["-/healthy", "-/ready"])
+def test_probes_need_no_password_but_reveal_nothing(secured: tuple[str, str], path: str) -> None:
+    url, bundle = secured
+    response = requests.get(url + path, verify=bundle, timeout=30)
+    assert response.status_code == 200
+    assert response.text == "OK\n"
+    # A path that only starts like a probe is not one.
+    assert requests.get(url + path + "/", verify=bundle, timeout=30).status_code == 401
+
+
 def test_a_silent_tls_client_does_not_hold_up_scrapes(secured: tuple[str, str]) -> None:
     url, bundle = secured
     port = int(url.rsplit(":", 1)[1].strip("/"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
 import pytest
 import trustme
 
-from exporter.webconfig import BasicAuth, WebConfigError, load_web_config
+from exporter.webconfig import AuthVerdict, BasicAuth, WebConfigError, load_web_config
 
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
@@ -69,7 +70,7 @@ def test_auth_only(config_dir: Path) -> None:
     assert config.ssl_context() is None
     auth = config.basic_auth()
     assert auth is not None
-    assert auth.check(basic("prom", "s3cret"))
+    assert auth.verify(basic("prom", "s3cret"))
 
 
 def test_tls_auth_headers_and_client_certificates(config_dir: Path) -> None:
@@ -196,37 +197,62 @@ def auth() -> BasicAuth:
     ],
 )
 def test_basic_auth_check(auth: BasicAuth, header: str | None, expected: bool) -> None:
-    assert auth.check(header) is expected
+    assert (auth.verify(header) is AuthVerdict.ALLOWED) is expected
 
 
-def test_basic_auth_caches_verdicts_and_stays_bounded() -> None:
-    slow_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=12)).decode()
-    auth = BasicAuth({"prom": slow_hash}, cache_size=2)
+def test_basic_auth_remembers_successes_only_and_stays_bounded() -> None:
+    users = {
+        name: bcrypt.hashpw(name.encode(), bcrypt.gensalt(rounds=12)).decode()
+        for name in ("prom", "a", "b")
+    }
+    auth = BasicAuth(users, cache_size=2)
 
-    def timed(header: str) -> float:
+    def timed(header: str, expected: AuthVerdict) -> float:
         begin = time.perf_counter()
-        auth.check(header)
+        assert auth.verify(header) is expected
         return time.perf_counter() - begin
 
-    first = timed(basic("prom", "s3cret"))
-    again = timed(basic("prom", "s3cret"))
-    # Cost 12 takes ~0.2 s; a cache hit is a hash and a dictionary look-up.
-    assert again < first / 10
-    assert timed(basic("prom", "wrong")) > again  # a new failure pays bcrypt once...
-    assert timed(basic("prom", "wrong")) < first / 10  # ...and then is cached too
-    timed(basic("prom", "evict-1"))
-    timed(basic("prom", "evict-2"))
-    assert timed(basic("prom", "s3cret")) > first / 10  # evicted by the bounded cache
+    first = timed(basic("prom", "prom"), AuthVerdict.ALLOWED)
+    # Cost 12 takes ~0.2 s; a remembered success is a hash and a dictionary look-up.
+    assert timed(basic("prom", "prom"), AuthVerdict.ALLOWED) < first / 10
+    # Failures pay bcrypt every time, and a flood of them evicts nothing.
+    for attempt in range(3):
+        assert timed(basic("prom", f"wrong-{attempt}"), AuthVerdict.DENIED) > first / 10
+    assert timed(basic("prom", "wrong-0"), AuthVerdict.DENIED) > first / 10
+    assert timed(basic("prom", "prom"), AuthVerdict.ALLOWED) < first / 10
+    # The memory is bounded: a third success evicts the least recently used one.
+    timed(basic("a", "a"), AuthVerdict.ALLOWED)
+    assert timed(basic("prom", "prom"), AuthVerdict.ALLOWED) < first / 10  # now "a" is oldest
+    timed(basic("b", "b"), AuthVerdict.ALLOWED)
+    assert timed(basic("prom", "prom"), AuthVerdict.ALLOWED) < first / 10
+    assert timed(basic("a", "a"), AuthVerdict.ALLOWED) > first / 10
+
+
+def test_basic_auth_is_busy_at_once_when_checks_are_queued() -> None:
+    slow_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=13)).decode()
+    auth = BasicAuth({"prom": slow_hash}, max_waiting=2)
+    assert auth.verify(basic("prom", "s3cret")) is AuthVerdict.ALLOWED  # remembered
+    with ThreadPoolExecutor(2) as pool:
+        queued = [pool.submit(auth.verify, basic("prom", f"wrong-{n}")) for n in range(2)]
+        time.sleep(0.1)  # both are in bcrypt's queue now (one check takes ~0.5 s)
+        begin = time.perf_counter()
+        assert auth.verify(basic("prom", "another-wrong")) is AuthVerdict.BUSY
+        assert auth.verify(basic("nobody", "s3cret")) is AuthVerdict.BUSY
+        # The remembered password does not queue at all.
+        assert auth.verify(basic("prom", "s3cret")) is AuthVerdict.ALLOWED
+        assert time.perf_counter() - begin < 0.2
+        assert [future.result() for future in queued] == [AuthVerdict.DENIED] * 2
+    assert auth.verify(basic("prom", "another-wrong")) is AuthVerdict.DENIED
 
 
 def test_unknown_users_pay_bcrypt_like_known_ones() -> None:
     slow_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=12)).decode()
     auth = BasicAuth({"prom": slow_hash})
     begin = time.perf_counter()
-    auth.check(basic("prom", "wrong"))
+    auth.verify(basic("prom", "wrong"))
     known = time.perf_counter() - begin
     begin = time.perf_counter()
-    auth.check(basic("nobody", "wrong"))
+    auth.verify(basic("nobody", "wrong"))
     unknown = time.perf_counter() - begin
     # Generous: the same order of magnitude, not a dictionary miss that returns at once.
     assert unknown > known / 5
