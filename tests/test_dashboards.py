@@ -44,6 +44,9 @@ METRIC = re.compile(r"\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_prefetch_[a-z0-9_]+|
 
 
 def load_generator() -> ModuleType:
+    """The script as a module, importing its sibling package as `python generate.py` does."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("dashboards_generate", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
