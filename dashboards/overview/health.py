@@ -19,10 +19,12 @@ from overview.common import (
     query,
     steps,
 )
+from overview.variables import SCRAPE_TIMEOUT
 
 TITLE = "Exporter health"
 # Five minutes without a success is when UcdnPrefetchUpstreamDown starts to fire.
 STALE_AFTER_SECONDS = 300
+TIMEOUT_LEGEND = "scrape timeout (setting)"
 
 
 def panels() -> Iterator[Panel]:
@@ -113,16 +115,18 @@ def api_requests() -> timeseries.Panel:
 
 
 def scrape_duration() -> timeseries.Panel:
-    """Each collection and the whole scrape, against the scrape timeout."""
+    """Each collection and the whole scrape, against the scrape timeout the user set."""
     return (
         timeseries.Panel()
         .title("Scrape duration against the scrape timeout")
         .description(
-            "How long each target's collection takes, how long Prometheus' whole scrape of "
-            "the exporter takes, and the scrape timeout (needs Prometheus' "
-            "--enable-feature=extra-scrape-metrics). When the scrape comes near the "
-            "timeout, raise scrape_timeout, set CACHE_SECONDS, or split targets over "
-            "several exporters."
+            "How long each target's collection takes and how long Prometheus' whole scrape "
+            "of the exporter takes, against the red dashed line of the dashboard's Scrape "
+            "timeout setting (default 25 s, the scrape_timeout of the shipped "
+            "prometheus/prometheus.yml): set it to your job's scrape_timeout. The exporter "
+            "gives up at that timeout minus SCRAPE_TIMEOUT_OFFSET_SECONDS. When the scrape "
+            "comes near the line, raise scrape_timeout, set CACHE_SECONDS, or split targets "
+            "over several exporters."
         )
         .with_target(
             query(
@@ -137,15 +141,11 @@ def scrape_duration() -> timeseries.Panel:
                 ref_id="B",
             )
         )
-        .with_target(
-            query(
-                "scrape_timeout_seconds and on (job, instance) ucdn_prefetch_exporter_build_info",
-                "timeout {{instance}}",
-                ref_id="C",
-            )
-        )
-        .override_by_regexp(
-            "timeout .*",
+        # Stock Prometheus has no series of the timeout (scrape_timeout_seconds needs
+        # --enable-feature=extra-scrape-metrics), so the line is the dashboard's setting.
+        .with_target(query(f"vector(${SCRAPE_TIMEOUT})", TIMEOUT_LEGEND, ref_id="C"))
+        .override_by_name(
+            TIMEOUT_LEGEND,
             [
                 *fixed_color("red"),
                 model.DynamicConfigValue(

@@ -1,5 +1,5 @@
 """The dashboard's template variables: data source, then project and platform, each
-narrowing the next."""
+narrowing the next, then the scrape timeout the scrape duration panel draws."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from grafana_foundation_sdk.models import dashboard as model
 from overview.common import DATASOURCE
 
 Variable = cogbuilder.Builder[model.VariableModel]
+SCRAPE_TIMEOUT = "scrape_timeout"
+# The global scrape_timeout of prometheus/prometheus.yml (a test keeps them equal).
+SCRAPE_TIMEOUT_DEFAULT_SECONDS = 25
 
 
 def variables() -> list[Variable]:
@@ -27,6 +30,7 @@ def variables() -> list[Variable]:
             "Platform",
             'label_values(ucdn_prefetch_up{project_id=~"$project_id"}, platform)',
         ),
+        scrape_timeout_variable(),
     ]
 
 
@@ -45,4 +49,19 @@ def target_variable(name: str, label: str, definition: str) -> dash.QueryVariabl
         # account has many projects.
         .all_value(".*")
         .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    )
+
+
+def scrape_timeout_variable() -> dash.TextBoxVariable:
+    """The job's scrape_timeout in seconds, which stock Prometheus keeps no series of."""
+    default = str(SCRAPE_TIMEOUT_DEFAULT_SECONDS)
+    return (
+        dash.TextBoxVariable(SCRAPE_TIMEOUT)
+        .label("Scrape timeout (s)")
+        .description(
+            "The scrape_timeout of the Prometheus job that scrapes the exporter, in "
+            "seconds: drawn as the limit on the scrape duration panel."
+        )
+        .default_value(default)
+        .current(model.VariableOption(selected=True, text=default, value=default))
     )
