@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from exporter import __version__
 from exporter.aggregate import SummaryLimits
 from exporter.app import ExporterApp, MetricsSnapshot, ScrapeTimeouts
-from exporter.client import ApiClient, ApiError, ClientOptions
+from exporter.client import SIGNATURES, ApiClient, ApiError, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Settings, env_name, flag_name, load_settings
 from exporter.deadline import Deadline
@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     configure_logging(
-        settings.log_level, settings.log_format, [settings.private_key.get_secret_value()]
+        settings.log_level,
+        settings.log_format,
+        [settings.private_key.get_secret_value()],
+        signatures=SIGNATURES,
     )
     with _upstream(settings) as settings:
         client = _client(settings)
@@ -171,6 +174,7 @@ def _client(settings: Settings) -> ApiClient:
         max_retries=settings.max_retries,
         max_response_bytes=settings.max_response_bytes,
         ca_bundle=settings.ca_bundle,
+        max_requests_per_second=settings.max_api_requests_per_second,
     )
     return ApiClient(settings.api_url, settings.public_key, settings.private_key, options=options)
 

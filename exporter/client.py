@@ -9,9 +9,10 @@ parameters never appear in a URL, a proxy's access log or an exception message.
 import logging
 import math
 import random
+import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -32,26 +33,135 @@ from exporter.signature import ParamValue, signed_form
 
 ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
 Outcome = Literal[
-    "ok", "http_error", "timeout", "connection_error", "api_error", "invalid_response"
+    "ok",
+    "http_error",
+    "timeout",
+    "connection_error",
+    "api_error",
+    "invalid_response",
+    "rate_limited",
 ]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+# The gateway's own "try again" codes (see the API's RetCode table): 153 is its rate
+# limit; 110 (the API timed out) and 130/150 (gateway or auth service fault) are
+# passing faults of the service. Everything else (signature, project, IAM) would fail
+# the same way on a retry.
+_RET_RATE_LIMITED: Final = 153
+_RETRY_RET_CODES: Final = frozenset({110, 130, 150, _RET_RATE_LIMITED})
+# Retry-After is the gateway's say; past this it only means "not within this scrape".
+_RETRY_AFTER_CAP_SECONDS: Final = 3600.0
+_RETRY_AFTER_DIGITS: Final = re.compile(r"[0-9]{1,10}")
+# The gateway's request id is logged as is: only a conservative alphabet gets through.
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_HEADER: Final = "X-UCLOUD-REQUEST-UUID"
 _BACKOFF_BASE_SECONDS: Final = 0.2
 _BACKOFF_CAP_SECONDS: Final = 5.0
 _READ_CHUNK: Final = 1024 * 1024
 _DETAIL_LIMIT: Final = 200
+_MESSAGE_LIMIT: Final = 120
+# A SHA-1 signature is 40 hex digits; a run of at least that many in a gateway's text
+# is redacted whatever it is, so that no signature, however old, gets through in any case.
+_HEX_RUN: Final = re.compile(r"[0-9A-Fa-f]{40,}")
+_SIGNATURE_LENGTH: Final = 40
+_REMEMBERED_SIGNATURES: Final = 4096
+_REDACTED: Final = "<redacted>"
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """A request or a collection failed; ``reason`` is one of :data:`OUTCOMES` other than ok."""
+    """A request or a collection failed; ``reason`` is one of :data:`OUTCOMES` other than ok.
 
-    def __init__(self, reason: Outcome, detail: str) -> None:
+    ``request_id`` is the gateway's ``X-UCLOUD-REQUEST-UUID`` of the answer that failed,
+    what the provider's support asks for; None without an answer, or when the header
+    held anything but a plain id.
+    """
+
+    def __init__(self, reason: Outcome, detail: str, request_id: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason: Outcome = reason
         self.detail = detail
+        self.request_id = request_id
+
+
+class SignatureMemory:
+    """The signatures the client made lately, to redact them wherever they turn up.
+
+    A gateway may echo any signature it received, in any case, in any later answer; a
+    log filter needs to know them all. Bounded: the oldest are forgotten first, by
+    which time no gateway still holds their requests. Safe to use from many threads.
+    """
+
+    def __init__(self, capacity: int = _REMEMBERED_SIGNATURES) -> None:
+        self._order: deque[str] = deque()
+        self._known: set[str] = set()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def remember(self, signature: str) -> None:
+        """Add one signature (hex, any case)."""
+        signature = signature.lower()
+        with self._lock:
+            if signature in self._known:
+                return
+            self._order.append(signature)
+            self._known.add(signature)
+            if len(self._order) > self._capacity:
+                self._known.discard(self._order.popleft())
+
+    def __contains__(self, signature: object) -> bool:
+        return isinstance(signature, str) and signature.lower() in self._known
+
+    def redact(self, text: str) -> str:
+        """``text`` with every hex run that holds a remembered signature replaced."""
+        return _HEX_RUN.sub(self._redact_run, text)
+
+    def _redact_run(self, match: re.Match[str]) -> str:
+        run = match.group().lower()
+        with self._lock:
+            known = any(
+                run[start : start + _SIGNATURE_LENGTH] in self._known
+                for start in range(len(run) - _SIGNATURE_LENGTH + 1)
+            )
+        return _REDACTED if known else match.group()
+
+
+SIGNATURES: Final = SignatureMemory()
+"""Every signature any client of this process made lately: the log filter's list."""
+
+
+class RateLimit:
+    """A client-side cap on requests per second, shared by every target and thread.
+
+    Requests are spaced ``1/rate`` seconds apart: each takes the next free slot, so
+    that a fleet of replicas can stay under the gateway's limit (RetCode 153). A
+    request whose slot would come after its deadline takes none and fails at once.
+    ``rate`` 0 means no limit.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._next_free = -math.inf
+        self._lock = threading.Lock()
+
+    def reserve(self, deadline: Deadline) -> float:
+        """Take the next slot; return the seconds to wait for it, or raise a timeout."""
+        if not self._interval:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            wait = max(0.0, self._next_free - now)
+            if wait >= deadline.remaining():
+                raise ApiError(
+                    "timeout",
+                    f"the client's own rate limit leaves no slot within the deadline "
+                    f"(next in {wait:.1f}s)",
+                )
+            self._next_free = now + wait + self._interval
+        return wait
 
 
 class RequestStats:
@@ -83,6 +193,7 @@ class ClientOptions:
     max_retries: int = 2
     max_response_bytes: int = 64 * 1024 * 1024
     ca_bundle: Path | None = None
+    max_requests_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +253,7 @@ class ApiClient:
         self._pool = ThreadPoolExecutor(
             max_workers=self.options.parallel_pages * 4, thread_name_prefix="api-page"
         )
+        self._rate_limit = RateLimit(self.options.max_requests_per_second)
 
     def close(self) -> None:
         """Release the connection pool and the page threads."""
@@ -202,6 +314,10 @@ class ApiClient:
         TotalCount costs at most the pages in flight when the short page arrives; a
         too-low one at most a window. Pages go to ``window`` in order as they complete,
         after the freed slots are filled again.
+
+        A page that fails fails the collection only once it is known to be needed: a
+        too-high TotalCount sends requests past the end, and a gateway that errs on an
+        offset beyond its data must not take down a target whose pages all came in.
         """
         paging = _Paging(first, self.options.page_size)
         in_flight: dict[Future[_Page], int] = {}
@@ -217,6 +333,9 @@ class ApiClient:
                     window.add(page.tasks)
                 if paging.complete:
                     return
+                needed = paging.needed_failure()
+                if needed is not None:
+                    raise needed
                 if not in_flight:
                     raise ApiError(
                         "invalid_response", f"more than {self.options.max_pages} pages of tasks"
@@ -225,9 +344,13 @@ class ApiClient:
                 if not done:
                     raise ApiError("timeout", "pages not answered within the deadline")
                 for future in done:
-                    paging.receive(
-                        in_flight.pop(future), future.result(), self.options.parallel_pages
-                    )
+                    index = in_flight.pop(future)
+                    try:
+                        page = future.result()
+                    except ApiError as error:
+                        paging.fail(index, error)
+                    else:
+                        paging.receive(index, page, self.options.parallel_pages)
         finally:
             # Pages past the short one, or after a failure, are not needed: those not
             # started are dropped, those under way are waited for, so that no request of
@@ -241,11 +364,16 @@ class ApiClient:
         return _Page(answer.task_list, answer.total_count)
 
     def _call(self, params: dict[str, ParamValue], deadline: Deadline) -> TaskListResponse:
-        """One API call with bounded retries; every attempt is counted by its outcome."""
+        """One API call with bounded retries; every attempt is counted by its outcome.
+
+        Each attempt first takes a slot of the client's rate limit, within the deadline.
+        """
         form = signed_form(params, self._public_key, self._private_key.get_secret_value())
+        SIGNATURES.remember(form["Signature"])
         attempt = 0
         while True:
             try:
+                self._wait_for_slot(deadline)
                 answer = self._attempt(form, deadline)
             except _RetryableError as retryable:
                 self.stats.record(retryable.error.reason)
@@ -260,6 +388,11 @@ class ApiClient:
             else:
                 self.stats.record("ok")
                 return answer
+
+    def _wait_for_slot(self, deadline: Deadline) -> None:
+        wait = self._rate_limit.reserve(deadline)
+        if wait > 0:
+            self._sleep(wait)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         # Full jitter: replicas retrying together must not hit the gateway in step.
@@ -287,13 +420,15 @@ class ApiClient:
             raise ApiError("connection_error", _describe(error)) from None
         with response:
             status = response.status_code
+            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER))
             if status in _RETRY_STATUSES:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
-                raise _RetryableError(ApiError("http_error", f"HTTP {status}"), retry_after)
+                http_error = ApiError("http_error", f"HTTP {status}", request_id)
+                raise _RetryableError(http_error, retry_after)
             if status != 200:
-                raise ApiError("http_error", f"HTTP {status}")
+                raise ApiError("http_error", f"HTTP {status}", request_id)
             body = self._read_body(response, deadline)
-        return _decode(body, form["Signature"], self._private_key.get_secret_value())
+        return _decode(body, request_id, self._private_key.get_secret_value())
 
     def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
         """Read the whole body, but never past the deadline or the size cap.
@@ -355,10 +490,35 @@ class _Paging:
         self.pages: dict[int, _Page] = {0: first}  # received, not yet taken
         self.taken = 0  # the next page to take, in order
         self.end: int | None = None  # index of the first short page
+        # Pages whose request failed, held until it is known whether they are needed.
+        self.failed: dict[int, ApiError] = {}
 
     def wanted(self, max_pages: int) -> bool:
-        """Whether another page should be asked for now."""
-        return self.end is None and self.next_index < min(self.limit, max_pages)
+        """Whether another page should be asked for now.
+
+        Not after a failure: either the failed page is needed, and the collection
+        fails, or the end comes before it, and the pages after it are not needed either.
+        """
+        return self.end is None and not self.failed and self.next_index < min(self.limit, max_pages)
+
+    def fail(self, index: int, error: ApiError) -> None:
+        """Hold the error of a page whose request failed."""
+        if self.end is None or index < self.end:
+            self.failed[index] = error
+
+    def needed_failure(self) -> ApiError | None:
+        """The error of the first failed page if that page is needed, else None.
+
+        A failed page is needed once every page before it is in and full (paging would
+        go through it), or once a short page comes after it; one past the first short
+        page never is.
+        """
+        if not self.failed:
+            return None
+        index = min(self.failed)
+        if index == self.taken or (self.end is not None and index < self.end):
+            return self.failed[index]
+        return None
 
     def take_next(self) -> int:
         index = self.next_index
@@ -370,6 +530,7 @@ class _Paging:
         self.pages[index] = page
         if len(page.tasks) < self.page_size and (self.end is None or index < self.end):
             self.end = index
+            self.failed = {i: error for i, error in self.failed.items() if i < index}
         if self.end is None and all(
             i < self.taken or i in self.pages for i in range(1, self.limit)
         ):
@@ -411,15 +572,23 @@ def _query(
     return query
 
 
-def _decode(body: bytes, *secrets: str) -> TaskListResponse:
+def _decode(body: bytes, request_id: str | None, *secrets: str) -> TaskListResponse:
+    """The answer in ``body``, or the :class:`ApiError` it stands for (retryable or not)."""
     try:
         answer = decode_response(body)
     except InvalidResponseError as error:
-        raise ApiError("invalid_response", str(error)[:_DETAIL_LIMIT]) from None
-    if answer.ret_code != 0:
-        message = _scrub(answer.message, *secrets)
-        raise ApiError("api_error", f"RetCode {answer.ret_code}: {message}"[:_DETAIL_LIMIT])
-    return answer
+        detail = _scrub(str(error), *secrets)[:_DETAIL_LIMIT]
+        raise ApiError("invalid_response", detail, request_id) from None
+    code = answer.ret_code
+    if code == 0:
+        return answer
+    # The message is the gateway's text and is logged at warning: printable, short, scrubbed.
+    message = _scrub(answer.message or "", *secrets)[:_MESSAGE_LIMIT]
+    reason: Outcome = "rate_limited" if code == _RET_RATE_LIMITED else "api_error"
+    failure = ApiError(reason, f"RetCode {code}: {message}"[:_DETAIL_LIMIT], request_id)
+    if code in _RETRY_RET_CODES:
+        raise _RetryableError(failure, None)
+    raise failure
 
 
 class _WindowBuilder:
@@ -458,15 +627,34 @@ class _WindowBuilder:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
+    """Seconds to wait from a ``Retry-After`` header, at most an hour; None if unusable.
+
+    Only what RFC 9110 allows: ASCII digits (``str.isdigit`` would take ``²``, which
+    ``float`` rejects), or an HTTP date. Anything else is ignored, as if absent.
+    """
+    text = (value or "").strip(" \t")
+    if not text or not text.isascii():
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    if _RETRY_AFTER_DIGITS.fullmatch(text):
+        return min(float(text), _RETRY_AFTER_CAP_SECONDS)
+    if text.isdigit():  # more digits than any sane wait: as long as we ever wait
+        return _RETRY_AFTER_CAP_SECONDS
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(text)
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
+    if when.tzinfo is None or not math.isfinite(seconds):  # HTTP dates are GMT, always
+        return None
+    return min(max(0.0, seconds), _RETRY_AFTER_CAP_SECONDS)
+
+
+def _request_id(value: str | None) -> str | None:
+    """The gateway's request id if it is a plain id; anything else is gateway text, dropped."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    return value if _REQUEST_ID.fullmatch(value) else None
 
 
 def _describe(error: BaseException) -> str:
@@ -486,7 +674,13 @@ def _describe(error: BaseException) -> str:
 
 
 def _scrub(text: str, *secrets: str) -> str:
+    """Gateway text made fit for a log line: printable, and free of any secret in any case.
+
+    Every run of 40 or more hex digits goes, not only the signatures we know: a
+    gateway may echo a request's signature in any case, from any earlier page.
+    """
+    text = "".join(char if char.isprintable() else "?" for char in text)
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "<redacted>")
-    return text
+            text = re.sub(re.escape(secret), _REDACTED, text, flags=re.IGNORECASE)
+    return _HEX_RUN.sub(_REDACTED, text)

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest API answer accepted, in bytes"
     )
+    max_api_requests_per_second: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="most API requests per second, shared by every target (keeps a fleet "
+        "under the gateway's rate limit, RetCode 153); 0 means no limit",
+    )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify the API's TLS certificate (private gateways)"
     )

@@ -3,16 +3,22 @@
 Structured fields travel in ``extra={"fields": {...}}``, so a collection failure is
 ``msg="collection failed" project_id=web platform=cdn reason=timeout`` in logfmt and
 the same keys in JSON, and Loki or Elasticsearch need no parsing rules.
+
+Libraries' records (urllib3's, cheroot's) are demoted to debug: urllib3 logs a
+malformed response header verbatim at warning, so at warning a gateway could write
+any text, a signature included, into our log.
 """
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 _REDACTED = "<redacted>"
+_OWN_LOGGER = "exporter"
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -61,18 +67,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str)
 
 
+class Redactor(Protocol):
+    """Something that knows secrets made at run time (the client's signatures)."""
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret it knows replaced."""
+        ...
+
+
 class RedactSecrets(logging.Filter):
     """Replaces every occurrence of the given secrets in a record, the last line of defence.
 
-    Nothing in the exporter logs a secret; this catches what a library might.
+    Nothing in the exporter logs a secret; this catches what a library might. Fixed
+    secrets (the private key) are matched in any case, and so are the secrets
+    ``signatures`` knows: a gateway may echo a signature upper-cased.
     """
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], signatures: Redactor | None = None) -> None:
         super().__init__()
-        self._secrets = [secret for secret in secrets if secret]
+        fixed = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        self._fixed = (
+            re.compile("|".join(re.escape(secret) for secret in fixed), re.IGNORECASE)
+            if fixed
+            else None
+        )
+        self._signatures = signatures
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if self._fixed is None and self._signatures is None:
             return True
         message = record.getMessage()
         if self._found(message):
@@ -89,24 +111,56 @@ class RedactSecrets(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text and self._found(record.exc_text):
             record.exc_text = self._redact(record.exc_text)
+        if record.stack_info and self._found(record.stack_info):
+            record.stack_info = self._redact(record.stack_info)
         return True
 
     def _found(self, text: str) -> bool:
-        return any(secret in text for secret in self._secrets)
+        return self._redact(text) != text
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
+        if self._fixed is not None:
+            text = self._fixed.sub(_REDACTED, text)
+        if self._signatures is not None:
+            text = self._signatures.redact(text)
         return text
 
 
+class DemoteLibraries(logging.Filter):
+    """Libraries' records become debug records, dropped unless debug is on.
+
+    Their messages carry what a peer sent (urllib3 quotes an unparsable response header
+    at warning), so a gateway must not be able to raise a line to warning. The
+    exporter's own loggers keep their levels.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == _OWN_LOGGER or record.name.startswith(_OWN_LOGGER + "."):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return self._level <= logging.DEBUG
+
+
 def configure_logging(
-    level: str, log_format: Literal["logfmt", "json"], secrets: Iterable[str] = ()
+    level: str,
+    log_format: Literal["logfmt", "json"],
+    secrets: Iterable[str] = (),
+    signatures: Redactor | None = None,
 ) -> None:
-    """Send the exporter's and its libraries' logs to stderr in the chosen format."""
+    """Send the exporter's and its libraries' logs to stderr in the chosen format.
+
+    ``secrets`` (the private key) and whatever ``signatures`` knows are redacted from
+    every record that gets through, the libraries' included.
+    """
+    numeric_level = logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
-    handler.addFilter(RedactSecrets(secrets))
+    handler.addFilter(DemoteLibraries(numeric_level))
+    handler.addFilter(RedactSecrets(secrets, signatures))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(numeric_level)

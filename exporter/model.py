@@ -9,7 +9,8 @@ outside the cycle collector's sight. On 100,000 URLs that costs about 0.3x plain
 Every field but ``RetCode`` is optional, as documented; a missing one takes the
 default that the summaries would give it anyway (0 for a time, None for a status or
 a TaskId, which are then counted as such). Lax mode accepts what a gateway may quote
-or print as a float: ``"17"`` and ``17.0`` are the integer 17.
+or print as a float: ``"17"`` and ``17.0`` are the integer 17, and ``"RetCode": "0"``
+is success.
 """
 
 from typing import Annotated, Final
@@ -49,9 +50,9 @@ class TaskInfo(msgspec.Struct, rename="pascal", gc=False):
 class TaskListResponse(msgspec.Struct, rename="pascal"):
     """The whole answer of ``DescribeNewUcdnPrefetchCacheTask``."""
 
-    ret_code: int
+    ret_code: Int64  # lax mode: a gateway may send "RetCode": "0", as the Go SDK knows
     action: str = ""
-    message: str = ""
+    message: str | None = None  # an error answer may carry "Message": null
     total_count: Int64 | None = None
     task_list: list[TaskInfo] = msgspec.field(default_factory=list)
 

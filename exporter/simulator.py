@@ -28,6 +28,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -47,9 +48,13 @@ DEMO_PUBLIC_KEY = "demo-public-key"
 DEMO_PRIVATE_KEY = "demo-private-key-not-a-secret"
 
 # Error codes in the style of UCloud's gateway (errors are HTTP 200 with RetCode != 0).
-RET_ACTION_NOT_EXIST = 160
+RET_RATE_LIMITED = 153
+RET_ACTION_MISSING = 160
+RET_ACTION_NOT_EXIST = 161
 RET_SIGNATURE_ERROR = 171
 RET_PARAMS_INVALID = 230
+# Every answer of the gateway carries its request id, which the provider's support asks for.
+REQUEST_ID_HEADER = "X-UCLOUD-REQUEST-UUID"
 
 DAY_SECONDS = 86400
 MAX_REQUEST_BYTES = 1 << 20
@@ -69,6 +74,7 @@ WrongTypes = Literal[
     "null_fields",
     "missing_fields",
 ]
+EchoPlace = Literal["message", "header", "malformed_header"]
 
 
 def _json_bytes(payload: object) -> bytes:
@@ -436,6 +442,14 @@ def _is_dcdn(params: Mapping[str, str]) -> bool:
     return raw == "true"
 
 
+def _offset_of(params: Mapping[str, str]) -> int:
+    """The request's Offset for choosing faults; 0 when absent or not a number."""
+    try:
+        return int(params.get("Offset", "0"))
+    except ValueError:
+        return 0
+
+
 def target_of(params: Mapping[str, str]) -> Target | None:
     """Return the request's target, or None when IsDcdn is not ``true``/``false``."""
     try:
@@ -504,14 +518,19 @@ class _Exchange(Protocol):
         """The answer the server would have given without the fault (a private copy)."""
         ...
 
+    def signatures(self) -> list[str]:
+        """The signatures received so far, oldest first, this request's last (if it had one)."""
+        ...
+
     def send(
         self,
         status: int,
         body: bytes,
         content_type: str,
         headers: Mapping[str, str] | None = None,
+        raw_header_lines: Sequence[str] = (),
     ) -> None:
-        """Send a complete response."""
+        """Send a complete response; ``raw_header_lines`` go after the headers, as they are."""
         ...
 
     def send_head(self, status: int, content_type: str, content_length: int | None) -> None:
@@ -548,9 +567,12 @@ class _HttpError:
     status: int
     retry_after: str | None
     body: str | None
+    headers: tuple[tuple[str, str], ...]
 
     def answer(self, exchange: _Exchange) -> None:
-        headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
         body = _html_error_page(self.status) if self.body is None else self.body
         exchange.send(self.status, body.encode("utf-8"), "text/html; charset=utf-8", headers)
 
@@ -584,6 +606,28 @@ class _RetCode:
     def answer(self, exchange: _Exchange) -> None:
         payload = _error_payload(self.code, self.message)
         exchange.send(200, _json_bytes(payload), "application/json; charset=utf-8")
+
+
+@dataclass(frozen=True)
+class _EchoSignature:
+    place: EchoPlace
+    upper: bool
+
+    def answer(self, exchange: _Exchange) -> None:
+        # This request's signature and the one before it: a gateway may quote any it saw.
+        echoed = [sig.upper() if self.upper else sig for sig in exchange.signatures()[-2:]]
+        quoted = " ".join(echoed) or "none"
+        content_type = "application/json; charset=utf-8"
+        if self.place == "message":
+            payload = _error_payload(RET_SIGNATURE_ERROR, f"Signature VerifyAC Error: {quoted}")
+            exchange.send(200, _json_bytes(payload), content_type)
+        elif self.place == "header":
+            body = _json_bytes(exchange.api_payload())
+            exchange.send(200, body, content_type, {"X-Echo-Signature": quoted})
+        else:
+            # No colon: http.client keeps it as a defect, urllib3 logs it with the line.
+            body = _json_bytes(exchange.api_payload())
+            exchange.send(200, body, content_type, raw_header_lines=[f"Signature {quoted}"])
 
 
 def _urls(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -745,9 +789,10 @@ class _Rule:
 
     remaining: int | None
     target: Target | None
+    from_offset: int
 
-    def applies_to(self, target: Target | None) -> bool:
-        return self.target is None or self.target == target
+    def applies_to(self, target: Target | None, offset: int) -> bool:
+        return (self.target is None or self.target == target) and offset >= self.from_offset
 
     def consume(self) -> None:
         if self.remaining is not None:
@@ -768,7 +813,9 @@ class Faults:
     """Misbehaviour on demand; thread-safe.
 
     Each method adds a fault for the next ``times`` requests (None: until
-    :meth:`clear`), for every target or only ``target``. Delays add up and come on top
+    :meth:`clear`), for every target or only ``target``, and for every page or only
+    those from ``from_offset`` on (so that pages past the end can fail while the
+    pages before it are answered). Delays add up and come on top
     of anything else; among the other faults, the first added that applies answers the
     request, so ``http_error(503, times=1)`` then ``bad_json(times=1)`` scripts two
     requests in order.
@@ -780,11 +827,16 @@ class Faults:
         self._answers: list[_AnswerRule] = []
 
     def delay(
-        self, seconds: float, *, times: int | None = None, target: Target | None = None
+        self,
+        seconds: float,
+        *,
+        times: int | None = None,
+        target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
         """Wait ``seconds`` before answering (interrupted by the server's stop)."""
         with self._lock:
-            self._delays.append(_DelayRule(_checked_times(times), target, seconds))
+            self._delays.append(_DelayRule(_checked_times(times), target, from_offset, seconds))
 
     def http_error(
         self,
@@ -792,25 +844,42 @@ class Faults:
         *,
         retry_after: str | None = None,
         body: str | None = None,
+        headers: Mapping[str, str] | None = None,
         times: int | None = None,
         target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
-        """Answer with HTTP ``status`` and an HTML body (an nginx-style error page by default)."""
-        self._add(_HttpError(status, retry_after, body), times, target)
+        """Answer with HTTP ``status`` and an HTML body (an nginx-style error page by default).
 
-    def bad_json(self, *, times: int | None = None, target: Target | None = None) -> None:
+        ``headers`` are sent too; an ``X-UCLOUD-REQUEST-UUID`` among them replaces the
+        random request id.
+        """
+        fault = _HttpError(status, retry_after, body, tuple((headers or {}).items()))
+        self._add(fault, times, target, from_offset)
+
+    def bad_json(
+        self, *, times: int | None = None, target: Target | None = None, from_offset: int = 0
+    ) -> None:
         """Answer 200 ``application/json`` with the real answer cut in half."""
-        self._add(_BadJson(), times, target)
+        self._add(_BadJson(), times, target, from_offset)
 
-    def html_page(self, *, times: int | None = None, target: Target | None = None) -> None:
+    def html_page(
+        self, *, times: int | None = None, target: Target | None = None, from_offset: int = 0
+    ) -> None:
         """Answer 200 ``text/html`` with a login page, as a captive proxy would."""
-        self._add(_HtmlPage(), times, target)
+        self._add(_HtmlPage(), times, target, from_offset)
 
     def ret_code(
-        self, code: int, message: str, *, times: int | None = None, target: Target | None = None
+        self,
+        code: int,
+        message: str,
+        *,
+        times: int | None = None,
+        target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
         """Answer 200 with an API error: RetCode ``code`` and ``message``."""
-        self._add(_RetCode(code, message), times, target)
+        self._add(_RetCode(code, message), times, target, from_offset)
 
     def wrong_types(
         self,
@@ -818,33 +887,43 @@ class Faults:
         *,
         times: int | None = None,
         target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
         """Answer 200 with the real answer's types broken: see :data:`WrongTypes`."""
         if variant not in _WRONG_TYPES:
             raise ValueError(f"unknown wrong_types variant {variant!r}")
-        self._add(_WrongTypes(variant), times, target)
+        self._add(_WrongTypes(variant), times, target, from_offset)
 
-    def reset(self, *, times: int | None = None, target: Target | None = None) -> None:
+    def reset(
+        self, *, times: int | None = None, target: Target | None = None, from_offset: int = 0
+    ) -> None:
         """Read the request, then close the connection with a TCP RST."""
-        self._add(_Drop(reset=True), times, target)
+        self._add(_Drop(reset=True), times, target, from_offset)
 
     def close_without_answer(
-        self, *, times: int | None = None, target: Target | None = None
+        self, *, times: int | None = None, target: Target | None = None, from_offset: int = 0
     ) -> None:
         """Read the request, then close the connection cleanly without answering."""
-        self._add(_Drop(reset=False), times, target)
+        self._add(_Drop(reset=False), times, target, from_offset)
 
     def drip(
-        self, bytes_per_second: float, *, times: int | None = None, target: Target | None = None
+        self,
+        bytes_per_second: float,
+        *,
+        times: int | None = None,
+        target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
         """Send the headers (full Content-Length), then the body a byte at a time."""
         if bytes_per_second <= 0:
             raise ValueError("bytes_per_second must be positive")
-        self._add(_Drip(bytes_per_second), times, target)
+        self._add(_Drip(bytes_per_second), times, target, from_offset)
 
-    def hang(self, *, times: int | None = None, target: Target | None = None) -> None:
+    def hang(
+        self, *, times: int | None = None, target: Target | None = None, from_offset: int = 0
+    ) -> None:
         """Read the request and never answer, until the server stops."""
-        self._add(_Hang(), times, target)
+        self._add(_Hang(), times, target, from_offset)
 
     def oversized(
         self,
@@ -853,6 +932,7 @@ class Faults:
         content_length: bool = True,
         times: int | None = None,
         target: Target | None = None,
+        from_offset: int = 0,
     ) -> None:
         """Stream a valid JSON answer of exactly ``n_bytes``, in bounded memory.
 
@@ -862,7 +942,25 @@ class Faults:
         minimum = len(_OVERSIZED_HEAD) + len(_OVERSIZED_TAIL)
         if n_bytes < minimum:
             raise ValueError(f"n_bytes must be at least {minimum}")
-        self._add(_Oversized(n_bytes, content_length), times, target)
+        self._add(_Oversized(n_bytes, content_length), times, target, from_offset)
+
+    def echo_signature(
+        self,
+        place: EchoPlace,
+        *,
+        upper: bool = False,
+        times: int | None = None,
+        target: Target | None = None,
+        from_offset: int = 0,
+    ) -> None:
+        """Quote the request's signature and the one received before it back to the client.
+
+        ``message``: a RetCode 171 answer with them in its Message; ``header``: the real
+        answer with them in a header; ``malformed_header``: the real answer with them in
+        a header line without a colon, which urllib3 reports (and quotes) at warning.
+        ``upper`` sends them upper-cased.
+        """
+        self._add(_EchoSignature(place, upper), times, target, from_offset)
 
     def clear(self) -> None:
         """Remove every fault."""
@@ -870,20 +968,22 @@ class Faults:
             self._delays.clear()
             self._answers.clear()
 
-    def take(self, target: Target | None) -> tuple[float, _Fault | None]:
+    def take(self, target: Target | None, offset: int = 0) -> tuple[float, _Fault | None]:
         """Consume what applies to one request: the total delay and the fault that answers it."""
         with self._lock:
-            delays = [rule for rule in self._delays if rule.applies_to(target)]
-            answer = next((rule for rule in self._answers if rule.applies_to(target)), None)
+            delays = [rule for rule in self._delays if rule.applies_to(target, offset)]
+            answer = next((rule for rule in self._answers if rule.applies_to(target, offset)), None)
             for rule in [*delays, *([answer] if answer else [])]:
                 rule.consume()
             self._delays = [rule for rule in self._delays if rule.remaining != 0]
             self._answers = [rule for rule in self._answers if rule.remaining != 0]
         return sum(rule.seconds for rule in delays), answer.fault if answer else None
 
-    def _add(self, fault: _Fault, times: int | None, target: Target | None) -> None:
+    def _add(
+        self, fault: _Fault, times: int | None, target: Target | None, from_offset: int
+    ) -> None:
         with self._lock:
-            self._answers.append(_AnswerRule(_checked_times(times), target, fault))
+            self._answers.append(_AnswerRule(_checked_times(times), target, from_offset, fault))
 
 
 def _checked_times(times: int | None) -> int | None:
@@ -955,6 +1055,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     _params: dict[str, str]
     _problem: str | None  # why the parameters could not be read, if they could not
     _payload: dict[str, Any] | None  # the real answer, computed at most once per request
+    _next_request_id: str | None = None  # a fault's request id for the next answer
+    _headers_buffer: list[bytes]  # http.server's own, absent from its type stubs
 
     @property
     def _api(self) -> "SimulatedApi":
@@ -1008,7 +1110,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._api._record(
             RecordedRequest(received, self.command, self.path, encoding, self._params, target)
         )
-        delay, fault = self._api.faults.take(target)
+        delay, fault = self._api.faults.take(target, _offset_of(self._params))
         if delay and self.pause(delay):
             self.drop(reset=False)
             return
@@ -1026,7 +1128,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         return self._payload
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line, then the request id every answer of the gateway carries."""
+        super().send_response(code, message)
+        request_id, self._next_request_id = self._next_request_id, None
+        self.send_header(REQUEST_ID_HEADER, request_id or str(uuid.uuid4()))
+
     # The _Exchange protocol, for faults.
+
+    def signatures(self) -> list[str]:
+        """The signatures received so far, oldest first, this request's last (if it had one)."""
+        return [
+            request.params["Signature"]
+            for request in self._api.requests
+            if "Signature" in request.params
+        ]
 
     def api_payload(self) -> dict[str, Any]:
         """The answer the server would give, as a private copy faults may change."""
@@ -1039,9 +1155,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body: bytes,
         content_type: str,
         headers: Mapping[str, str] | None = None,
+        raw_header_lines: Sequence[str] = (),
     ) -> None:
         """Send a complete response with a Content-Length."""
-        self.send_head(status, content_type, len(body), headers)
+        self.send_head(status, content_type, len(body), headers, raw_header_lines)
         self.write(body)
 
     def send_head(
@@ -1050,16 +1167,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         content_type: str,
         content_length: int | None,
         headers: Mapping[str, str] | None = None,
+        raw_header_lines: Sequence[str] = (),
     ) -> None:
-        """Send status line and headers; without a length the body ends at connection close."""
+        """Send status line and headers; without a length the body ends at connection close.
+
+        A ``X-UCLOUD-REQUEST-UUID`` in ``headers`` replaces the random one; each of
+        ``raw_header_lines`` is sent as it is, after the others.
+        """
+        extra = dict(headers or {})
+        self._next_request_id = extra.pop(REQUEST_ID_HEADER, None)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         if content_length is None:
             self.send_header("Connection", "close")
         else:
             self.send_header("Content-Length", str(content_length))
-        for name, value in (headers or {}).items():
+        for name, value in extra.items():
             self.send_header(name, value)
+        for line in raw_header_lines:
+            self._headers_buffer.append(f"{line}\r\n".encode("latin-1", "strict"))
         self.end_headers()
 
     def write(self, data: bytes) -> bool:
@@ -1203,6 +1329,8 @@ class SimulatedApi:
 
     def _auth_problem(self, params: Mapping[str, str]) -> dict[str, Any] | None:
         action = params.get("Action")
+        if not action:
+            return _error_payload(RET_ACTION_MISSING, "Missing Action")
         if action != ACTION:
             return _error_payload(RET_ACTION_NOT_EXIST, f"Action [{action}] not exist")
         signature = params.get("Signature")

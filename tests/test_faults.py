@@ -333,6 +333,65 @@ def test_every_known_outcome_is_exported_at_zero_from_the_start(start: StartExpo
         "connection_error",
         "api_error",
         "invalid_response",
+        "rate_limited",
     ):
         assert scrape.outcome(outcome) >= 0
     assert scrape.outcome("timeout") == 0.0
+
+
+def test_a_lasting_rate_limit_is_retried_then_up_0_as_rate_limited(
+    api: SimulatedApi, start: StartExporter
+) -> None:
+    api.faults.ret_code(153, "Request too frequently")
+    exporter = start()
+    scrape = exporter.scrape(SCRAPE_TIMEOUT)
+    assert_failed_in_time(scrape)
+    record = the_failure(exporter)
+    assert record["reason"] == "rate_limited"
+    assert record["detail"].startswith("RetCode 153")
+    # Retried with back-off inside the deadline: more than one attempt, never more than allowed.
+    assert 2 <= api.request_count() <= MAX_RETRIES + 1
+    scrape = scrape_until(exporter, lambda s: s.outcome("rate_limited") == api.request_count())
+    assert scrape.outcome("rate_limited") == api.request_count()
+    assert scrape.outcome("api_error") == 0.0
+
+
+def test_a_passing_rate_limit_costs_a_retry_not_the_target(
+    api: SimulatedApi, start: StartExporter
+) -> None:
+    api.faults.ret_code(153, "Request too frequently", times=1)
+    exporter = start()
+    scrape = exporter.scrape(SCRAPE_TIMEOUT)
+    assert scrape.status == 200
+    assert scrape.up() == 1.0
+    assert scrape.outcome("rate_limited") == 1.0
+    assert scrape.outcome("ok") == 1.0
+    assert exporter.failures() == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "fast"])
+def test_a_bad_rate_limit_setting_exits_2_naming_it(value: str) -> None:
+    for exporter in (
+        Exporter(exporter_args(closed_port_url(), "--max-api-requests-per-second", value)),
+        Exporter(
+            exporter_args(closed_port_url()),
+            env={"UCDN_EXPORTER_MAX_API_REQUESTS_PER_SECOND": value},
+        ),
+    ):
+        assert exporter.wait_exit() == 2
+        lines = exporter.stderr.strip().splitlines()
+        assert len(lines) == 1, exporter.stderr
+        assert "UCDN_EXPORTER_MAX_API_REQUESTS_PER_SECOND" in lines[0]
+        assert "--max-api-requests-per-second" in lines[0]
+        assert f": {value}" not in lines[0] and CANARY not in exporter.stderr
+
+
+def test_the_rate_limit_spaces_the_pages_of_a_scrape(
+    api: SimulatedApi, start: StartExporter
+) -> None:
+    exporter = start("--page-size", "2", "--max-api-requests-per-second", "5")
+    scrape = exporter.scrape(10)
+    assert scrape.up() == 1.0
+    arrivals = sorted(request.received for request in api.requests)
+    assert len(arrivals) == 7  # 12 tasks in pages of 2, and the short (empty) page
+    assert arrivals[-1] - arrivals[0] >= 6 / 5 - 0.1

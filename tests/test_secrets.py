@@ -26,7 +26,9 @@ from faultkit import (
     simulator,
 )
 
+from exporter.client import SignatureMemory
 from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets
+from exporter.signature import sign
 from exporter.simulator import SimulatedApi
 
 FAULTS: list[tuple[str, Callable[[SimulatedApi], None]]] = [
@@ -187,3 +189,131 @@ def test_the_log_filter_redacts_messages_fields_and_tracebacks(
     assert line.strip(), "something was logged"
     assert CANARY not in line
     assert "<redacted>" in line
+
+
+# --- a gateway that echoes the signatures it received
+
+
+def assert_no_signature_in_any_case(where: str, text: str, secrets: set[str]) -> None:
+    """Like :func:`assert_no_secret`, but a secret counts in any case, as a gateway may spell it."""
+    lowered = text.lower()
+    for secret in secrets:
+        assert secret.lower() not in lowered, f"a secret ({secret[:6]}...) leaked into {where}"
+
+
+ECHOES: list[tuple[str, Callable[[SimulatedApi], None]]] = [
+    # A header line without a colon: urllib3 quotes it at warning, with a traceback.
+    ("malformed-header", lambda api: api.faults.echo_signature("malformed_header")),
+    (
+        "malformed-header-upper",
+        lambda api: api.faults.echo_signature("malformed_header", upper=True),
+    ),
+    ("header", lambda api: api.faults.echo_signature("header", upper=True)),
+    ("message", lambda api: api.faults.echo_signature("message")),
+    # From the second page on, so the first page's signature is quoted by a later answer.
+    (
+        "message-upper-page-2",
+        lambda api: api.faults.echo_signature("message", upper=True, from_offset=5),
+    ),
+]
+
+
+@pytest.mark.parametrize("log_format", ["logfmt", "json"])
+def test_no_echoed_signature_reaches_any_output_in_any_case(log_format: str) -> None:
+    api = simulator()  # 12 tasks: pages of 5 make three requests a collection
+    exporter = Exporter(
+        exporter_args(api.url, "--log-format", log_format, "--page-size", "5", "--max-retries", "0")
+    ).wait_started()
+    try:
+        for _name, inject in ECHOES:
+            api.faults.clear()
+            inject(api)
+            assert exporter.scrape(3).status == 200
+    finally:
+        exporter.stop()
+        api.stop()
+    records = exporter.log_records()
+    # The faults were exercised: urllib3 complained, and the echoing messages failed targets.
+    parse_failures = [r for r in records if "Failed to parse headers" in r.get("msg", "")]
+    assert parse_failures, exporter.stderr
+    assert len(exporter.failures()) >= 2
+    # A gateway cannot raise a library's line to warning: every one is debug.
+    library = [r for r in records if "logger" in r and not r["logger"].startswith("exporter")]
+    assert library and {r["level"] for r in library} == {"debug"}
+    received = signatures(api)
+    # Three pages a collection; collections within one second sign alike.
+    assert len(received) >= 3
+    for where, text in exporter.all_output():
+        assert_no_signature_in_any_case(where, text, {CANARY, *received})
+    assert "<redacted>" in exporter.stderr
+
+
+def test_at_info_a_gateway_cannot_write_a_line_into_the_log() -> None:
+    api = simulator()
+    api.faults.echo_signature("malformed_header", upper=True)
+    args = [arg if arg != "debug" else "info" for arg in exporter_args(api.url)]
+    exporter = Exporter(args).wait_started()
+    try:
+        scrape = exporter.scrape(3)
+    finally:
+        exporter.stop()
+        api.stop()
+    assert scrape.up() == 1.0
+    assert api.request_count() >= 1
+    # Only the exporter's own start and stop lines: nothing from urllib3, at any level.
+    loggers = {record.get("logger") for record in exporter.log_records()}
+    assert loggers <= {"exporter.cli", "exporter.webserver"}, exporter.stderr
+    assert "Failed to parse" not in exporter.stderr
+
+
+def test_check_config_prints_no_echoed_signature_in_any_case() -> None:
+    api = simulator()
+    api.faults.echo_signature("message", upper=True)
+    try:
+        exporter = Exporter(exporter_args(api.url, "--check-config"))
+        assert exporter.wait_exit() == 1
+    finally:
+        api.stop()
+    assert "api_error" in exporter.stdout
+    assert "<redacted>" in exporter.stdout
+    assert_no_signature_in_any_case(
+        "check-config output", exporter.stdout + exporter.stderr, {CANARY, *signatures(api)}
+    )
+
+
+def test_gateway_text_is_scrubbed_of_every_signature_made_in_any_case() -> None:
+    memory = SignatureMemory(capacity=3)
+    made = [sign({"n": n}, CANARY) for n in range(4)]
+    for signature in made:
+        memory.remember(signature.upper())
+    assert made[0] not in memory, "the oldest is forgotten: the memory is bounded"
+    text = f"a {made[1].upper()} b x{made[2]}y c {made[3][:39]} d {made[0]}"
+    redacted = memory.redact(text)
+    assert made[1].upper() not in redacted and made[2] not in redacted
+    assert made[3][:39] in redacted, "only a whole signature is one"
+    assert made[0] in redacted, "forgotten signatures are the gateway text's scrub's job"
+
+
+def test_the_log_filter_redacts_the_key_and_signatures_in_any_case() -> None:
+    memory = SignatureMemory()
+    signature = sign({"Action": "x"}, CANARY)
+    memory.remember(signature)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogfmtFormatter())
+    handler.addFilter(RedactSecrets([CANARY], memory))
+    logger = logging.getLogger("urllib3.test_secrets")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        logger.warning("unparsed %s and %s", signature.upper(), CANARY.swapcase())
+        try:
+            raise ValueError(f"data: {signature.upper()}")
+        except ValueError:
+            logger.debug("failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert text.count("<redacted>") == 3
+    assert_no_signature_in_any_case("log", text, {CANARY, signature})

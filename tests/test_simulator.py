@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from exporter.simulator import (
     ACTION,
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
+    REQUEST_ID_HEADER,
     RESPONSE_ACTION,
     Faults,
     LiveDataset,
@@ -155,7 +157,8 @@ def test_json_floats_are_signed_as_wire_value_writes_them(api: SimulatedApi) -> 
     [
         ({"Signature": ""}, 171),
         ({"PublicKey": "someone-else"}, 171),
-        ({"Action": "DescribeUHostInstance"}, 160),
+        ({"Action": "DescribeUHostInstance"}, 161),
+        ({"Action": ""}, 160),
     ],
 )
 def test_auth_and_action_errors(api: SimulatedApi, change: dict[str, str], code: int) -> None:
@@ -166,9 +169,49 @@ def test_auth_and_action_errors(api: SimulatedApi, change: dict[str, str], code:
 
 def test_a_missing_action_or_signature_is_an_error(api: SimulatedApi) -> None:
     form = signed(Limit=1)
-    for name in ("Action", "Signature"):
-        partial = {key: value for key, value in form.items() if key != name}
-        assert requests.post(api.url, data=partial, timeout=TIMEOUT).json()["RetCode"] != 0
+    answers = {
+        name: requests.post(
+            api.url, data={k: v for k, v in form.items() if k != name}, timeout=TIMEOUT
+        ).json()
+        for name in ("Action", "Signature")
+    }
+    assert answers["Action"] == {
+        "Action": RESPONSE_ACTION,
+        "RetCode": 160,
+        "Message": "Missing Action",
+    }
+    assert answers["Signature"]["RetCode"] == 171
+
+
+def test_an_unknown_action_is_named_in_the_message(api: SimulatedApi) -> None:
+    answer = requests.post(api.url, data={**signed(), "Action": "NoSuchThing"}, timeout=TIMEOUT)
+    assert answer.json()["Message"] == "Action [NoSuchThing] not exist"
+
+
+def test_every_answer_carries_its_own_request_id(api: SimulatedApi) -> None:
+    api.faults.http_error(503, times=1)
+    api.faults.ret_code(153, "rate limit", times=1)
+    answers = [requests.post(api.url, data=signed(), timeout=TIMEOUT) for _ in range(3)]
+    assert [response.status_code for response in answers] == [503, 200, 200]
+    ids = [response.headers[REQUEST_ID_HEADER] for response in answers]
+    # The server's own 400, for a request it cannot read, carries one too.
+    head = _raw_request(api, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400")
+    ids += [
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.splitlines()
+        if line.lower().startswith(REQUEST_ID_HEADER.lower().encode())
+    ]
+    assert len(ids) == 4
+    assert all(uuid.UUID(request_id).version == 4 for request_id in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_fault_may_set_the_request_id(api: SimulatedApi) -> None:
+    api.faults.http_error(502, headers={REQUEST_ID_HEADER: "not a uuid"}, times=1)
+    response = requests.post(api.url, data=signed(), timeout=TIMEOUT)
+    assert response.headers[REQUEST_ID_HEADER] == "not a uuid"
+    assert requests.post(api.url, data=signed(), timeout=TIMEOUT).headers[REQUEST_ID_HEADER]
 
 
 @pytest.mark.parametrize(
@@ -648,6 +691,62 @@ def test_faults_for_one_target_leave_the_others_alone(api: SimulatedApi) -> None
     assert call(api)["RetCode"] == 0
     api.faults.clear()
     assert call(api, ProjectId="org-7", IsDcdn=True)["RetCode"] == 0
+
+
+def test_faults_from_an_offset_leave_the_pages_before_it_alone(api: SimulatedApi) -> None:
+    api.faults.ret_code(153, "rate limited", from_offset=20)
+    api.faults.delay(0.5, from_offset=40)
+    answers = {offset: call(api, Offset=offset, Limit=10) for offset in (0, 10, 20, 30)}
+    assert [answers[offset]["RetCode"] for offset in (0, 10, 20, 30)] == [0, 0, 153, 153]
+    started = time.monotonic()
+    assert call(api, Offset=40, Limit=10)["RetCode"] == 153
+    assert time.monotonic() - started >= 0.45
+
+
+def _raw_request(api: SimulatedApi, request: bytes) -> bytes:
+    """Send ``request`` as it is; the whole answer as bytes, up to the connection's close."""
+    host, port = api.url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _raw_post(api: SimulatedApi, form: dict[str, str]) -> bytes:
+    """The whole answer as bytes: requests would hide a header line without a colon."""
+    body = "&".join(f"{name}={value}" for name, value in form.items()).encode()
+    return _raw_request(
+        api,
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+
+
+@pytest.mark.parametrize("upper", [False, True], ids=["lower", "upper"])
+def test_echo_signature_quotes_this_and_the_previous_signature(
+    api: SimulatedApi, upper: bool
+) -> None:
+    first, second = signed(Limit=1)["Signature"], signed(Limit=2)["Signature"]
+    if upper:
+        first, second = first.upper(), second.upper()
+    call(api, Limit=1)
+    api.faults.echo_signature("message", upper=upper, times=1)
+    api.faults.echo_signature("header", upper=upper, times=1)
+    api.faults.echo_signature("malformed_header", upper=upper, times=1)
+    answer = requests.post(api.url, data=signed(Limit=2), timeout=TIMEOUT).json()
+    assert answer["RetCode"] == 171
+    assert answer["Message"] == f"Signature VerifyAC Error: {first} {second}"
+    echoed = requests.post(api.url, data=signed(Limit=2), timeout=TIMEOUT)
+    assert echoed.json()["RetCode"] == 0
+    assert echoed.headers["X-Echo-Signature"] == f"{second} {second}"
+    head, _, body = _raw_post(api, signed(Limit=2)).partition(b"\r\n\r\n")
+    # The last header line has no colon: a client's header parser stumbles on it.
+    assert head.splitlines()[-1] == f"Signature {second} {second}".encode()
+    assert json.loads(body)["RetCode"] == 0
 
 
 def test_fault_arguments_are_checked() -> None:
