@@ -15,9 +15,7 @@ from conftest import promtool
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "prometheus" / "rules_test.yml"
-RUNBOOK_PREFIX = (
-    "https://github.com/ucdn-prefetch-exporter/ucdn-prefetch-exporter/blob/main/docs/runbook.md#alert-"
-)
+RUNBOOK_PREFIX = "https://github.com/ucdn-prefetch-exporter/ucdn-prefetch-exporter/blob/main/docs/runbook.md#alert-"
 # level:metric:operations, each part snake_case; the metric keeps our prefix.
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:ucdn_prefetch_[a-z0-9_]+:[a-z0-9_]+$")
 
