@@ -180,6 +180,7 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
         max_url_series=settings.max_url_series,
         max_task_series=settings.max_task_series,
         buckets=tuple(settings.histogram_buckets),
+        max_label_value_length=settings.max_label_value_length,
     )
     return PrefetchCollector(
         client,
