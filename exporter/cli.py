@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,10 @@ from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
 PROG = "ucdn-prefetch-exporter"
+# From SIGTERM to exit, at the most: far below Kubernetes' default grace of 30 s, and
+# enough for the web server's own grace (3 s) with a scrape in flight.
+SHUTDOWN_GRACE_SECONDS = 5.0
+_LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return check_config(settings, client)
             if args.once:
                 return collect_once(settings, collector, args.output)
-            return serve(settings, collector, web_config)
+            return serve(settings, collector, web_config, client=client)
         finally:
             collector.close()
             client.close()
@@ -201,17 +206,33 @@ def _runtime_registry() -> CollectorRegistry:
     return registry
 
 
-def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> int:
-    """Serve until SIGTERM or SIGINT."""
+def serve(
+    settings: Settings,
+    collector: PrefetchCollector,
+    web_config: Any,
+    *,
+    client: ApiClient | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`."""
     host, port = settings.listen_host_port
     timeouts = ScrapeTimeouts(
         offset=settings.scrape_timeout_offset_seconds, maximum=settings.max_scrape_timeout_seconds
     )
     app = ExporterApp(collector, runtime=_runtime_registry(), timeouts=timeouts)
     server = WebServer(app, host, port, web_config=web_config, max_requests=settings.max_requests)
+    stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():  # a second signal while the first one's stop runs
+            return
+        stopping.set()
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        _exit_after(SHUTDOWN_GRACE_SECONDS)
+        # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
+        # threads are free to end; then no request of ours is left on the wire.
+        collector.close()
+        if client is not None:
+            client.close()
         server.stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -236,6 +257,35 @@ def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> 
     _settle_garbage_collector()
     server.serve_forever()
     return 0
+
+
+def _exit_after(seconds: float) -> None:
+    """The last resort: exit with status 0 after ``seconds``, whatever is still running.
+
+    Threads in a request to the gateway cannot be interrupted from Python, and the
+    interpreter joins the fetch and page pools' threads at exit: a gateway that drips or
+    never answers would otherwise hold the process until the request's own timeouts end
+    it (up to the scrape cap plus a request timeout), past Kubernetes' grace period and
+    into a SIGKILL. Status 0, because the stop was asked for and nothing is lost: the
+    abandoned work is a scrape that nobody will read.
+    """
+
+    def exit_now() -> None:
+        stuck = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        log.warning(
+            "exiting with threads still running",
+            extra={"fields": {"grace_seconds": seconds, "threads": ",".join(stuck)}},
+        )
+        # os._exit skips flushing the log; a flush blocked on a full pipe must not block it.
+        flusher = threading.Thread(target=logging.shutdown, name="log-flush", daemon=True)
+        flusher.start()
+        flusher.join(_LOG_FLUSH_SECONDS)
+        os._exit(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.name = "shutdown-watchdog"
+    timer.start()
 
 
 def _settle_garbage_collector() -> None:
