@@ -39,9 +39,11 @@ from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
 PROG = "ucdn-prefetch-exporter"
-# From SIGTERM to exit, at the most: far below Kubernetes' default grace of 30 s, and
-# enough for the web server's own grace (3 s) with a scrape in flight.
+# From SIGTERM to exit, at the most, whatever any thread is doing: far below Kubernetes'
+# default grace of 30 s, and above the web server's own grace (3 s) for slow readers.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# After the server has stopped: how long threads still in a request may hold the exit.
+_ABANDON_SECONDS = 1.0
 _LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
@@ -227,13 +229,17 @@ def serve(
             return
         stopping.set()
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
-        _exit_after(SHUTDOWN_GRACE_SECONDS)
+        last_resort = _exit_after(SHUTDOWN_GRACE_SECONDS)
         # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
         # threads are free to end; then no request of ours is left on the wire.
         collector.close()
         if client is not None:
             client.close()
         server.stop()
+        # Every answer anyone reads has been sent: a thread still in a request to the
+        # gateway now only holds up the exit, so it gets a moment rather than the grace.
+        last_resort.cancel()
+        _exit_after(_ABANDON_SECONDS)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -259,7 +265,7 @@ def serve(
     return 0
 
 
-def _exit_after(seconds: float) -> None:
+def _exit_after(seconds: float) -> threading.Timer:
     """The last resort: exit with status 0 after ``seconds``, whatever is still running.
 
     Threads in a request to the gateway cannot be interrupted from Python, and the
@@ -274,7 +280,7 @@ def _exit_after(seconds: float) -> None:
         stuck = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
         log.warning(
             "exiting with threads still running",
-            extra={"fields": {"grace_seconds": seconds, "threads": ",".join(stuck)}},
+            extra={"fields": {"after_seconds": seconds, "threads": ",".join(stuck)}},
         )
         # os._exit skips flushing the log; a flush blocked on a full pipe must not block it.
         flusher = threading.Thread(target=logging.shutdown, name="log-flush", daemon=True)
@@ -286,6 +292,7 @@ def _exit_after(seconds: float) -> None:
     timer.daemon = True
     timer.name = "shutdown-watchdog"
     timer.start()
+    return timer
 
 
 def _settle_garbage_collector() -> None:
