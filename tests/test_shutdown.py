@@ -4,10 +4,9 @@ Kubernetes sends SIGTERM to the process and SIGKILLs it 30 s later; systemd alik
 request stuck on a gateway that never answers, or drips a byte a second, must not keep
 the process alive: the scrape waiting on it is answered at once (``up 0``), threads still
 in a request get a second once the server has stopped, and a last resort exits after
-:data:`exporter.cli.SHUTDOWN_GRACE_SECONDS`
-whatever happens: the bound asserted here. The exporter runs as a real process; the
-wall time from the signal to the exit is what is asserted, with a margin for a shared
-machine.
+:data:`exporter.cli.SHUTDOWN_GRACE_SECONDS` whatever happens: the bound asserted here.
+The exporter runs as a real process; the wall time from the signal to the exit is what
+is asserted, with a margin for a shared machine.
 """
 
 from __future__ import annotations
