@@ -118,7 +118,7 @@ class PrefetchCollector(Collector):
         return self.collect_within(Deadline.after(self._default_timeout))
 
     def collect_within(self, deadline: Deadline) -> list[Metric]:
-        """Every target's series, then the process' own: what ``/metrics`` serves."""
+        """The process' own series, then every target's: what ``/metrics`` serves."""
         targets = self.collect_targets(deadline, self._targets)
         # After the targets, so that the request counter includes this scrape's requests.
         return [*self.exporter_metrics(), *targets]
