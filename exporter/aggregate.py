@@ -4,15 +4,20 @@ The API's answers are dirty (see ``tests/fixtures/sample-response.json``): statu
 outside the enum, FinishTime before CreateTime, Progress outside 0..100. Each is
 counted as an anomaly by reason and kept out of the figures it would distort, rather
 than failing the whole collection.
+
+This is also where the series are picked, so it is where label values are bounded: a
+``Url`` or ``TaskId`` longer than the limit becomes a shorter, still unique value (see
+:func:`bounded_label_value`), and each one cut is counted as ``label_value_truncated``.
 """
 
+import hashlib
 import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, compress, pairwise, repeat
-from operator import attrgetter, eq, lt, not_, sub
+from operator import attrgetter, eq, lt, ne, not_, sub
 from typing import Final
 
 from exporter.client import TaskWindow
@@ -26,6 +31,7 @@ ANOMALIES: Final = (
     "duplicate_task",
     "duplicate_url",
     "total_count_mismatch",
+    "label_value_truncated",
 )
 # ``unknow`` is the API's documented spelling; the correct one is accepted too.
 _STATUS_OF: Final[dict[object, str]] = {
@@ -96,6 +102,32 @@ class SummaryLimits:
     max_url_series: int = 1000
     max_task_series: int = 100
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    max_label_value_length: int = 1024  # UTF-8 bytes of a url or task_id label value
+
+
+_CUT_MARK: Final = "…"
+_HASH_BYTES: Final = 8  # 16 hex digits: two cut values of one target will not collide
+# What a cut value ends with: the mark, then the hash of the whole value.
+_CUT_TAIL_BYTES: Final = len(_CUT_MARK.encode()) + 2 * _HASH_BYTES
+_UTF8_MAX_BYTES: Final = 4  # per character; the most a str of n characters can take is 4n
+
+
+def bounded_label_value(value: str, max_bytes: int) -> str:
+    """``value`` if it fits in ``max_bytes`` UTF-8 bytes, else a prefix, ``…`` and a hash.
+
+    The prefix is cut on a character boundary and the hash is of the whole value, so two
+    long values that share their first ``max_bytes`` bytes stay two label values. The
+    result is never longer than ``max_bytes`` (which must exceed the tail's 19 bytes).
+    """
+    if len(value) * _UTF8_MAX_BYTES <= max_bytes:  # most values: no encoding needed
+        return value
+    # surrogatepass: a lone surrogate from a JSON escape must not fail the collection.
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return value
+    prefix = encoded[: max_bytes - _CUT_TAIL_BYTES].decode("utf-8", "ignore")
+    digest = hashlib.blake2b(encoded, digest_size=_HASH_BYTES).hexdigest()
+    return prefix + _CUT_MARK + digest
 
 
 def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
@@ -310,7 +342,7 @@ def _task_completion(
             if finish and url.status in FINISHED and finish >= (url.create_time or created):
                 latest_finish = max(latest_finish, finish)
         if latest_finish >= created and latest_finish > 0:
-            completion.append((task.task_id or "", float(latest_finish - created)))
+            builder.add_task_completion(task.task_id or "", float(latest_finish - created))
 
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:
@@ -367,7 +399,7 @@ class _SummaryBuilder:
             and latest_finish > 0
             and len(self.task_completion) < self.limits.max_task_series
         ):
-            self.task_completion.append((task_id, float(latest_finish - created)))
+            self.add_task_completion(task_id, float(latest_finish - created))
 
     def add_urls(self, task_id: str, task_created: int, urls: Sequence[UrlProgress]) -> int:
         """Count the task's URLs; return the latest valid FinishTime among them (0 if none)."""
@@ -395,11 +427,23 @@ class _SummaryBuilder:
         if len(self.url_progress) >= self.limits.max_url_series:
             self.url_series_dropped += 1
             return
-        key = (task_id, url)
-        if (
-            key in self.progress_keys
-        ):  # two identical series would make Prometheus reject the scrape
+        key = (self.bounded(task_id), self.bounded(url))
+        if key in self.progress_keys:  # two identical series: Prometheus rejects the scrape
             self.anomalies["duplicate_url"] += 1
             return
         self.progress_keys.add(key)
-        self.url_progress.append(UnfinishedUrl(task_id, url, min(1.0, max(0.0, progress / 100))))
+        self.count_cuts((task_id, url), key)
+        ratio = min(1.0, max(0.0, progress / 100))
+        self.url_progress.append(UnfinishedUrl(key[0], key[1], ratio))
+
+    def add_task_completion(self, task_id: str, seconds: float) -> None:
+        label = self.bounded(task_id)
+        self.count_cuts((task_id,), (label,))
+        self.task_completion.append((label, seconds))
+
+    def bounded(self, value: str) -> str:
+        return bounded_label_value(value, self.limits.max_label_value_length)
+
+    def count_cuts(self, values: tuple[str, ...], labels: tuple[str, ...]) -> None:
+        """Count the label values that are not their values, once each published series."""
+        self.anomalies["label_value_truncated"] += sum(map(ne, values, labels))

@@ -1,9 +1,12 @@
 """The WSGI application: which path serves what, and how long a scrape may take.
 
-``/metrics`` collects every configured target; ``/probe?project_id=…&platform=…``
-collects one, in the style of blackbox_exporter, so that Prometheus can spread
-targets over replicas. ``/-/healthy`` and ``/-/ready`` never call the upstream API.
-Anything else is 404, never a scrape.
+``/metrics`` collects every configured target, with the process' own series (build
+info, API requests, ``process_*``, ``python_*``): the single-exporter setup.
+``/probe?project_id=…&platform=…`` collects one, in the style of blackbox_exporter, so
+that Prometheus can spread targets over replicas; it carries that target's series only,
+and ``/exporter-metrics`` carries the process' own series only (one job per replica), so
+that across the probes and that job each series appears exactly once. ``/-/healthy`` and
+``/-/ready`` never call the upstream API. Anything else is 404, never a scrape.
 """
 
 import gzip
@@ -78,6 +81,7 @@ class ExporterApp:
         self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
             "/metrics": self._metrics,
             "/probe": self._probe,
+            "/exporter-metrics": self._exporter_metrics,
             "/-/healthy": _plain_ok,
             "/-/ready": _plain_ok,
             "/": self._landing,
@@ -103,7 +107,12 @@ class ExporterApp:
 
     def _metrics(self, environ: "WSGIEnvironment") -> Response:
         deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
-        return self._expose(environ, self._collector.collect_within(deadline))
+        metrics = self._collector.collect_within(deadline)
+        return self._expose(environ, [*self._runtime.collect(), *metrics])
+
+    def _exporter_metrics(self, environ: "WSGIEnvironment") -> Response:
+        metrics = self._collector.exporter_metrics()
+        return self._expose(environ, [*self._runtime.collect(), *metrics])
 
     def _probe(self, environ: "WSGIEnvironment") -> Response:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
@@ -116,9 +125,7 @@ class ExporterApp:
             message = f"unknown target: configured targets are {allowed}\n"
             return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
         deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
-        return self._expose(
-            environ, self._collector.collect_within(deadline, [target]), runtime=False
-        )
+        return self._expose(environ, self._collector.collect_targets(deadline, [target]))
 
     def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
         """The configured target the query names; user-supplied values never reach the API."""
@@ -131,12 +138,8 @@ class ExporterApp:
                 return target
         return None
 
-    def _expose(
-        self, environ: "WSGIEnvironment", metrics: list["Metric"], *, runtime: bool = True
-    ) -> Response:
+    def _expose(self, environ: "WSGIEnvironment", metrics: list["Metric"]) -> Response:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        if runtime:
-            metrics = [*self._runtime.collect(), *metrics]
         body = encoder(MetricsSnapshot(metrics))
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
@@ -169,8 +172,10 @@ _LANDING = """<!DOCTYPE html>
 <h1>UCDN Prefetch Exporter</h1>
 <p>Version {version}. Prometheus metrics of CDN prefetch (cache warm-up) tasks.</p>
 <ul>
-<li><a href="metrics">Metrics</a> (every target)</li>
-<li>Probe one target: <ul>{probes}</ul></li>
+<li><a href="metrics">Metrics</a> (every target, and the exporter's own)</li>
+<li>Probe one target (its series only): <ul>{probes}</ul></li>
+<li><a href="exporter-metrics">Exporter metrics</a> (the exporter's own only: a job per
+replica next to the probes)</li>
 <li><a href="-/healthy">Health</a>, <a href="-/ready">readiness</a></li>
 </ul>
 </body>

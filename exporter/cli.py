@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,12 @@ from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
 PROG = "ucdn-prefetch-exporter"
+# From SIGTERM to exit, at the most, whatever any thread is doing: far below Kubernetes'
+# default grace of 30 s, and above the web server's own grace (3 s) for slow readers.
+SHUTDOWN_GRACE_SECONDS = 5.0
+# After the server has stopped: how long threads still in a request may hold the exit.
+_ABANDON_SECONDS = 1.0
+_LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
@@ -139,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return check_config(settings, client)
             if args.once:
                 return collect_once(settings, collector, args.output)
-            return serve(settings, collector, web_config)
+            return serve(settings, collector, web_config, client=client)
         finally:
             collector.close()
             client.close()
@@ -184,6 +191,7 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
         max_url_series=settings.max_url_series,
         max_task_series=settings.max_task_series,
         buckets=tuple(settings.histogram_buckets),
+        max_label_value_length=settings.max_label_value_length,
     )
     return PrefetchCollector(
         client,
@@ -204,18 +212,38 @@ def _runtime_registry() -> CollectorRegistry:
     return registry
 
 
-def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> int:
-    """Serve until SIGTERM or SIGINT."""
+def serve(
+    settings: Settings,
+    collector: PrefetchCollector,
+    web_config: Any,
+    *,
+    client: ApiClient | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`."""
     host, port = settings.listen_host_port
     timeouts = ScrapeTimeouts(
         offset=settings.scrape_timeout_offset_seconds, maximum=settings.max_scrape_timeout_seconds
     )
     app = ExporterApp(collector, runtime=_runtime_registry(), timeouts=timeouts)
     server = WebServer(app, host, port, web_config=web_config, max_requests=settings.max_requests)
+    stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():  # a second signal while the first one's stop runs
+            return
+        stopping.set()
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        last_resort = _exit_after(SHUTDOWN_GRACE_SECONDS)
+        # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
+        # threads are free to end; then no request of ours is left on the wire.
+        collector.close()
+        if client is not None:
+            client.close()
         server.stop()
+        # Every answer anyone reads has been sent: a thread still in a request to the
+        # gateway now only holds up the exit, so it gets a moment rather than the grace.
+        last_resort.cancel()
+        _exit_after(_ABANDON_SECONDS)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -239,6 +267,36 @@ def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> 
     _settle_garbage_collector()
     server.serve_forever()
     return 0
+
+
+def _exit_after(seconds: float) -> threading.Timer:
+    """The last resort: exit with status 0 after ``seconds``, whatever is still running.
+
+    Threads in a request to the gateway cannot be interrupted from Python, and the
+    interpreter joins the fetch and page pools' threads at exit: a gateway that drips or
+    never answers would otherwise hold the process until the request's own timeouts end
+    it (up to the scrape cap plus a request timeout), past Kubernetes' grace period and
+    into a SIGKILL. Status 0, because the stop was asked for and nothing is lost: the
+    abandoned work is a scrape that nobody will read.
+    """
+
+    def exit_now() -> None:
+        stuck = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        log.warning(
+            "exiting with threads still running",
+            extra={"fields": {"after_seconds": seconds, "threads": ",".join(stuck)}},
+        )
+        # os._exit skips flushing the log; a flush blocked on a full pipe must not block it.
+        flusher = threading.Thread(target=logging.shutdown, name="log-flush", daemon=True)
+        flusher.start()
+        flusher.join(_LOG_FLUSH_SECONDS)
+        os._exit(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.name = "shutdown-watchdog"
+    timer.start()
+    return timer
 
 
 def _settle_garbage_collector() -> None:

@@ -5,6 +5,11 @@ the caller hands it the scrape's :class:`~exporter.deadline.Deadline`. Targets a
 collected in parallel; a target that fails or runs out of time reports ``up 0`` and
 its duration only, so nothing stale is ever published as fresh, and the scrape still
 answers.
+
+Series are of two kinds: a target's (every one labelled with ``project_id`` and
+``platform``) and the process' own (build info, the API request counter), which no target
+owns. ``/metrics`` gets both, a probe only its target's, so that a probe job per target
+plus one job for the process' series publish each series exactly once.
 """
 
 import logging
@@ -31,7 +36,7 @@ from exporter.client import OUTCOMES, ApiClient, ApiError
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.model import FINISHED, STATUSES
-from exporter.singleflight import SharedFetches
+from exporter.singleflight import SharedFetches, ShutdownError
 
 PREFIX = "ucdn_prefetch_"
 TARGET_LABELS = ("project_id", "platform")
@@ -88,8 +93,13 @@ class PrefetchCollector(Collector):
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
         self._wall_clock = wall_clock
+        # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
+        # Twice the targets: a fetch that ran out of time may still be ending when its
+        # successor starts.
         self._shared: SharedFetches[Target, Collection] = SharedFetches(
-            ttl=cache_seconds, max_workers=max(1, len(self._targets))
+            ttl=cache_seconds,
+            max_workers=2 * max(1, len(self._targets)),
+            fetch_seconds=default_timeout,
         )
         self._last_success: dict[Target, float] = {}
         self._lock = threading.Lock()
@@ -101,28 +111,40 @@ class PrefetchCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
-        return _Families.new("").all()
+        return [*_exporter_families(), *_Families.new("").all()]
 
     def collect(self) -> Iterable[Metric]:
         """Collect every target within the default deadline (for registries that call this)."""
         return self.collect_within(Deadline.after(self._default_timeout))
 
-    def collect_within(
-        self, deadline: Deadline, targets: Sequence[Target] | None = None
-    ) -> list[Metric]:
-        """Collect ``targets`` (default: all) in parallel, waiting no longer than ``deadline``."""
-        chosen = self._targets if targets is None else list(targets)
+    def collect_within(self, deadline: Deadline) -> list[Metric]:
+        """The process' own series, then every target's: what ``/metrics`` serves."""
+        targets = self.collect_targets(deadline, self._targets)
+        # After the targets, so that the request counter includes this scrape's requests.
+        return [*self.exporter_metrics(), *targets]
+
+    def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
+        """Only ``targets``' series, fetched in parallel, waiting no longer than ``deadline``."""
         started = time.monotonic()
-        futures = [(target, self._fetch(target, deadline)) for target in chosen]
+        futures = [(target, self._fetch(target)) for target in targets]
         outcomes = [self._wait(target, future, deadline, started) for target, future in futures]
         return self._families(outcomes).all()
 
+    def exporter_metrics(self) -> list[Metric]:
+        """The process' own series, which belong to no target: build info, API requests."""
+        build_info, api_requests = _exporter_families()
+        build_info.add_metric([__version__], 1)
+        counts = self._client.stats.snapshot()
+        for name in OUTCOMES:
+            api_requests.add_metric([name], counts[name])
+        return [build_info, api_requests]
+
     def close(self) -> None:
-        """Stop the fetch threads."""
+        """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
         self._shared.close()
 
-    def _fetch(self, target: Target, deadline: Deadline) -> "Future[Collection]":
-        return self._shared.get(target, lambda: self._load(target, deadline))
+    def _fetch(self, target: Target) -> "Future[Collection]":
+        return self._shared.get(target, lambda deadline: self._load(target, deadline))
 
     def _load(self, target: Target, deadline: Deadline) -> Collection:
         end = int(self._wall_clock())
@@ -146,6 +168,8 @@ class PrefetchCollector(Collector):
             collection = future.result(timeout=deadline.remaining())
         except FutureTimeout:
             return self._failed(target, started, "timeout", "no answer within the scrape deadline")
+        except ShutdownError as error:
+            return self._failed(target, started, "shutdown", str(error))
         except ApiError as error:
             return self._failed(target, started, error.reason, error.detail)
         except Exception:  # a bug here must cost one target, not the whole scrape
@@ -170,10 +194,6 @@ class PrefetchCollector(Collector):
 
     def _families(self, outcomes: Sequence[_Outcome]) -> "_Families":
         families = _Families.new(self._cache_note())
-        families.build_info.add_metric([__version__], 1)
-        counts = self._client.stats.snapshot()
-        for name in OUTCOMES:
-            families.api_requests.add_metric([name], counts[name])
         for outcome in outcomes:
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
@@ -187,12 +207,24 @@ class PrefetchCollector(Collector):
         return f" Answers are reused for up to {_go_float(self._cache_seconds)}s."
 
 
+def _exporter_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+    """The process' own families, empty: build info and the API request counter."""
+    return (
+        GaugeMetricFamily(
+            PREFIX + "exporter_build_info", "The exporter's version; always 1.", labels=["version"]
+        ),
+        CounterMetricFamily(
+            PREFIX + "api_requests",
+            "API requests since the exporter started, by outcome (each retry counts).",
+            labels=["outcome"],
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class _Families:
-    """One scrape's metric families, in exposition order."""
+    """One scrape's families of target series, in exposition order."""
 
-    build_info: GaugeMetricFamily
-    api_requests: CounterMetricFamily
     up: GaugeMetricFamily
     scrape_duration: GaugeMetricFamily
     last_success: GaugeMetricFamily
@@ -213,16 +245,6 @@ class _Families:
             return GaugeMetricFamily(PREFIX + name, doc + note, labels=[*TARGET_LABELS, *extra])
 
         return cls(
-            build_info=GaugeMetricFamily(
-                PREFIX + "exporter_build_info",
-                "The exporter's version; always 1.",
-                labels=["version"],
-            ),
-            api_requests=CounterMetricFamily(
-                PREFIX + "api_requests",
-                "API requests since the exporter started, by outcome (each retry counts).",
-                labels=["outcome"],
-            ),
             up=gauge("up", "1 when this target's collection in this scrape succeeded, else 0."),
             scrape_duration=gauge(
                 "scrape_duration_seconds", "How long this target's collection took.", note=""

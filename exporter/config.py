@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     max_task_series: int = Field(
         100, ge=0, description="per target, most ucdn_prefetch_task_completion_seconds series"
     )
+    max_label_value_length: int = Field(
+        1024,
+        ge=64,
+        description="longest url or task_id label value, in UTF-8 bytes; longer ones are cut "
+        "to a prefix, '…' and a hash of the whole value",
+    )
     histogram_buckets: CommaFloats = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
         description="comma-separated bucket bounds in seconds of the URL completion histogram",

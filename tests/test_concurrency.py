@@ -8,6 +8,7 @@ while 20 scrapes run at once against an upstream slow enough for them to overlap
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -152,6 +153,47 @@ def test_a_caller_with_a_short_deadline_gives_up_without_cancelling_the_shared_f
     finally:
         collector.close()
         client.close()
+
+
+TINY_TIMEOUT = 0.6  # minus the 0.5 s offset: 0.1 s, less than the gateway takes
+NORMAL_SCRAPES = 15
+
+
+def test_clients_flooding_with_a_tiny_timeout_do_not_fail_the_normal_scrapes(
+    api: SimulatedApi, exporters: list[Exporter]
+) -> None:
+    """Two clients scrape in a loop with a 0.6 s timeout header while Prometheus scrapes
+    with 10 s: the fetches the flood starts must not end at the flood's deadline."""
+    exporter = start(api, exporters, "--max-scrape-timeout-seconds", "10")
+    api.faults.delay(0.4)
+    flooding = threading.Event()
+    flooding.set()
+    hasty: list[Scrape] = []
+
+    def flood() -> None:
+        while flooding.is_set():
+            hasty.append(exporter.scrape(TINY_TIMEOUT))
+
+    with ThreadPoolExecutor(2) as pool:
+        flooders = [pool.submit(flood) for _ in range(2)]
+        try:
+            time.sleep(0.5)  # the flood's fetches are the ones in flight
+            normal = [exporter.scrape(10) for _ in range(NORMAL_SCRAPES)]
+        finally:
+            flooding.clear()
+        for flooder in flooders:
+            flooder.result(15)
+    ups = [v for s in normal for (name, _), v in s.samples().items() if name == "ucdn_prefetch_up"]
+    assert ups == [1.0] * 4 * NORMAL_SCRAPES, f"{ups.count(0.0)} of {len(ups)} targets up 0"
+    assert all(s.seconds < 9.5 for s in normal)
+    # The flood was real: answered within its own deadline, mostly too short to get data
+    # (up 1 only when it joined a fetch about to end).
+    assert len(hasty) > 2 * NORMAL_SCRAPES
+    assert all(s.status == 200 and s.seconds < TINY_TIMEOUT + 1.5 for s in hasty)
+    hasty_ups = [v for s in hasty for (n, _), v in s.samples().items() if n == "ucdn_prefetch_up"]
+    assert hasty_ups.count(0.0) > len(hasty_ups) / 2
+    # Joined, not multiplied: far fewer fetches than scrapes (4 targets, about 0.4 s each).
+    assert api.request_count() < 4 * (len(hasty) + NORMAL_SCRAPES) / 3
 
 
 def test_sigterm_to_the_process_stops_the_exporter_promptly(api: SimulatedApi) -> None:
