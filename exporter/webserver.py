@@ -538,6 +538,10 @@ def _limit_in_flight(app: WSGIApplication, max_requests: int) -> WSGIApplication
     slots = threading.BoundedSemaphore(max_requests)
 
     def limited(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        # Health answers never call the API and take microseconds: a liveness probe must
+        # not fail (and restart the pod) because scrapes fill every slot.
+        if environ.get("PATH_INFO") in UNAUTHENTICATED_PATHS:
+            return app(environ, start_response)
         if not slots.acquire(blocking=False):
             return _plain_response(
                 start_response, "503 Service Unavailable", b"Too many requests in flight\n"

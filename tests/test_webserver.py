@@ -157,6 +157,9 @@ def test_in_flight_limit_answers_503(serve: list[WebServer]) -> None:
             assert app.inside.acquire(timeout=10)
         refused = requests.get(server.url, timeout=5)
         assert refused.status_code == 503
+        # Health checks need no slot: a full house must not fail a liveness probe.
+        for path in ("-/healthy", "-/ready"):
+            assert requests.get(server.url + path, timeout=5).status_code == 200
         app.release.set()
         assert [future.result().status_code for future in blocked] == [200, 200]
     assert requests.get(server.url, timeout=5).status_code == 200
