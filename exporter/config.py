@@ -376,9 +376,10 @@ def _read_key_file(path: Path, field: str, name: str) -> str | None:
     except OSError as error:
         problem = "dangling symbolic link" if error.errno == errno.ENOENT else _reason(error)
         raise setting_error(field, f"secrets file {name}: {problem}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise setting_error(field, f"secrets file {name}: not a regular file")
     with os.fdopen(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise setting_error(field, f"secrets file {name}: not a regular file")
         data = file.read(MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
         raise setting_error(field, f"secrets file {name}: larger than {MAX_KEY_FILE_BYTES} bytes")
