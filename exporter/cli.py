@@ -256,6 +256,17 @@ def serve(settings: Settings, collector: PrefetchCollector, web_config: Any) -> 
         # cheroot reports a failed bind as a bare OSError whose text carries the cause
         print(f"{PROG}: cannot listen on {settings.listen_address}: {error}", file=sys.stderr)
         return 2
+    except RuntimeError:
+        # threading's "can't start new thread" (process limits below max_requests). The
+        # workers already started wait on a queue cheroot does not track yet, and would
+        # keep the interpreter from exiting (and from SIGTERM) for ever: leave at once.
+        print(
+            f"{PROG}: invalid setting {env_name('max_requests')} ({flag_name('max_requests')}): "
+            "cannot start that many web server threads (process limits)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(2)
     log.info(
         "started",
         extra={

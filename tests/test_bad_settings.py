@@ -3,11 +3,15 @@ the real command line and must stop start-up with exit 2 and one line that names
 setting (variable and flag) and never repeats the bad value."""
 
 import os
+import resource
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ExporterProcess, exporter_args
+from conftest import REPO, ExporterProcess, exporter_args
 
 from exporter.cli import main
 from exporter.simulator import SimulatedApi
@@ -265,3 +269,27 @@ def test_the_largest_max_requests_really_starts(
     exporter = start_exporter(*exporter_args(simulator()), "--max-requests", "1024")
     assert exporter.scrape("-/healthy").status_code == 200
     assert exporter.scrape().status_code == 200
+
+
+def test_threads_the_process_cannot_start_are_one_line_and_a_quick_exit() -> None:
+    # 1 GB of address space holds the interpreter but not 1040 thread stacks of 8 MB.
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    flags = ["--demo", "--log-level", "error", "--listen-address", "127.0.0.1:0"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *flags, "--max-requests", "1024"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        preexec_fn=limit_address_space,
+        check=False,
+    )
+    assert time.monotonic() - started < 30  # it used to hang, deaf to SIGTERM
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ucdn-prefetch-exporter: invalid setting UCDN_EXPORTER_MAX_REQUESTS (--max-requests): "
+        "cannot start that many web server threads (process limits)"
+    ]
