@@ -36,7 +36,9 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 9866
 # Liveness only: /-/healthy never calls the upstream API, while a scrape of /metrics would.
-# It follows UCDN_EXPORTER_LISTEN_ADDRESS's port; with TLS in a web config, override it.
+# The healthcheck mode reads the same UCDN_EXPORTER_LISTEN_ADDRESS and web config file
+# (UCDN_EXPORTER_WEB_CONFIG_FILE) as the server, so it follows the port, TLS and basic auth
+# without edits; set those two by environment, not flags (HEALTHCHECK does not see flags).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('UCDN_EXPORTER_LISTEN_ADDRESS', ':9866').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/-/healthy', timeout=4)"]
+    CMD ["ucdn-prefetch-exporter", "healthcheck"]
 ENTRYPOINT ["ucdn-prefetch-exporter"]

@@ -1,5 +1,5 @@
-"""``python -m exporter`` runs the exporter's command line."""
+"""``python -m exporter`` runs the exporter's command line (``healthcheck`` too)."""
 
-from exporter.cli import main
+from exporter.entry import main
 
 raise SystemExit(main())

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -51,7 +52,34 @@ _TOOLKIT_SPELLINGS = {
     "web_config_file": ("--web.config.file",),
     "listen_address": ("--web.listen-address",),
     "max_requests": ("--web.max-requests",),
+    "log_level": ("--log.level",),
+    "log_format": ("--log.format",),
 }
+_EPILOG = (
+    "The API keys are also read from UCLOUD_PUBLIC_KEY and UCLOUD_PRIVATE_KEY, and from "
+    "files named UCDN_EXPORTER_PUBLIC_KEY, UCDN_EXPORTER_PRIVATE_KEY, UCLOUD_PUBLIC_KEY or "
+    "UCLOUD_PRIVATE_KEY in the secrets directory (UCDN_EXPORTER_SECRETS_DIR; /run/secrets "
+    "when it exists). Precedence: flag, environment, secrets file, default. "
+    f"'{PROG} healthcheck [--listen-address ADDRESS] [--web.config.file FILE]' asks the "
+    "running exporter's /-/healthy on loopback and exits 0 when it answers 200, else 1. "
+    "Exit status 2: an invalid setting."
+)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps at spaces only: argparse's default breaks a long default (the buckets) mid-number."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False) or [""]
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_long_words=False,
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Prometheus exporter for CDN prefetch (cache warm-up) tasks of "
         "UCloud-compatible UCDN gateways. Every setting is also an environment variable.",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
     )
     for name, field in Settings.model_fields.items():
         flags = [flag_name(name)]
@@ -112,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_default(default: Any) -> str:
     if isinstance(default, list):
-        default = ",".join(str(item) for item in default)
+        default = ",".join(f"{item:g}" if isinstance(item, float) else item for item in default)
     if default in ("", None, []):
         return ""
     return f"; default {default}"
@@ -120,7 +150,12 @@ def _show_default(default: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; return the process' exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output is not None:
+        output_problem = _output_problem(args.output) if args.once else "needs --once"
+        if output_problem:
+            parser.error(f"invalid setting --output: {output_problem}")
     overrides = {
         name: value
         for name, value in vars(args).items()
@@ -253,6 +288,17 @@ def serve(
         # cheroot reports a failed bind as a bare OSError whose text carries the cause
         print(f"{PROG}: cannot listen on {settings.listen_address}: {error}", file=sys.stderr)
         return 2
+    except RuntimeError:
+        # threading's "can't start new thread" (process limits below max_requests). The
+        # workers already started wait on a queue cheroot does not track yet, and would
+        # keep the interpreter from exiting (and from SIGTERM) for ever: leave at once.
+        print(
+            f"{PROG}: invalid setting {env_name('max_requests')} ({flag_name('max_requests')}): "
+            "cannot start that many web server threads (process limits)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(2)
     log.info(
         "started",
         extra={
@@ -351,9 +397,30 @@ def collect_once(settings: Settings, collector: PrefetchCollector, output: Path 
         sys.stdout.buffer.write(text)
         sys.stdout.flush()
     else:
-        _write_atomically(output, text)
+        try:
+            _write_atomically(output, text)
+        except OSError as error:
+            # strerror alone: the exception's text would repeat the path.
+            print(
+                f"{PROG}: cannot write --output: {error.strerror or 'write failed'}",
+                file=sys.stderr,
+            )
+            return 1
     up = [sample.value for m in metrics if m.name == "ucdn_prefetch_up" for sample in m.samples]
     return 0 if up and all(value == 1 for value in up) else 1
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why ``--output`` cannot be written, found before collecting rather than after."""
+    directory = path.parent
+    if not directory.is_dir():
+        return "its directory does not exist"
+    if path.is_dir():
+        return "is a directory"
+    # The temporary file is created in the directory, then renamed over the output.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "its directory is not writable"
+    return None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -3,16 +3,21 @@
 Every setting is an environment variable ``UCDN_EXPORTER_<NAME>`` and a flag
 ``--<name-with-dashes>``; the API keys are also read under the names UCloud's own
 tools use (``UCLOUD_PUBLIC_KEY``/``UCLOUD_PRIVATE_KEY``) and from files in a secrets
-directory (``/run/secrets`` when it exists). Precedence: flag, environment, secrets
-file, default. :func:`load_settings` turns any invalid value into one
-:class:`ConfigError` line that names the setting and never echoes its value.
+directory (``/run/secrets`` when it exists, or ``UCDN_EXPORTER_SECRETS_DIR``), as files
+named like those variables. Precedence: flag, environment, secrets file, default.
+:func:`load_settings` turns any invalid value into one :class:`ConfigError` line that
+names the setting and never echoes its value.
 """
 
+import errno
 import itertools
+import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -22,11 +27,29 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+from exporter.address import DEFAULT_PORT, parse_listen_address
 
 ENV_PREFIX = "UCDN_EXPORTER_"
-DEFAULT_PORT = 9866
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+SECRETS_DIR_VARIABLE = ENV_PREFIX + "SECRETS_DIR"
+# The settings read from secrets files, and the files' names, in order of preference.
+KEY_FILES = {
+    "public_key": (ENV_PREFIX + "PUBLIC_KEY", "UCLOUD_PUBLIC_KEY"),
+    "private_key": (ENV_PREFIX + "PRIVATE_KEY", "UCLOUD_PRIVATE_KEY"),
+}
+# An API key is tens of bytes; a bigger file is a mistake, not a key.
+MAX_KEY_FILE_BYTES = 64 * 1024
+_URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
 DEFAULT_PROJECT_LABEL = "default"
 PLATFORMS = ("cdn", "dcdn")
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
@@ -39,6 +62,11 @@ CommaFloats = Annotated[list[float], NoDecode]
 
 class ConfigError(Exception):
     """A setting is invalid; the message is one line fit for the user, free of secret values."""
+
+
+def setting_error(field: str, problem: str) -> ConfigError:
+    """The one-line error for ``field``: its variable, its flag and the problem."""
+    return ConfigError(f"invalid setting {env_name(field)} ({flag_name(field)}): {problem}")
 
 
 @dataclass(frozen=True, order=True)
@@ -122,10 +150,17 @@ class Settings(BaseSettings):
         description="comma-separated bucket bounds in seconds of the URL completion histogram",
     )
     cache_seconds: float = Field(
-        0, ge=0, description="reuse an answer for this long; 0 fetches on every scrape"
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="reuse an answer for this long; 0 fetches on every scrape",
     )
     request_timeout_seconds: float = Field(
-        10, gt=0, le=600, description="timeout of one API request (connect and each read)"
+        10,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="timeout of one API request (connect and each read)",
     )
     max_retries: int = Field(
         2, ge=0, le=10, description="retries of a request after a connection error, 429 or 5xx"
@@ -144,11 +179,15 @@ class Settings(BaseSettings):
         None, description="CA bundle to verify the API's TLS certificate (private gateways)"
     )
     scrape_timeout_offset_seconds: float = Field(
-        0.5, ge=0, description="subtracted from Prometheus' scrape timeout header"
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="subtracted from Prometheus' scrape timeout header",
     )
     max_scrape_timeout_seconds: float = Field(
         30,
         gt=0,
+        allow_inf_nan=False,
         description="deadline of a scrape without a timeout header, and cap of one with it",
     )
     listen_address: str = Field(
@@ -160,10 +199,17 @@ class Settings(BaseSettings):
         description="exporter-toolkit web configuration file (TLS, basic auth)",
     )
     max_requests: int = Field(
-        40, ge=0, description="most HTTP requests served at once, 503 past it; 0 means no limit"
+        40,
+        ge=0,
+        le=1024,
+        description="most HTTP requests served at once (up to 1024), 503 past it; 0 means no limit",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-    log_format: Literal["logfmt", "json"] = Field("logfmt", description="log line format")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level: debug, info, warning (or warn) or error"
+    )
+    log_format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="log line format: logfmt or json"
+    )
     demo: bool = Field(
         False, description="serve a built-in simulated API on loopback and need no account"
     )
@@ -176,14 +222,16 @@ class Settings(BaseSettings):
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        # "warn" is the Prometheus ecosystem's spelling (promslog, exporter-toolkit).
+        return "warning" if value.lower() == "warn" else value.lower()
 
     @field_validator("platforms")
     @classmethod
     def _known_platforms(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(PLATFORMS))
-        if unknown:
-            raise ValueError(f"unknown platform {unknown[0]!r}: choose from cdn, dcdn")
+        if set(value) - set(PLATFORMS):
+            raise ValueError("unknown platform: choose from cdn, dcdn")
         if not value:
             raise ValueError("at least one platform is needed")
         return list(dict.fromkeys(value))
@@ -200,13 +248,33 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty, strictly increasing list of seconds")
         if value[0] <= 0:
             raise ValueError("bucket bounds must be positive")
+        # +Inf is the histogram's own last bucket; NaN would be a bucket no value falls in.
+        if not all(math.isfinite(bound) for bound in value):
+            raise ValueError("bucket bounds must be finite numbers")
         return value
 
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
-            raise ValueError("must be an http:// or https:// URL")
+        # The messages never quote the URL: its user-info part may hold a password.
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError(_URL_PROBLEM) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if port == 0:
+            raise ValueError(_URL_PROBLEM)
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            problem = regular_file_problem(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("listen_address")
@@ -217,12 +285,38 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_unless_demo(self) -> "Settings":
-        if not self.demo:
-            if not self.public_key:
-                raise ValueError("PUBLIC_KEY is required (or run with --demo)")
-            if not self.private_key.get_secret_value():
-                raise ValueError("PRIVATE_KEY is required (or run with --demo)")
+        keys = {"public_key": self.public_key, "private_key": self.private_key.get_secret_value()}
+        if self.demo:
+            # The simulator replaces both; silently dropping them would hide a mistake.
+            if "api_url" in self.model_fields_set:
+                raise _invalid("api_url", "cannot be combined with --demo")
+            for field, value in keys.items():
+                if value:
+                    raise _invalid(field, "cannot be combined with --demo (set in some source)")
+            return self
+        for field, value in keys.items():
+            if not value:
+                raise _invalid(field, "required (or run with --demo)")
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then the environment, then our own key files instead of pydantic's.
+
+        pydantic's secrets source would open a file for every setting, block for ever on
+        a FIFO, and print a warning line for a missing directory.
+        """
+        directory = None
+        if isinstance(file_secret_settings, SecretsSettingsSource):
+            directory = file_secret_settings.secrets_dir
+        return init_settings, env_settings, KeyFilesSource(settings_cls, directory)
 
     @property
     def targets(self) -> list[Target]:
@@ -236,13 +330,94 @@ class Settings(BaseSettings):
         return parse_listen_address(self.listen_address)
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too); an empty host means every interface."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError("must be host:port with a port from 0 to 65535")
-    host = host.removeprefix("[").removesuffix("]")
-    return host or "0.0.0.0", int(port_text)  # noqa: S104 - an exporter listens on all interfaces by default
+def _invalid(field: str, problem: str) -> PydanticCustomError:
+    # A whole-model check that still names one setting: describe_error reads the field.
+    return PydanticCustomError("invalid_setting", "{problem}", {"field": field, "problem": problem})
+
+
+class KeyFilesSource(PydanticBaseSettingsSource):
+    """The API keys from files in the secrets directory, each file checked before it is read.
+
+    Only the files in :data:`KEY_FILES` are looked at. Each must be a regular file (a
+    FIFO is never waited on: it is opened non-blocking and refused), readable, at most
+    :data:`MAX_KEY_FILE_BYTES` and UTF-8; anything else is a :class:`ConfigError` that
+    names the setting and the file, never its contents.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], directory: Any) -> None:
+        """Read from ``directory``; None reads nothing."""
+        super().__init__(settings_cls)
+        self._directory = Path(directory) if directory is not None else None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads every key file at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The key files' values under their variables' names, unless a flag or variable won."""
+        if self._directory is None:
+            return {}
+        if not self._directory.is_dir():
+            raise ConfigError(f"invalid setting {SECRETS_DIR_VARIABLE}: not a directory")
+        values: dict[str, Any] = {}
+        for field, names in KEY_FILES.items():
+            if self._already_set(field, names):
+                continue
+            for name in names:
+                value = _read_key_file(self._directory / name, field, name)
+                if value is not None:
+                    values[names[0]] = value
+                    break
+        return values
+
+    def _already_set(self, field: str, names: tuple[str, ...]) -> bool:
+        # The environment's UCLOUD_* name would lose to a file's UCDN_EXPORTER_* name at
+        # validation (the first alias wins), so a file is read only when nothing else set it.
+        return any(key in self.current_state for key in (field, *names))
+
+
+def _read_key_file(path: Path, field: str, name: str) -> str | None:
+    """The stripped text of one key file, None when it does not exist."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise setting_error(field, f"secrets file {name}: {_reason(error)}") from None
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        problem = "dangling symbolic link" if error.errno == errno.ENOENT else _reason(error)
+        raise setting_error(field, f"secrets file {name}: {problem}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise setting_error(field, f"secrets file {name}: not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        data = file.read(MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise setting_error(field, f"secrets file {name}: larger than {MAX_KEY_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8", errors="strict").strip()
+    except UnicodeDecodeError:
+        raise setting_error(field, f"secrets file {name}: not UTF-8 text") from None
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file, or None when it is one."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return f"cannot be used ({_reason(error)})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
+def _reason(error: OSError) -> str:
+    # strerror alone: str(error) would repeat the file name.
+    return (error.strerror or "cannot be read").lower()
 
 
 def env_name(field: str) -> str:
@@ -270,7 +445,7 @@ def load_settings(
 
 
 def _default_secrets_dir() -> Path | None:
-    configured = os.environ.get(ENV_PREFIX + "SECRETS_DIR")
+    configured = os.environ.get(SECRETS_DIR_VARIABLE)
     if configured:
         return Path(configured)
     return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
@@ -281,6 +456,8 @@ def describe_error(error: ValidationError) -> str:
     first = error.errors(include_input=False, include_url=False)[0]
     location = [str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "invalid_setting":
+        location = [first.get("ctx", {})["field"]]
     if not location:  # a whole-model check: its message names the setting itself
         return f"invalid configuration: {message}"
     field = location[0].lower()

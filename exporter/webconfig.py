@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import ssl
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -208,8 +209,9 @@ class HTTPServerConfig(_Strict):
             allowed_values = _ALLOWED_HEADERS[name]
             if allowed_values is not None and value not in allowed_values:
                 raise ValueError(f"{name} must be one of {sorted(allowed_values)}")
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"{name} must be a single line")
+            # Go's httpguts.ValidHeaderFieldValue: no control character but tab.
+            if any((ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in value):
+                raise ValueError(f"{name} must not contain control characters")
         return headers
 
 
@@ -296,9 +298,15 @@ def _normalise_san(value: str) -> str:
 def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
     cert_file, key_file = tls.cert_file, tls.key_file
     assert cert_file is not None and key_file is not None  # TLSServerConfig insists on both
-    for key, path in (("cert_file", cert_file), ("key_file", key_file)):
-        if not os.access(path, os.R_OK):
-            raise WebConfigError(f"tls_server_config.{key}: cannot read {path}")
+    files = (
+        ("cert_file", cert_file),
+        ("key_file", key_file),
+        ("client_ca_file", tls.client_ca_file),
+    )
+    for key, path in files:
+        problem = _regular_file_problem(path) if path is not None else None
+        if problem:
+            raise WebConfigError(f"tls_server_config.{key}: {path} {problem}")
 
     def refuse_passphrase() -> bytes:
         # Without this callback OpenSSL would prompt on the terminal for an encrypted key.
@@ -311,6 +319,19 @@ def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> N
             f"tls_server_config: cannot load cert_file {cert_file} with key_file "
             f"{key_file} ({err.reason or 'not a matching PEM certificate and key'})"
         ) from None
+
+
+def _regular_file_problem(path: Path) -> str | None:
+    # os.access alone passes a directory (then a traceback) and a FIFO (then a hang).
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        return f"cannot be read ({(err.strerror or 'error').lower()})"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
@@ -337,6 +358,9 @@ def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read, validate and load a web configuration file; raise WebConfigError if unusable."""
     config_path = Path(path)
+    problem = _regular_file_problem(config_path)
+    if problem:
+        raise WebConfigError(f"web config {config_path}: {problem}")
     try:
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

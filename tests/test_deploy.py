@@ -5,6 +5,7 @@ Dockerfile, the manifests, the systemd files, the rules); these tests hold them 
 one place each is defined: the exporter's configuration, the Service, the rule file.
 """
 
+import json
 import os
 import re
 import shutil
@@ -131,12 +132,14 @@ def test_pod_runs_as_the_image_user_without_privileges() -> None:
     assert f"{pod_context['runAsUser']}:{pod_context['runAsGroup']}" == user
 
 
-def test_probes_use_healthy_and_ready() -> None:
-    liveness = CONTAINER["livenessProbe"]["httpGet"]
-    readiness = CONTAINER["readinessProbe"]["httpGet"]
-    assert liveness["path"] == "/-/healthy"
-    assert readiness["path"] == "/-/ready"
-    assert container_port(liveness["port"]) == container_port(readiness["port"]) == DEFAULT_PORT
+def test_probes_need_no_password_and_follow_tls() -> None:
+    # Exec, not httpGet: the same check as the image's HEALTHCHECK, which reads the web config.
+    liveness = CONTAINER["livenessProbe"]
+    (entrypoint,) = dockerfile_values("ENTRYPOINT")
+    assert liveness["exec"]["command"] == [*json.loads(entrypoint), "healthcheck"]
+    assert "httpGet" not in CONTAINER["readinessProbe"]
+    readiness = CONTAINER["readinessProbe"]["tcpSocket"]
+    assert container_port(readiness["port"]) == DEFAULT_PORT
 
 
 def test_resources_are_set() -> None:

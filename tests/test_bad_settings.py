@@ -1,0 +1,295 @@
+"""Bad settings, in the style of exporter-toolkit's testdata/*.bad.yml: each is run through
+the real command line and must stop start-up with exit 2 and one line that names the
+setting (variable and flag) and never repeats the bad value."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import REPO, ExporterProcess, exporter_args
+
+from exporter.cli import main
+from exporter.simulator import SimulatedApi
+
+CANARY = "canary-5c1e0a77"
+KEYS = ["--public-key", "pub", "--private-key", "priv"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("UCDN_EXPORTER_", "UCLOUD_")):
+            monkeypatch.delenv(name)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    monkeypatch.setenv("UCDN_EXPORTER_SECRETS_DIR", str(secrets))
+
+
+def refused(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    """Run main(args); assert exit 2 and a single stderr line; return that line."""
+    try:
+        status = main(args)
+    except SystemExit as exit_:  # argparse's own errors
+        status = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+URLS = [f"http://[::1{CANARY}", f"http://user:{CANARY}@127.0.0.1:99999/", f"http://{CANARY}:0/"]
+
+
+@pytest.mark.parametrize("url", URLS, ids=["open-bracket", "port-99999", "port-0"])
+def test_api_url(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    line = refused(capsys, [*KEYS, "--api-url", url])
+    assert "UCDN_EXPORTER_API_URL (--api-url)" in line
+    assert CANARY not in line
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--max-scrape-timeout-seconds",
+        "--scrape-timeout-offset-seconds",
+        "--cache-seconds",
+        "--request-timeout-seconds",
+    ],
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_floats(capsys: pytest.CaptureFixture[str], flag: str, value: str) -> None:
+    line = refused(capsys, [*KEYS, f"{flag}={value}"])
+    variable = "UCDN_EXPORTER_" + flag[2:].replace("-", "_").upper()
+    assert f"{variable} ({flag})" in line
+
+
+@pytest.mark.parametrize("buckets", ["10,inf", "nan", "10,nan,20", "10,1e400"])
+def test_non_finite_buckets(capsys: pytest.CaptureFixture[str], buckets: str) -> None:
+    line = refused(capsys, [*KEYS, "--histogram-buckets", buckets])
+    assert "UCDN_EXPORTER_HISTOGRAM_BUCKETS (--histogram-buckets)" in line
+
+
+def make_fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def make_dangling(path: Path) -> Path:
+    path.symlink_to(path.parent / "nowhere")
+    return path
+
+
+def make_dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def make_unreadable(path: Path) -> Path:
+    path.write_text("x")
+    path.chmod(0)
+    return path
+
+
+KINDS: dict[str, Callable[[Path], Path]] = {
+    "missing": lambda path: path,
+    "directory": make_dir,
+    "fifo": make_fifo,
+    "dangling-symlink": make_dangling,
+    "unreadable": make_unreadable,
+}
+
+
+def skip_unreadable_as_root(kind: str) -> None:
+    if kind == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads every file")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ca_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str) -> None:
+    skip_unreadable_as_root(kind)
+    path = KINDS[kind](tmp_path / f"ca-{CANARY}.pem")
+    line = refused(capsys, [*KEYS, "--ca-bundle", str(path)])
+    assert "UCDN_EXPORTER_CA_BUNDLE (--ca-bundle)" in line
+    assert CANARY not in line
+
+
+SECRET_KINDS: dict[str, Callable[[Path], Path]] = {
+    **{kind: make for kind, make in KINDS.items() if kind != "missing"},
+    "not-utf8": lambda path: path.write_bytes(b"\xff\xfe" + CANARY.encode()) and path,
+    "too-large": lambda path: path.write_text(CANARY * 10_000) and path,
+}
+
+
+@pytest.mark.parametrize("kind", SECRET_KINDS)
+@pytest.mark.parametrize(
+    ("file_name", "setting"),
+    [
+        ("UCDN_EXPORTER_PRIVATE_KEY", "UCDN_EXPORTER_PRIVATE_KEY (--private-key)"),
+        ("UCLOUD_PUBLIC_KEY", "UCDN_EXPORTER_PUBLIC_KEY (--public-key)"),
+    ],
+)
+def test_secrets_files(
+    capsys: pytest.CaptureFixture[str], kind: str, file_name: str, setting: str
+) -> None:
+    skip_unreadable_as_root(kind)
+    SECRET_KINDS[kind](Path(os.environ["UCDN_EXPORTER_SECRETS_DIR"]) / file_name)
+    line = refused(capsys, ["--check-config"])
+    assert setting in line and file_name in line
+    assert CANARY not in line
+
+
+def test_a_missing_secrets_directory(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("UCDN_EXPORTER_SECRETS_DIR", str(tmp_path / "absent"))
+    assert "UCDN_EXPORTER_SECRETS_DIR" in refused(capsys, KEYS)
+
+
+def test_a_flag_or_variable_still_wins_over_a_broken_key_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file is never opened when a higher source set the key: a FIFO would hang here.
+    make_fifo(Path(os.environ["UCDN_EXPORTER_SECRETS_DIR"]) / "UCDN_EXPORTER_PRIVATE_KEY")
+    monkeypatch.setenv("UCLOUD_PRIVATE_KEY", "priv")
+    line = refused(capsys, ["--public-key", "pub", "--page-size", "0"])
+    assert "UCDN_EXPORTER_PAGE_SIZE" in line
+
+
+WEB_CONFIGS = {
+    "cert-is-directory": "tls_server_config:\n  cert_file: adir\n  key_file: adir\n",
+    "header-control-character": 'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x01"\n',
+    "header-delete": 'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x7f"\n',
+    "header-nul": 'http_server_config:\n  headers:\n    Content-Security-Policy: "a\\0b"\n',
+}
+
+
+@pytest.mark.parametrize("name", WEB_CONFIGS)
+def test_web_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str) -> None:
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "web.yml").write_text(WEB_CONFIGS[name])
+    line = refused(capsys, [*KEYS, "--web.config.file", str(tmp_path / "web.yml")])
+    assert "web config" in line
+
+
+def test_max_requests_beyond_the_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(capsys, [*KEYS, "--max-requests", "5000"])
+    assert "UCDN_EXPORTER_MAX_REQUESTS (--max-requests)" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--output", "out.prom"], "needs --once"),
+        (["--once", "--output", f"/nonexistent-{CANARY}/out.prom"], "does not exist"),
+        (["--once", "--output", "/"], "is a directory"),
+    ],
+)
+def test_output(capsys: pytest.CaptureFixture[str], args: list[str], problem: str) -> None:
+    line = refused(capsys, ["--demo", *args])
+    assert "--output" in line and problem in line
+    assert CANARY not in line
+
+
+def test_output_into_a_read_only_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes every directory")
+    tmp_path.chmod(0o500)
+    line = refused(capsys, ["--demo", "--once", "--output", str(tmp_path / "out.prom")])
+    assert "not writable" in line
+
+
+def test_demo_refuses_an_api_url(capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(capsys, ["--demo", "--api-url", f"https://{CANARY}.example/", "--check-config"])
+    assert "UCDN_EXPORTER_API_URL (--api-url)" in line and CANARY not in line
+
+
+def test_demo_refuses_keys_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UCLOUD_PRIVATE_KEY", CANARY)
+    line = refused(capsys, ["--demo", "--check-config"])
+    assert "UCDN_EXPORTER_PRIVATE_KEY (--private-key)" in line and CANARY not in line
+
+
+def test_demo_refuses_keys_from_a_secrets_file(capsys: pytest.CaptureFixture[str]) -> None:
+    (Path(os.environ["UCDN_EXPORTER_SECRETS_DIR"]) / "UCDN_EXPORTER_PUBLIC_KEY").write_text(CANARY)
+    line = refused(capsys, ["--demo", "--check-config"])
+    assert "UCDN_EXPORTER_PUBLIC_KEY (--public-key)" in line and CANARY not in line
+
+
+def test_a_missing_key_names_the_variable_and_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert refused(capsys, []) == (
+        "ucdn-prefetch-exporter: invalid setting UCDN_EXPORTER_PUBLIC_KEY (--public-key): "
+        "required (or run with --demo)"
+    )
+
+
+def test_an_unknown_platform_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(capsys, [*KEYS, "--platforms", f"cdn,{CANARY}"])
+    assert "UCDN_EXPORTER_PLATFORMS (--platforms)" in line and CANARY not in line
+
+
+def test_prometheus_log_spellings_are_accepted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    output = tmp_path / "out.prom"
+    args = ["--demo", "--log.level", "warn", "--log.format", "json", "--once", "--output"]
+    assert main([*args, str(output)]) == 0
+    assert "ucdn_prefetch_up" in output.read_text()
+    assert capsys.readouterr().err == ""  # warn hides the info lines
+
+
+def test_help_keeps_numbers_whole_and_lists_choices_and_key_sources(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "10,30,60,120,300,600,1200,1800,3600,7200,14400" in text.replace("\n", "")
+    assert "10,30,60,120,300,600,1200,1800,3600,7200,14400" in text  # on one line
+    flat = " ".join(text.split())
+    for word in ("debug, info, warning (or warn) or error", "logfmt or json", "UCLOUD_PRIVATE_KEY"):
+        assert word in flat
+    assert "UCDN_EXPORTER_SECRETS_DIR" in flat and "healthcheck" in flat
+    assert "--log.level" in flat and "--log.format" in flat
+
+
+def test_the_largest_max_requests_really_starts(
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+) -> None:
+    exporter = start_exporter(*exporter_args(simulator()), "--max-requests", "1024")
+    assert exporter.scrape("-/healthy").status_code == 200
+    assert exporter.scrape().status_code == 200
+
+
+def test_threads_the_process_cannot_start_are_one_line_and_a_quick_exit() -> None:
+    # 1 GB of address space holds the interpreter but not 1040 thread stacks of 8 MB.
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    flags = ["--demo", "--log-level", "error", "--listen-address", "127.0.0.1:0"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *flags, "--max-requests", "1024"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        preexec_fn=limit_address_space,
+        check=False,
+    )
+    assert time.monotonic() - started < 30  # it used to hang, deaf to SIGTERM
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ucdn-prefetch-exporter: invalid setting UCDN_EXPORTER_MAX_REQUESTS (--max-requests): "
+        "cannot start that many web server threads (process limits)"
+    ]
