@@ -418,7 +418,7 @@ def _output_problem(path: Path) -> str | None:
     if path.is_dir():
         return "is a directory"
     # The temporary file is created in the directory, then renamed over the output.
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
         return "its directory is not writable"
     return None
 

@@ -357,7 +357,12 @@ class KeyFilesSource(PydanticBaseSettingsSource):
         """The key files' values under their variables' names, unless a flag or variable won."""
         if self._directory is None:
             return {}
-        if not self._directory.is_dir():
+        try:
+            is_directory = stat.S_ISDIR(self._directory.stat().st_mode)
+        except OSError as error:  # Path.is_dir() would raise PermissionError, say, as it is
+            problem = "does not exist" if error.errno == errno.ENOENT else _reason(error)
+            raise ConfigError(f"invalid setting {SECRETS_DIR_VARIABLE}: {problem}") from None
+        if not is_directory:
             raise ConfigError(f"invalid setting {SECRETS_DIR_VARIABLE}: not a directory")
         values: dict[str, Any] = {}
         for field, names in KEY_FILES.items():
@@ -410,7 +415,7 @@ def regular_file_problem(path: Path) -> str | None:
         return f"cannot be used ({_reason(error)})"
     if not stat.S_ISREG(mode):
         return "not a regular file"
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK, effective_ids=True):
         return "cannot be read (permission denied)"
     return None
 

@@ -329,7 +329,7 @@ def _regular_file_problem(path: Path) -> str | None:
         return f"cannot be read ({(err.strerror or 'error').lower()})"
     if not stat.S_ISREG(mode):
         return "is not a regular file"
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK, effective_ids=True):
         return "cannot be read (permission denied)"
     return None
 

@@ -2,12 +2,15 @@
 the real command line and must stop start-up with exit 2 and one line that names the
 setting (variable and flag) and never repeats the bad value."""
 
+import contextlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,16 +109,43 @@ KINDS: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def skip_unreadable_as_root(kind: str) -> None:
-    if kind == "unreadable" and os.geteuid() == 0:
-        pytest.skip("root reads every file")
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def file_modes_apply() -> Iterator[None]:
+    """As root (CI runs as root), run the block as nobody, so that file modes apply."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def open_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory that nobody may enter (pytest's tmp_path is root's alone), with an empty
+    secrets directory in it."""
+    path = Path(tempfile.mkdtemp(prefix="bad-settings-"))
+    path.chmod(0o755)
+    (path / "secrets").mkdir(mode=0o755)
+    monkeypatch.setenv("UCDN_EXPORTER_SECRETS_DIR", str(path / "secrets"))
+    yield path
+    path.chmod(0o755)
+    shutil.rmtree(path)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_ca_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str) -> None:
-    skip_unreadable_as_root(kind)
-    path = KINDS[kind](tmp_path / f"ca-{CANARY}.pem")
-    line = refused(capsys, [*KEYS, "--ca-bundle", str(path)])
+def test_ca_bundle(capsys: pytest.CaptureFixture[str], open_dir: Path, kind: str) -> None:
+    path = KINDS[kind](open_dir / f"ca-{CANARY}.pem")
+    with file_modes_apply():
+        # --check-config: should the refusal fail, main() returns instead of serving.
+        line = refused(capsys, [*KEYS, "--ca-bundle", str(path), "--check-config"])
     assert "UCDN_EXPORTER_CA_BUNDLE (--ca-bundle)" in line
     assert CANARY not in line
 
@@ -136,13 +166,28 @@ SECRET_KINDS: dict[str, Callable[[Path], Path]] = {
     ],
 )
 def test_secrets_files(
-    capsys: pytest.CaptureFixture[str], kind: str, file_name: str, setting: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    open_dir: Path,
+    kind: str,
+    file_name: str,
+    setting: str,
 ) -> None:
-    skip_unreadable_as_root(kind)
-    SECRET_KINDS[kind](Path(os.environ["UCDN_EXPORTER_SECRETS_DIR"]) / file_name)
-    line = refused(capsys, ["--check-config"])
+    SECRET_KINDS[kind](open_dir / "secrets" / file_name)
+    with file_modes_apply():
+        line = refused(capsys, ["--check-config"])
     assert setting in line and file_name in line
     assert CANARY not in line
+
+
+def test_a_secrets_directory_that_cannot_be_entered(
+    capsys: pytest.CaptureFixture[str], open_dir: Path
+) -> None:
+    open_dir.chmod(0o700)  # the directory itself can no longer even be looked at
+    with file_modes_apply():
+        # --check-config --demo: should the refusal fail, main() returns instead of serving.
+        line = refused(capsys, ["--demo", "--check-config"])
+    assert "UCDN_EXPORTER_SECRETS_DIR" in line and "permission denied" in line
 
 
 def test_a_missing_secrets_directory(
@@ -198,12 +243,11 @@ def test_output(capsys: pytest.CaptureFixture[str], args: list[str], problem: st
 
 
 def test_output_into_a_read_only_directory(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], open_dir: Path
 ) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes every directory")
-    tmp_path.chmod(0o500)
-    line = refused(capsys, ["--demo", "--once", "--output", str(tmp_path / "out.prom")])
+    open_dir.chmod(0o555)
+    with file_modes_apply():
+        line = refused(capsys, ["--demo", "--once", "--output", str(open_dir / "out.prom")])
     assert "not writable" in line
 
 

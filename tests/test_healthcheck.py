@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
-import pytest
 import trustme
 from conftest import REPO, ExporterProcess, exporter_args, free_port
 
@@ -94,10 +93,6 @@ def test_tls_is_followed_from_the_web_config(
     assert len(plain.stderr.strip().splitlines()) == 1
 
 
-# The health paths answer without a password only once the web server's part of this
-# hardening is merged (another branch); until then /-/healthy answers 401 here. Strict: the
-# marker must go when that lands.
-@pytest.mark.xfail(strict=True, reason="needs the health paths exempt from basic auth")
 def test_tls_and_basic_auth_need_no_password_and_no_api_key(
     tmp_path: Path,
     simulator: Callable[..., SimulatedApi],
