@@ -170,6 +170,7 @@ def _client(settings: Settings) -> ApiClient:
         request_timeout=settings.request_timeout_seconds,
         max_retries=settings.max_retries,
         max_response_bytes=settings.max_response_bytes,
+        max_collection_bytes=settings.max_collection_bytes,
         ca_bundle=settings.ca_bundle,
     )
     return ApiClient(settings.api_url, settings.public_key, settings.private_key, options=options)

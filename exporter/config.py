@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest API answer accepted, in bytes"
     )
+    max_collection_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="most bytes of answers read for one target's collection; more is an error",
+    )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify the API's TLS certificate (private gateways)"
     )
