@@ -179,10 +179,22 @@ class ApiClient:
         on the wire.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
-        deadline = _CollectionDeadline(
+        limits = _CollectionDeadline(
             deadline.at, deadline.clock, _ByteBudget(self.options.max_collection_bytes)
         )
-        window = _WindowBuilder(on_page)
+        try:
+            return self._fetch_window(base, limits, _WindowBuilder(on_page))
+        except ApiError as error:
+            # A page's error is raised again from its future in frames that hold that
+            # future (the paging loop here, the collector's wait): error -> traceback ->
+            # frame -> future -> error is a cycle, which the raised gc threshold (cli)
+            # leaves for many scrapes. Cut from the frames that hold the pages read, the
+            # error keeps none of them alive, in a cycle or not.
+            raise error.with_traceback(None) from None
+
+    def _fetch_window(
+        self, base: dict[str, ParamValue], deadline: Deadline, window: "_WindowBuilder"
+    ) -> TaskWindow:
         first = self._fetch_page(base, 0, deadline)
         if len(first.tasks) >= self.options.page_size:
             self._fetch_rest(base, first, deadline, window)
@@ -291,6 +303,10 @@ class ApiClient:
                 if guard.fired:
                     raise _ended(deadline) from None
                 raise
+            # A shutdown can also pass for the end of an answer (a status line or a
+            # trailer cut short reads as complete): nothing read after it is trusted.
+            if guard.fired:
+                raise _ended(deadline)
         return _decode(body, form["Signature"], self._private_key.get_secret_value())
 
     def _exchange(self, form: dict[str, str], deadline: Deadline, timeout: float) -> bytes:

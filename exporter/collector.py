@@ -142,15 +142,21 @@ class PrefetchCollector(Collector):
     def _wait(
         self, target: Target, future: "Future[Collection]", deadline: Deadline, started: float
     ) -> _Outcome:
+        # exception(), not result(): raised here, the error's traceback would take in
+        # these frames, which hold its future, a cycle keeping the failed collection's
+        # pages and summary alive until a full collection, many scrapes later.
         try:
-            collection = future.result(timeout=deadline.remaining())
+            error = future.exception(timeout=deadline.remaining())
         except FutureTimeout:
             return self._failed(target, started, "timeout", "no answer within the scrape deadline")
-        except ApiError as error:
+        if isinstance(error, ApiError):
             return self._failed(target, started, error.reason, error.detail)
-        except Exception:  # a bug here must cost one target, not the whole scrape
-            log.exception("collection failed unexpectedly", extra={"fields": _fields(target)})
+        if error is not None:  # a bug here must cost one target, not the whole scrape
+            log.error(
+                "collection failed unexpectedly", exc_info=error, extra={"fields": _fields(target)}
+            )
             return self._failed(target, started, "internal_error", "see the traceback above")
+        collection = future.result()
         with self._lock:
             self._last_success[target] = collection.finished_at
         seconds = time.monotonic() - started
