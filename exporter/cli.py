@@ -215,6 +215,7 @@ def _client(settings: Settings) -> ApiClient:
         request_timeout=settings.request_timeout_seconds,
         max_retries=settings.max_retries,
         max_response_bytes=settings.max_response_bytes,
+        max_collection_bytes=settings.max_collection_bytes,
         ca_bundle=settings.ca_bundle,
         max_requests_per_second=settings.max_api_requests_per_second,
     )

@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Final, Literal, get_args
@@ -24,12 +24,12 @@ from urllib.parse import urlencode
 import requests
 import urllib3
 from pydantic import SecretStr
-from requests.adapters import HTTPAdapter
 
 from exporter import __version__
 from exporter.deadline import Deadline
 from exporter.model import InvalidResponseError, TaskInfo, TaskListResponse, decode_response
 from exporter.signature import ParamValue, signed_form
+from exporter.watchdog import GuardedAdapter, Watchdog
 
 ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
 Outcome = Literal[
@@ -192,6 +192,7 @@ class ClientOptions:
     request_timeout: float = 10.0
     max_retries: int = 2
     max_response_bytes: int = 64 * 1024 * 1024
+    max_collection_bytes: int = 32 * 1024 * 1024
     ca_bundle: Path | None = None
     max_requests_per_second: float = 0.0
 
@@ -239,7 +240,10 @@ class ApiClient:
         # CA variables from the environment (a stray REQUESTS_CA_BUNDLE must not change
         # whom we trust) and look for redirects, at a cost per page that shows in a scrape.
         # Retries are ours, bounded by the scrape's deadline; urllib3's know no deadline.
-        self._adapter = HTTPAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
+        # Its connections hand their sockets to the watchdog, which ends a request at its
+        # deadline whatever part of the exchange it is in.
+        self._adapter = GuardedAdapter(pool_maxsize=self.options.parallel_pages * 4, max_retries=0)
+        self._watchdog = Watchdog()
         self._verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         # The URL and headers are parsed once; each attempt copies this and adds its body.
         # No Accept-Encoding: http.client asks for identity, so that the size cap counts
@@ -256,7 +260,11 @@ class ApiClient:
         self._rate_limit = RateLimit(self.options.max_requests_per_second)
 
     def close(self) -> None:
-        """Release the connection pool and the page threads."""
+        """End every request under way at once; release the connection pool and page threads.
+
+        Requests started afterwards end at once too, as timeouts.
+        """
+        self._watchdog.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._adapter.close()
 
@@ -283,7 +291,22 @@ class ApiClient:
         on the wire.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
-        window = _WindowBuilder(on_page)
+        limits = _CollectionDeadline(
+            deadline.at, deadline.clock, _ByteBudget(self.options.max_collection_bytes)
+        )
+        try:
+            return self._fetch_window(base, limits, _WindowBuilder(on_page))
+        except ApiError as error:
+            # A page's error is raised again from its future in frames that hold that
+            # future (the paging loop here, the collector's wait): error -> traceback ->
+            # frame -> future -> error is a cycle, which the raised gc threshold (cli)
+            # leaves for many scrapes. Cut from the frames that hold the pages read, the
+            # error keeps none of them alive, in a cycle or not.
+            raise error.with_traceback(None) from None
+
+    def _fetch_window(
+        self, base: dict[str, ParamValue], deadline: Deadline, window: "_WindowBuilder"
+    ) -> TaskWindow:
         first = self._fetch_page(base, 0, deadline)
         if len(first.tasks) >= self.options.page_size:
             self._fetch_rest(base, first, deadline, window)
@@ -403,7 +426,28 @@ class ApiClient:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise ApiError("timeout", "no time left in the scrape's deadline")
-        timeout = min(self.options.request_timeout, remaining)
+        # The watchdog ends the exchange at the deadline; the socket timeout still bounds
+        # each connect and read, as the request timeout promises.
+        with self._watchdog.guard(remaining) as guard:
+            try:
+                body, request_id = self._exchange(
+                    form, deadline, min(self.options.request_timeout, remaining)
+                )
+            except Exception:
+                # Whatever the shutdown broke (a read, a parse, a send) is the deadline's doing.
+                if guard.fired:
+                    raise _ended(deadline) from None
+                raise
+            # A shutdown can also pass for the end of an answer (a status line or a
+            # trailer cut short reads as complete): nothing read after it is trusted.
+            if guard.fired:
+                raise _ended(deadline)
+        return _decode(body, request_id, self._private_key.get_secret_value())
+
+    def _exchange(
+        self, form: dict[str, str], deadline: Deadline, timeout: float
+    ) -> tuple[bytes, str | None]:
+        """Send one request; its answer's body and request id. The caller's guard bounds it."""
         try:
             request = self._request.copy()
             # Encoded here: requests' own form encoding checks each value's type, per page.
@@ -427,51 +471,96 @@ class ApiClient:
                 raise _RetryableError(http_error, retry_after)
             if status != 200:
                 raise ApiError("http_error", f"HTTP {status}", request_id)
-            body = self._read_body(response, deadline)
-        return _decode(body, request_id, self._private_key.get_secret_value())
+            try:
+                return self._read_body(response, deadline), request_id
+            except ApiError as error:  # a body cut short or too large: support wants the id
+                error.request_id = request_id
+                raise
+            except _RetryableError as retryable:
+                retryable.error.request_id = request_id
+                raise
 
     def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
-        """Read the whole body, but never past the deadline or the size cap.
+        """Read the whole body, but never past the size caps.
 
-        A socket timeout bounds each read, not the whole body: a gateway that drips a
-        byte a second would hold the scrape for ever. So before every read the socket's
-        timeout is set to the time left (or the request timeout, if sooner), and no
-        read can end after the deadline.
+        The deadline is the watchdog's to enforce; the socket timeout bounds each read.
+        Every byte counts against the answer's cap and the collection's budget. A reset
+        or close mid-body is a connection error worth retrying, as at connect time.
         """
         limit = self.options.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
+        budget = deadline.budget if isinstance(deadline, _CollectionDeadline) else None
         raw = response.raw
         sock = getattr(raw.connection, "sock", None)
+        if sock is not None:  # the headers were read with the time left at the start
+            sock.settimeout(self.options.request_timeout)
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
-                remaining = deadline.remaining()
-                if remaining <= 0:
-                    break
-                if sock is not None:
-                    sock.settimeout(min(self.options.request_timeout, remaining))
                 chunk = raw.read1(_READ_CHUNK, decode_content=True)
                 if not chunk:
                     return b"".join(chunks)
                 size += len(chunk)
                 if size > limit:
                     raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
+                if budget is not None:
+                    budget.spend(len(chunk))
                 chunks.append(chunk)
         except (TimeoutError, urllib3.exceptions.TimeoutError):
-            if not deadline.expired:
-                raise ApiError(
-                    "timeout", f"no data for {self.options.request_timeout:.1f}s"
-                ) from None
+            raise ApiError("timeout", f"no data for {self.options.request_timeout:.1f}s") from None
         except ApiError:
-            raise  # the size cap's, as it is
-        except (OSError, ValueError, requests.RequestException) as error:
-            raise ApiError("connection_error", _describe(error)) from None
-        except Exception as error:  # urllib3's protocol and decoding errors share no base class
+            raise  # a size cap's, as it is
+        except (
+            OSError,
+            urllib3.exceptions.ProtocolError,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
+            failure = ApiError("connection_error", _describe(error))
+            raise _RetryableError(failure, None) from None
+        except Exception as error:  # urllib3's decoding errors share no base class
             raise ApiError("invalid_response", _describe(error)) from None
-        raise ApiError("timeout", f"answer not read within the deadline ({size} bytes read)")
+
+
+def _ended(deadline: Deadline) -> ApiError:
+    """The error of a request that the watchdog ended: its deadline, or the client's close."""
+    if deadline.expired:
+        return ApiError("timeout", "exchange not finished within the deadline, connection closed")
+    return ApiError("timeout", "request ended: the client is closing")
+
+
+class _ByteBudget:
+    """The bytes that one collection's answers may still use, shared by its page threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def spend(self, size: int) -> None:
+        """Count ``size`` bytes read; past the limit, the collection fails."""
+        with self._lock:
+            self._used += size
+            exceeded = self._used > self._limit
+        if exceeded:
+            raise ApiError(
+                "invalid_response",
+                f"answers exceed max_collection_bytes ({self._limit} bytes) for one collection",
+            )
+
+
+@dataclass(frozen=True)
+class _CollectionDeadline(Deadline):
+    """A collection's deadline, carrying the byte budget its pages share down to each read.
+
+    It travels through the paging and retry code as the deadline it is, so that neither
+    needs to know of the budget.
+    """
+
+    budget: _ByteBudget | None = field(default=None, compare=False)
 
 
 class _Paging:

@@ -164,31 +164,46 @@ class PrefetchCollector(Collector):
     def _wait(
         self, target: Target, future: "Future[Collection]", deadline: Deadline, started: float
     ) -> _Outcome:
+        # exception(), not result(): raised here, the error's traceback would take in
+        # these frames, which hold its future, a cycle keeping the failed collection's
+        # pages and summary alive until a full collection, many scrapes later.
         try:
-            collection = future.result(timeout=deadline.remaining())
+            error = future.exception(timeout=deadline.remaining())
         except FutureTimeout:
             return self._failed(target, started, "timeout", "no answer within the scrape deadline")
-        except ShutdownError as error:
+        if isinstance(error, ShutdownError):
             return self._failed(target, started, "shutdown", str(error))
-        except ApiError as error:
-            return self._failed(target, started, error.reason, error.detail)
-        except Exception:  # a bug here must cost one target, not the whole scrape
-            log.exception("collection failed unexpectedly", extra={"fields": _fields(target)})
+        if isinstance(error, ApiError):
+            return self._failed(target, started, error.reason, error.detail, error.request_id)
+        if error is not None:  # a bug here must cost one target, not the whole scrape
+            log.error(
+                "collection failed unexpectedly", exc_info=error, extra={"fields": _fields(target)}
+            )
             return self._failed(target, started, "internal_error", "see the traceback above")
+        collection = future.result()
         with self._lock:
             self._last_success[target] = collection.finished_at
         seconds = time.monotonic() - started
         log.debug("collected", extra={"fields": {**_fields(target), "duration_seconds": seconds}})
         return _Outcome(target, seconds, collection)
 
-    def _failed(self, target: Target, started: float, reason: str, detail: str) -> _Outcome:
+    def _failed(
+        self,
+        target: Target,
+        started: float,
+        reason: str,
+        detail: str,
+        request_id: str | None = None,
+    ) -> _Outcome:
         seconds = time.monotonic() - started
-        fields = {
+        fields: dict[str, object] = {
             **_fields(target),
             "reason": reason,
             "duration_seconds": seconds,
             "detail": detail,
         }
+        if request_id is not None:  # what the provider's support asks for
+            fields["request_id"] = request_id
         log.warning("collection failed", extra={"fields": fields})
         return _Outcome(target, seconds, None)
 

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest API answer accepted, in bytes"
     )
+    max_collection_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="most bytes of answers read for one target's collection; more is an error",
+    )
     max_api_requests_per_second: float = Field(
         0,
         ge=0,

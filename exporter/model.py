@@ -72,3 +72,5 @@ def decode_response(body: bytes) -> TaskListResponse:
         raise InvalidResponseError(str(error)) from None
     except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
         raise InvalidResponseError("JSON is malformed: a string is not valid UTF-8") from None
+    except RecursionError:  # msgspec walks nesting on the C stack, even in skipped fields
+        raise InvalidResponseError("JSON is nested too deeply") from None
