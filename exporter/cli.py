@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import generate_latest
 from prometheus_client.gc_collector import GCCollector
@@ -306,7 +307,7 @@ def serve(
             "fields": {
                 "version": __version__,
                 "address": server.url,
-                "api_url": settings.api_url,
+                "api_url": _without_credentials(settings.api_url),
                 "targets": ",".join(f"{t.project_label}/{t.platform}" for t in settings.targets),
             }
         },
@@ -314,6 +315,14 @@ def serve(
     _settle_garbage_collector()
     server.serve_forever()
     return 0
+
+
+def _without_credentials(url: str) -> str:
+    """The URL to log: a user name and password in it stay out of the logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="<redacted>@" + parts.netloc.rpartition("@")[2]))
 
 
 def _exit_after(seconds: float) -> threading.Timer:
@@ -379,7 +388,8 @@ def check_config(settings: Settings, client: ApiClient) -> int:
             reachable, tasks = "yes", str(count)
         except ApiError as error:
             failures += 1
-            reachable, tasks = f"no ({error.reason}: {error.detail})", "-"
+            request = f"; request {error.request_id}" if error.request_id else ""
+            reachable, tasks = f"no ({error.reason}: {error.detail}{request})", "-"
         elapsed = f"{time.monotonic() - started:.2f}s"
         rows.append((f"{target.project_label}/{target.platform}", reachable, tasks, elapsed))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from conftest import REPO, ExporterProcess, exporter_args, samples
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,6 +71,8 @@ def test_check_config_exits_1_and_says_why_when_a_target_fails(
     assert result.returncode == 1
     failing = next(line for line in result.stdout.splitlines() if line.startswith("web/dcdn"))
     assert "no (api_error: RetCode 171" in failing
+    # The gateway's X-UCLOUD-REQUEST-UUID, what the provider's support asks for.
+    assert re.search(rf"; request {UUID}\)", failing)
 
 
 def test_once_writes_the_exposition_to_stdout(simulator: Callable[..., SimulatedApi]) -> None:
@@ -119,3 +124,18 @@ def test_json_logs_are_one_object_per_line(
     assert failure["reason"] == "invalid_response"
     assert failure["project_id"] == "default"
     assert isinstance(failure["duration_seconds"], float)
+    assert re.fullmatch(UUID, failure["request_id"])  # the answer's X-UCLOUD-REQUEST-UUID
+
+
+def test_credentials_in_the_api_url_stay_out_of_the_start_up_log(
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+) -> None:
+    api = simulator(dataset(0))
+    password = "url-password-3b9f1c"
+    url = api.url.replace("http://", f"http://gateway-user:{password}@")
+    exporter = start_exporter(*exporter_args(api), "--api-url", url)
+    assert exporter.scrape().status_code == 200
+    exporter.stop()
+    log = exporter.log()
+    assert "msg=started" in log and "<redacted>@127.0.0.1" in log
+    assert password not in log and "gateway-user" not in log
