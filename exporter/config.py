@@ -163,7 +163,11 @@ class Settings(BaseSettings):
         description="timeout of one API request (connect and each read)",
     )
     max_retries: int = Field(
-        2, ge=0, le=10, description="retries of a request after a connection error, 429 or 5xx"
+        2,
+        ge=0,
+        le=10,
+        description="retries of a request after a connection error, HTTP 429 or 5xx, or "
+        "RetCode 153 (rate limited), 110, 130 or 150",
     )
     max_response_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="largest API answer accepted, in bytes"

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, Settings, Target, load_settings, parse_listen_address
+from exporter.config import (
+    ConfigError,
+    Settings,
+    Target,
+    env_name,
+    flag_name,
+    load_settings,
+    parse_listen_address,
+)
+
+REPO = Path(__file__).resolve().parent.parent
 
 CANARY = "canary-private-5c1e0a77"
 
@@ -163,3 +173,18 @@ def test_a_mistyped_flag_is_one_line_that_does_not_echo_the_key() -> None:
     result = run_cli(f"--private-kye={CANARY}")
     assert result.returncode == 2
     assert CANARY not in result.stderr + result.stdout
+
+
+def test_the_readme_lists_every_setting_with_its_flag_and_default() -> None:
+    rows = {
+        line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:4]]
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("| `UCDN_EXPORTER_")
+    }
+    assert set(rows) == {env_name(name) for name in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        flag, default = rows[env_name(name)]
+        assert flag == f"`{flag_name(name)}`"
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            assert default == f"`{value}`", name

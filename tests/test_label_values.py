@@ -134,7 +134,9 @@ def huge_exposition() -> Iterator[str]:
         }
     )  # fmt: skip
     api = SimulatedApi(PUBLIC_KEY, CANARY, dataset).start()
-    client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=ClientOptions())
+    # Each answer carries a 50 MB value: above the default byte cap of one collection.
+    options = ClientOptions(max_response_bytes=128 << 20, max_collection_bytes=128 << 20)
+    client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=options)
     collector = PrefetchCollector(client, [Target("", "cdn"), Target("", "dcdn")])
     try:
         metrics = collector.collect_within(Deadline.after(60))

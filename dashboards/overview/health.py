@@ -101,7 +101,9 @@ def api_requests() -> timeseries.Panel:
             "recording rule; all targets together, this counter has no per-target labels). "
             "timeout or connection_error: network or gateway trouble; http_error: the "
             "gateway answered 4xx/5xx; api_error: a non-zero RetCode (keys, permissions, "
-            "project id); invalid_response: an answer the exporter could not parse."
+            "project id); invalid_response: an answer the exporter could not parse; "
+            "rate_limited: the gateway's rate limit (RetCode 153), see "
+            "MAX_API_REQUESTS_PER_SECOND."
         )
         .with_target(query("job_outcome:ucdn_prefetch_api_requests:rate5m", "{{outcome}}"))
         .unit(units.RequestsPerSecond)
