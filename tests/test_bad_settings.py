@@ -307,6 +307,7 @@ def test_help_keeps_numbers_whole_and_lists_choices_and_key_sources(
     assert "--log.level" in flat and "--log.format" in flat
 
 
+@pytest.mark.e2e
 def test_the_largest_max_requests_really_starts(
     simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
 ) -> None:
@@ -315,6 +316,7 @@ def test_the_largest_max_requests_really_starts(
     assert exporter.scrape().status_code == 200
 
 
+@pytest.mark.e2e
 def test_threads_the_process_cannot_start_are_one_line_and_a_quick_exit() -> None:
     # 1 GB of address space holds the interpreter but not 1040 thread stacks of 8 MB.
     def limit_address_space() -> None:

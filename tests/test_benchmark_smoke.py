@@ -7,7 +7,10 @@ the script that produces the README's Performance figures from rotting.
 import subprocess
 import sys
 
-from tests.conftest import REPO
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.e2e
 
 FIGURES = (
     "### 1. CPU of one scrape",

@@ -9,9 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import REPO, ExporterProcess, exporter_args, samples
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+
+pytestmark = pytest.mark.e2e
 
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

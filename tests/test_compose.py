@@ -11,6 +11,8 @@ import pytest
 import yaml
 from conftest import promtool
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "docker-compose.yml"

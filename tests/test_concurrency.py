@@ -23,6 +23,8 @@ from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 
+pytestmark = pytest.mark.e2e
+
 PARALLEL = 20
 TARGETS = {("web", False): 15, ("web", True): 9, ("shop", False): 4}
 

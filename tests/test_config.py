@@ -126,6 +126,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+@pytest.mark.e2e
 def test_invalid_setting_exits_2_with_one_line_and_no_secret() -> None:
     result = run_cli(
         "--page-size",
@@ -140,6 +141,7 @@ def test_invalid_setting_exits_2_with_one_line_and_no_secret() -> None:
     assert CANARY not in result.stderr + result.stdout
 
 
+@pytest.mark.e2e
 def test_missing_keys_exit_2() -> None:
     result = run_cli()
     assert result.returncode == 2
@@ -147,6 +149,7 @@ def test_missing_keys_exit_2() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_help_lists_every_setting_with_its_variable() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
@@ -158,12 +161,14 @@ def test_help_lists_every_setting_with_its_variable() -> None:
     assert "default 86400" in text
 
 
+@pytest.mark.e2e
 def test_version_comes_from_package_metadata() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"ucdn-prefetch-exporter {version('ucdn-prefetch-exporter')}"
 
 
+@pytest.mark.e2e
 def test_a_mistyped_flag_is_one_line_that_does_not_echo_the_key() -> None:
     result = run_cli("--private-kye", CANARY)
     assert result.returncode == 2

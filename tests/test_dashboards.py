@@ -85,6 +85,7 @@ def alert_threshold(name: str) -> float:
     return float(re.findall(r">\s*([0-9.]+)", expr)[0])
 
 
+@pytest.mark.e2e
 def test_committed_json_is_what_the_script_generates() -> None:
     assert load_generator().render() == DASHBOARD.read_text()
     result = subprocess.run(
@@ -97,6 +98,7 @@ def test_committed_json_is_what_the_script_generates() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_check_mode_fails_on_a_stale_copy_and_writing_fixes_it(tmp_path: Path) -> None:
     stale = tmp_path / "dashboard.json"
     stale.write_text(DASHBOARD.read_text().replace("Tasks by status", "Tasks"))

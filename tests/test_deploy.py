@@ -22,6 +22,8 @@ from pydantic import AliasChoices
 
 from exporter.config import DEFAULT_PORT, ENV_PREFIX, Settings, env_name, load_settings
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SYSTEMD = ROOT / "deploy" / "systemd"

@@ -16,6 +16,8 @@ from conftest import FIXTURES, ExporterProcess, exporter_args, samples
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 
+pytestmark = pytest.mark.e2e
+
 STATUS_NAMES = {"success", "wait", "process", "failure"}
 CAP = 40
 

@@ -30,6 +30,8 @@ from faultkit import (
 
 from exporter.simulator import SimulatedApi, WrongTypes, generate_tasks
 
+pytestmark = pytest.mark.e2e
+
 SCRAPE_TIMEOUT = 2.0  # the header Prometheus sends; the deadline is 1.5 s with the 0.5 s offset
 DID_NOT_HANG = 3.5  # generous: a 2 s scrape timeout must never take this long
 MAX_RETRIES = 2

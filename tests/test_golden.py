@@ -25,6 +25,8 @@ from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
 
+pytestmark = pytest.mark.system
+
 GOLDEN = FIXTURES / "golden.prom"
 NOW = 1_790_000_000
 DURATION = re.compile(rb"^(ucdn_prefetch_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)

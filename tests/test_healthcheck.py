@@ -9,10 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
+import pytest
 import trustme
 from conftest import REPO, ExporterProcess, exporter_args, free_port
 
 from exporter.simulator import SimulatedApi
+
+pytestmark = pytest.mark.e2e
 
 
 def healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

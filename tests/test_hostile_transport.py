@@ -34,6 +34,8 @@ from pydantic import SecretStr
 from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.deadline import Deadline
 
+pytestmark = pytest.mark.e2e
+
 DEADLINE = 1.5
 MARGIN = 1.5  # a shared, noisy machine
 TASK = {"TaskId": "t-1", "CreateTime": 1000, "Status": "success", "UrlLists": []}

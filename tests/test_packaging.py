@@ -33,6 +33,8 @@ import pytest
 
 from exporter.config import DEFAULT_PORT
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 START_TIMEOUT_SECONDS = 60.0  # generous: two shared cores, and pydantic imports are not free

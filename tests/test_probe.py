@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from conftest import ExporterProcess, exporter_args, samples, url_entry
 
 from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
-from tests.conftest import ExporterProcess, exporter_args, samples, url_entry
+
+pytestmark = pytest.mark.e2e
 
 NOW = int(time.time())  # the exporter's window ends at its own wall clock
 STATUSES = ("success", "failure", "process", "wait", "unknow")

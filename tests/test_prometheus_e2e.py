@@ -26,6 +26,8 @@ import requests
 import yaml
 from conftest import ExporterProcess, free_port, installed, stop_process, wait_until_ready
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ucdn-prefetch-overview.json"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import promtool
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "prometheus" / "rules_test.yml"

@@ -31,6 +31,8 @@ from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets
 from exporter.signature import sign
 from exporter.simulator import SimulatedApi
 
+pytestmark = pytest.mark.e2e
+
 FAULTS: list[tuple[str, Callable[[SimulatedApi], None]]] = [
     ("healthy", lambda api: None),
     ("slow", lambda api: api.faults.delay(5)),

@@ -18,10 +18,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import requests
+from conftest import ExporterProcess, exporter_args, samples
 
 from exporter.cli import SHUTDOWN_GRACE_SECONDS
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
-from tests.conftest import ExporterProcess, exporter_args, samples
+
+pytestmark = pytest.mark.e2e
 
 MARGIN = 1.5  # seconds on top of the bound: process start-up noise on a busy machine
 NOW = int(time.time())

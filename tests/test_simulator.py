@@ -790,6 +790,7 @@ def test_the_request_log_counts_by_target(api: SimulatedApi) -> None:
 # --- command line
 
 
+@pytest.mark.e2e
 def test_command_line_serves_generated_tasks_until_sigterm() -> None:
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process = subprocess.Popen(
@@ -827,6 +828,7 @@ def test_command_line_serves_generated_tasks_until_sigterm() -> None:
         process.wait()
 
 
+@pytest.mark.e2e
 def test_command_line_rejects_a_bad_listen_address() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "exporter.simulator", "--listen", "nowhere"],

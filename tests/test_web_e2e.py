@@ -16,6 +16,8 @@ from conftest import REPO, ExporterProcess, free_port
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 
+pytestmark = pytest.mark.e2e
+
 PASSWORD = "correct horse battery staple"
 
 

@@ -26,6 +26,8 @@ import trustme
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.webserver import WebServer
 
+pytestmark = pytest.mark.e2e
+
 HEADER_TIMEOUT = 3.0
 # Generous for a shared, noisy machine; the defects measured 9 to 29 s.
 NORMAL_LATENCY_BOUND = 2.0
