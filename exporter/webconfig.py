@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import ssl
-import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -49,6 +48,8 @@ import bcrypt
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
+
+from exporter.config import regular_file_problem
 
 _log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> N
         ("client_ca_file", tls.client_ca_file),
     )
     for key, path in files:
-        problem = _regular_file_problem(path) if path is not None else None
+        problem = regular_file_problem(path) if path is not None else None
         if problem:
             raise WebConfigError(f"tls_server_config.{key}: {path} {problem}")
 
@@ -319,19 +320,6 @@ def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> N
             f"tls_server_config: cannot load cert_file {cert_file} with key_file "
             f"{key_file} ({err.reason or 'not a matching PEM certificate and key'})"
         ) from None
-
-
-def _regular_file_problem(path: Path) -> str | None:
-    # os.access alone passes a directory (then a traceback) and a FIFO (then a hang).
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        return f"cannot be read ({(err.strerror or 'error').lower()})"
-    if not stat.S_ISREG(mode):
-        return "is not a regular file"
-    if not os.access(path, os.R_OK, effective_ids=True):
-        return "cannot be read (permission denied)"
-    return None
 
 
 def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
@@ -358,7 +346,7 @@ def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read, validate and load a web configuration file; raise WebConfigError if unusable."""
     config_path = Path(path)
-    problem = _regular_file_problem(config_path)
+    problem = regular_file_problem(config_path)
     if problem:
         raise WebConfigError(f"web config {config_path}: {problem}")
     try:

@@ -72,36 +72,14 @@ def test_plain_http_by_environment(
     assert result.stderr == ""
 
 
-def test_tls_is_followed_from_the_web_config(
+@pytest.mark.parametrize("auth", [False, True], ids=["tls", "tls-and-basic-auth"])
+def test_tls_is_followed_from_the_web_config_and_needs_no_password_or_api_key(
+    auth: bool,
     tmp_path: Path,
     simulator: Callable[..., SimulatedApi],
     start_exporter: Callable[..., ExporterProcess],
 ) -> None:
-    web_config, _ = tls_web_config(tmp_path, auth=False)
-    exporter = start_exporter(
-        *exporter_args(simulator()), "--web.config.file", str(web_config), wait=False
-    )
-    wait_for_port(exporter)
-    result = healthcheck(
-        env={
-            "UCDN_EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{exporter.port}",
-            "UCDN_EXPORTER_WEB_CONFIG_FILE": str(web_config),
-        }
-    )
-    assert result.returncode == 0, result.stderr
-    assert "https://127.0.0.1:" in result.stdout and "answered 200" in result.stdout
-    # Without the web config it speaks plain HTTP to a TLS port: that is not healthy.
-    plain = healthcheck("--listen-address", f"127.0.0.1:{exporter.port}")
-    assert plain.returncode == 1
-    assert len(plain.stderr.strip().splitlines()) == 1
-
-
-def test_tls_and_basic_auth_need_no_password_and_no_api_key(
-    tmp_path: Path,
-    simulator: Callable[..., SimulatedApi],
-    start_exporter: Callable[..., ExporterProcess],
-) -> None:
-    web_config, _ = tls_web_config(tmp_path)
+    web_config, _ = tls_web_config(tmp_path, auth=auth)
     exporter = start_exporter(
         *exporter_args(simulator()), "--web.config.file", str(web_config), wait=False
     )
