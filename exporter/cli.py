@@ -36,7 +36,6 @@ from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Settings, env_name, flag_name, load_settings
 from exporter.deadline import Deadline
 from exporter.logs import configure_logging
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, LiveDataset, SimulatedApi
 from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
@@ -194,6 +193,15 @@ def _upstream(settings: Settings) -> Iterator[Settings]:
     if not settings.demo:
         yield settings
         return
+    # Imported here: the simulator (and http.server with it) is for --demo alone, and a
+    # normal start should neither load it nor pay for it.
+    from exporter.simulator import (  # noqa: PLC0415
+        DEMO_PRIVATE_KEY,
+        DEMO_PUBLIC_KEY,
+        LiveDataset,
+        SimulatedApi,
+    )
+
     simulator = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, LiveDataset()).start()
     log.info("demo mode: simulated API", extra={"fields": {"url": simulator.url}})
     try:

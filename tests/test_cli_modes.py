@@ -142,3 +142,12 @@ def test_credentials_in_the_api_url_stay_out_of_the_start_up_log(
     log = exporter.log()
     assert "msg=started" in log and "<redacted>@127.0.0.1" in log
     assert password not in log and "gateway-user" not in log
+
+
+def test_a_normal_start_loads_no_simulator_code() -> None:
+    # The simulator is for --demo alone: the command line must not import it up front.
+    probe = "import sys, exporter.cli; print('exporter.simulator' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "False"
