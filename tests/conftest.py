@@ -17,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
+from exporter.webserver import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -194,3 +195,19 @@ def exporter_args(api: SimulatedApi, *extra: str) -> list[str]:
         DEMO_PRIVATE_KEY,
         *extra,
     ]
+
+
+@pytest.fixture
+def serve() -> Iterator[list[WebServer]]:
+    """Web servers a test starts with :func:`started`; each is stopped afterwards."""
+    servers: list[WebServer] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def started(servers: list[WebServer], server: WebServer) -> WebServer:
+    """Start ``server`` and hand it to the :func:`serve` fixture to stop."""
+    servers.append(server)
+    server.start()
+    return server

@@ -6,7 +6,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -15,6 +15,7 @@ import bcrypt
 import pytest
 import requests
 import trustme
+from conftest import started
 
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.webserver import WebServer
@@ -69,21 +70,6 @@ def tls_config(tmp_path: Path, extra: str = "") -> WebConfig:
     return web_config(
         tmp_path, f"tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n{extra}"
     )
-
-
-@pytest.fixture
-def serve() -> Iterator[list[WebServer]]:
-    """Start servers through serve_list.append(...) style: the fixture stops them all."""
-    servers: list[WebServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def started(servers: list[WebServer], server: WebServer) -> WebServer:
-    servers.append(server)
-    server.start()
-    return server
 
 
 def test_plain_http_serves_the_app(serve: list[WebServer]) -> None:

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -22,6 +22,7 @@ import bcrypt
 import pytest
 import requests
 import trustme
+from conftest import started
 
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.webserver import WebServer
@@ -37,20 +38,6 @@ def hello_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterab
     body = f"hello {environ['PATH_INFO']}\n".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-
-
-@pytest.fixture
-def serve() -> Iterator[list[WebServer]]:
-    servers: list[WebServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def started(servers: list[WebServer], server: WebServer) -> WebServer:
-    servers.append(server)
-    server.start()
-    return server
 
 
 def web_config(tmp_path: Path, text: str) -> WebConfig:
