@@ -27,11 +27,17 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.deadline import Deadline
-from exporter.model import InvalidResponseError, TaskInfo, TaskListResponse, decode_response
+from exporter.model import (
+    PREFETCH_ACTION,
+    InvalidResponseError,
+    TaskInfo,
+    TaskListResponse,
+    decode_response,
+)
 from exporter.signature import ParamValue, signed_form
 from exporter.watchdog import GuardedAdapter, Watchdog
 
-ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
+ACTION: Final = PREFETCH_ACTION
 Outcome = Literal[
     "ok",
     "http_error",

@@ -17,6 +17,20 @@ from typing import Annotated, Final
 
 import msgspec
 
+PREFETCH_ACTION: Final = "DescribeNewUcdnPrefetchCacheTask"
+REFRESH_ACTION: Final = "DescribeNewUcdnRefreshCacheTask"
+DOMAINS_ACTION: Final = "GetUcdnDomainInfoList"
+QUOTA_ACTION: Final = "GetUcdnDomainPrefetchRefreshState"
+PREFETCH_ENABLE_ACTION: Final = "GetUcdnDomainPrefetchEnable"
+# Every action the exporter calls, in the order the request counter lists them.
+ACTIONS: Final = (
+    PREFETCH_ACTION,
+    REFRESH_ACTION,
+    DOMAINS_ACTION,
+    QUOTA_ACTION,
+    PREFETCH_ENABLE_ACTION,
+)
+
 STATUSES: Final = ("success", "wait", "process", "failure", "unknown")
 FINISHED: Final = frozenset({"success", "failure"})
 UNFINISHED: Final = frozenset({"wait", "process"})
@@ -39,11 +53,12 @@ class UrlProgress(msgspec.Struct, rename="pascal", gc=False):
 
 
 class TaskInfo(msgspec.Struct, rename="pascal", gc=False):
-    """One prefetch task (``TaskInfo``)."""
+    """One prefetch or refresh task (``TaskInfo``); only a refresh task has a ``Type``."""
 
     task_id: str | None = None
     create_time: Int64 = 0
     status: str | None = None
+    type: str | None = None  # refresh only: "file" or "dir" (documented as deprecated)
     url_lists: list[UrlProgress] = msgspec.field(default_factory=list)
 
 
@@ -55,6 +70,46 @@ class TaskListResponse(msgspec.Struct, rename="pascal"):
     message: str | None = None  # an error answer may carry "Message": null
     total_count: Int64 | None = None
     task_list: list[TaskInfo] = msgspec.field(default_factory=list)
+
+
+class DomainInfo(msgspec.Struct, rename="pascal", gc=False):
+    """One domain of a project (``GetUcdnDomainInfoList``'s ``DomainInfoList``)."""
+
+    domain: str = ""
+    domain_id: str = ""
+
+
+class DomainListResponse(msgspec.Struct, rename="pascal"):
+    """The whole answer of ``GetUcdnDomainInfoList``: one page of a project's domains."""
+
+    ret_code: Int64
+    action: str = ""
+    message: str | None = None
+    total_count: Int64 | None = None
+    domain_info_list: list[DomainInfo] = msgspec.field(default_factory=list)
+
+
+class QuotaResponse(msgspec.Struct, rename="pascal"):
+    """The answer of ``GetUcdnDomainPrefetchRefreshState``: a domain's daily quotas and use."""
+
+    ret_code: Int64
+    action: str = ""
+    message: str | None = None
+    prefetch_quota: Int64 = 0
+    submit_prefetch_count: Int64 = 0
+    refresh_file_quota: Int64 = 0
+    submit_refresh_file: Int64 = 0
+    refresh_dir_quota: Int64 = 0
+    submit_refresh_dir: Int64 = 0
+
+
+class PrefetchEnableResponse(msgspec.Struct, rename="pascal"):
+    """The answer of ``GetUcdnDomainPrefetchEnable``: ``Enable`` is 1 when prefetch is on."""
+
+    ret_code: Int64
+    action: str = ""
+    message: str | None = None
+    enable: Int64 = 0
 
 
 class InvalidResponseError(ValueError):
