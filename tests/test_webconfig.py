@@ -12,7 +12,8 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.webconfig import AuthVerdict, BasicAuth, WebConfigError, load_web_config
+from exporter.webauth import AuthVerdict, BasicAuth
+from exporter.webconfig import WebConfigError, load_web_config
 
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
