@@ -135,8 +135,9 @@ class PrefetchCollector(Collector):
         build_info, api_requests = _exporter_families()
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
-        for name in OUTCOMES:
-            api_requests.add_metric([name], counts[name])
+        for name in OUTCOMES:  # summed over actions until the per-action family replaces it
+            total = sum(count for (_, outcome), count in counts.items() if outcome == name)
+            api_requests.add_metric([name], total)
         return [build_info, api_requests]
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ or print as a float: ``"17"`` and ``17.0`` are the integer 17, and ``"RetCode": 
 is success.
 """
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
@@ -116,13 +116,26 @@ class InvalidResponseError(ValueError):
     """The answer is not JSON, or not the shape above; the message names where, never a value."""
 
 
-_DECODER: Final = msgspec.json.Decoder(TaskListResponse, strict=False)
+# The answer shapes, one per kind of action; every one carries RetCode and Message.
+Answer = TypeVar(
+    "Answer", TaskListResponse, DomainListResponse, QuotaResponse, PrefetchEnableResponse
+)
+_DECODERS: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {
+    shape: msgspec.json.Decoder(shape, strict=False)
+    for shape in (TaskListResponse, DomainListResponse, QuotaResponse, PrefetchEnableResponse)
+}
 
 
 def decode_response(body: bytes) -> TaskListResponse:
-    """The validated answer in ``body``, or :class:`InvalidResponseError`."""
+    """The validated task list answer in ``body``, or :class:`InvalidResponseError`."""
+    return decode_answer(body, TaskListResponse)
+
+
+def decode_answer(body: bytes, shape: type[Answer]) -> Answer:
+    """The validated answer of shape ``shape`` in ``body``, or :class:`InvalidResponseError`."""
+    decoder: msgspec.json.Decoder[Answer] = _DECODERS[shape]
     try:
-        return _DECODER.decode(body)
+        return decoder.decode(body)
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError too
         raise InvalidResponseError(str(error)) from None
     except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter.client import ApiClient, ApiError, ClientOptions, RateLimit, RequestStats
+from exporter.client import OUTCOMES, ApiClient, ApiError, ClientOptions, RateLimit, RequestStats
 from exporter.deadline import Deadline
-from exporter.model import decode_response
+from exporter.model import ACTIONS, PREFETCH_ACTION, decode_response
 from exporter.simulator import (
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
@@ -90,9 +90,9 @@ def test_rate_limited_answers_are_retried_and_counted(
     assert len(window.tasks) == 5
     assert api.request_count() == 3
     stats = client.stats.snapshot()
-    assert stats["rate_limited"] == 2
-    assert stats["ok"] == 1
-    assert stats["api_error"] == 0
+    assert stats[PREFETCH_ACTION, "rate_limited"] == 2
+    assert stats[PREFETCH_ACTION, "ok"] == 1
+    assert stats[PREFETCH_ACTION, "api_error"] == 0
 
 
 def test_a_lasting_rate_limit_fails_as_rate_limited_within_the_deadline(
@@ -117,7 +117,7 @@ def test_passing_gateway_faults_are_retried_as_api_errors(
     client = client_for(api.url)
     assert len(fetch(client).tasks) == 5
     assert api.request_count() == 2
-    assert client.stats.snapshot()["api_error"] == 1
+    assert client.stats.snapshot()[PREFETCH_ACTION, "api_error"] == 1
 
 
 @pytest.mark.parametrize("code", [160, 161, 171, 172, 292, 294, 299])
@@ -215,7 +215,7 @@ def test_a_wait_for_a_slot_past_the_deadline_fails_at_once_and_none_overruns(
     # Those without a slot failed at once rather than sleeping into their deadline.
     assert all(seconds < 0.5 for outcome, seconds in results if outcome == "timeout")
     assert api.request_count() == 3
-    assert client.stats.snapshot()["timeout"] == 5
+    assert client.stats.snapshot()[PREFETCH_ACTION, "timeout"] == 5
 
 
 def test_a_rate_limit_of_zero_is_no_limit() -> None:
@@ -321,8 +321,9 @@ class RawGateway:
                     if not chunk:
                         break
                     body += chunk
-                connection.sendall(self._response)
+                # Counted before sending: the client may be done before sendall returns.
                 self.answers += 1
+                connection.sendall(self._response)
 
     def close(self) -> None:
         self._stop.set()
@@ -560,7 +561,10 @@ def test_a_failed_page_when_total_count_is_too_low_fails_the_target(
     assert (error.reason, error.detail) == ("http_error", "HTTP 404")
 
 
-def test_request_stats_count_every_outcome_from_zero() -> None:
-    snapshot = RequestStats().snapshot()
-    assert list(snapshot)[-1] == "rate_limited"
-    assert set(snapshot.values()) == {0}
+def test_request_stats_count_every_action_and_outcome_from_zero() -> None:
+    stats = RequestStats()
+    assert list(stats.snapshot()) == [(a, o) for a in ACTIONS for o in OUTCOMES]
+    assert set(stats.snapshot().values()) == {0}
+    stats.record(ACTIONS[2], "rate_limited")
+    counted = {key for key, count in stats.snapshot().items() if count}
+    assert counted == {(ACTIONS[2], "rate_limited")}

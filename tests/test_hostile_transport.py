@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.deadline import Deadline
+from exporter.model import PREFETCH_ACTION
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +99,7 @@ def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
         assert closed <= deadline.at + MARGIN
         # Nothing of the client still reads, parses or spins once the call returned.
         assert _cpu_over(1.0) < 0.3
-        assert client.stats.snapshot()["timeout"] == 1
+        assert client.stats.snapshot()[PREFETCH_ACTION, "timeout"] == 1
         # The same client still works: the next connection gets a valid answer.
         window = client.fetch_tasks(
             "", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(DEADLINE)
@@ -160,7 +161,7 @@ def test_a_connection_cut_mid_body_is_retried(gateways: list[HostileGateway], re
         client.close()
     assert [task.task_id for task in window.tasks] == ["t-1"]
     stats = client.stats.snapshot()
-    assert (stats["connection_error"], stats["ok"]) == (1, 1)
+    assert (stats[PREFETCH_ACTION, "connection_error"], stats[PREFETCH_ACTION, "ok"]) == (1, 1)
 
 
 def test_deeply_nested_json_is_an_invalid_answer(gateways: list[HostileGateway]) -> None:

@@ -32,12 +32,13 @@ from pydantic import SecretStr
 
 from exporter.aggregate import ANOMALIES, SummaryLimits
 from exporter.app import MetricsSnapshot
-from exporter.client import ApiClient, ApiError, ClientOptions, _decode
+from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.model import STATUSES
 from exporter.simulator import SimulatedApi, StaticDataset
+from exporter.transport import _decode
 
 PUBLIC, PRIVATE = "prop-public", "prop-private"
 TARGET = Target("", "cdn")

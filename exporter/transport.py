@@ -1,0 +1,342 @@
+"""One signed API call: the HTTP exchange, bounded reads, retries and backoff, the rate limit.
+
+Requests are POST form bodies, as the official SDKs send them, so that the signed
+parameters never appear in a URL, a proxy's access log or an exception message. Every
+attempt is counted by action and outcome; every answer is decoded into the shape its
+action returns, and a ``RetCode`` other than 0 becomes an :class:`ApiError`.
+"""
+
+import math
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Final, overload
+from urllib.parse import urlencode
+
+import requests
+import urllib3
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.budgets import CollectionDeadline, RateLimit
+from exporter.config import Settings
+from exporter.deadline import Deadline
+from exporter.model import Answer, InvalidResponseError, TaskListResponse, decode_answer
+from exporter.outcomes import ApiError, Outcome, RequestStats
+from exporter.redaction import SIGNATURES, describe, scrub
+from exporter.signature import ParamValue, signed_form
+from exporter.watchdog import GuardedAdapter, Watchdog
+
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+# The gateway's own "try again" codes (see the API's RetCode table): 153 is its rate
+# limit; 110 (the API timed out) and 130/150 (gateway or auth service fault) are
+# passing faults of the service. Everything else (signature, project, IAM) would fail
+# the same way on a retry.
+_RET_RATE_LIMITED: Final = 153
+_RETRY_RET_CODES: Final = frozenset({110, 130, 150, _RET_RATE_LIMITED})
+# Retry-After is the gateway's say; past this it only means "not within this scrape".
+_RETRY_AFTER_CAP_SECONDS: Final = 3600.0
+_RETRY_AFTER_DIGITS: Final = re.compile(r"[0-9]{1,10}")
+# The gateway's request id is logged as is: only a conservative alphabet gets through.
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_HEADER: Final = "X-UCLOUD-REQUEST-UUID"
+_BACKOFF_BASE_SECONDS: Final = 0.2
+_BACKOFF_CAP_SECONDS: Final = 5.0
+_READ_CHUNK: Final = 1024 * 1024
+_DETAIL_LIMIT: Final = 200
+_MESSAGE_LIMIT: Final = 120
+
+
+def _setting_default(name: str) -> Any:
+    # The settings own every default, so that a client built without them cannot drift.
+    return Settings.model_fields[name].default
+
+
+_DEFAULT_CA_BUNDLE: Final[Path | None] = _setting_default("ca_bundle")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client talks to the gateway; each default is its setting's default."""
+
+    page_size: int = _setting_default("page_size")
+    max_pages: int = _setting_default("max_pages")
+    parallel_pages: int = _setting_default("parallel_pages")
+    request_timeout: float = _setting_default("request_timeout_seconds")
+    max_retries: int = _setting_default("max_retries")
+    max_response_bytes: int = _setting_default("max_response_bytes")
+    max_collection_bytes: int = _setting_default("max_collection_bytes")
+    ca_bundle: Path | None = _DEFAULT_CA_BUNDLE
+    max_requests_per_second: float = _setting_default("max_api_requests_per_second")
+
+
+class Transport:
+    """Signed calls to one gateway, each retried within its deadline and counted.
+
+    An adapter rather than a Session: a Session would merge cookies, hooks, proxy and CA
+    variables from the environment (a stray REQUESTS_CA_BUNDLE must not change whom we
+    trust) and look for redirects, at a cost per page that shows in a scrape. Retries
+    are ours, bounded by the deadline; urllib3's know no deadline. Its connections hand
+    their sockets to the watchdog, which ends a request at its deadline whatever part of
+    the exchange it is in.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        public_key: str,
+        private_key: SecretStr,
+        *,
+        options: ClientOptions,
+        stats: RequestStats,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._public_key = public_key
+        self._private_key = private_key
+        self._options = options
+        self._stats = stats
+        self._sleep = sleep
+        self._adapter = GuardedAdapter(pool_maxsize=options.parallel_pages * 4, max_retries=0)
+        self._watchdog = Watchdog()
+        self._verify: bool | str = str(options.ca_bundle) if options.ca_bundle else True
+        # The URL and headers are parsed once; each attempt copies this and adds its body.
+        # No Accept-Encoding: http.client asks for identity, so that the size cap counts
+        # the bytes we decode and no decompression runs unbounded on a gateway's say-so.
+        headers = {
+            "User-Agent": f"ucdn-prefetch-exporter/{__version__}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        self._request = requests.Request("POST", api_url, headers=headers).prepare()
+        self._rate_limit = RateLimit(options.max_requests_per_second)
+
+    def close(self) -> None:
+        """End every request under way at once and release the connections.
+
+        Requests started afterwards end at once too, as timeouts.
+        """
+        self._watchdog.close()
+        self._adapter.close()
+
+    def call(
+        self, params: dict[str, ParamValue], deadline: Deadline, shape: type[Answer]
+    ) -> Answer:
+        """One API call (``params`` name its ``Action``) with bounded retries.
+
+        Every attempt is counted by its action and outcome, and first takes a slot of
+        the client's rate limit, within the deadline.
+        """
+        action = str(params["Action"])
+        form = signed_form(params, self._public_key, self._private_key.get_secret_value())
+        SIGNATURES.remember(form["Signature"])
+        attempt = 0
+        while True:
+            try:
+                self._wait_for_slot(deadline)
+                answer = self._attempt(form, deadline, shape)
+            except _RetryableError as retryable:
+                self._stats.record(action, retryable.error.reason)
+                wait = self._backoff(attempt, retryable.retry_after)
+                if attempt >= self._options.max_retries or wait >= deadline.remaining():
+                    raise retryable.error from None
+                self._sleep(wait)
+                attempt += 1
+            except ApiError as error:
+                self._stats.record(action, error.reason)
+                raise
+            else:
+                self._stats.record(action, "ok")
+                return answer
+
+    def _wait_for_slot(self, deadline: Deadline) -> None:
+        wait = self._rate_limit.reserve(deadline)
+        if wait > 0:
+            self._sleep(wait)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Full jitter: replicas retrying together must not hit the gateway in step.
+        jittered = random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt))
+        return max(jittered, retry_after or 0.0)
+
+    def _attempt(self, form: dict[str, str], deadline: Deadline, shape: type[Answer]) -> Answer:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise ApiError("timeout", "no time left in the scrape's deadline")
+        # The watchdog ends the exchange at the deadline; the socket timeout still bounds
+        # each connect and read, as the request timeout promises.
+        with self._watchdog.guard(remaining) as guard:
+            try:
+                body, request_id = self._exchange(
+                    form, deadline, min(self._options.request_timeout, remaining)
+                )
+            except Exception:
+                # Whatever the shutdown broke (a read, a parse, a send) is the deadline's doing.
+                if guard.fired:
+                    raise _ended(deadline) from None
+                raise
+            # A shutdown can also pass for the end of an answer (a status line or a
+            # trailer cut short reads as complete): nothing read after it is trusted.
+            if guard.fired:
+                raise _ended(deadline)
+        return _decode(body, request_id, self._private_key.get_secret_value(), shape=shape)
+
+    def _exchange(
+        self, form: dict[str, str], deadline: Deadline, timeout: float
+    ) -> tuple[bytes, str | None]:
+        """Send one request; its answer's body and request id. The caller's guard bounds it."""
+        try:
+            request = self._request.copy()
+            # Encoded here: requests' own form encoding checks each value's type, per page.
+            request.prepare_body(urlencode(form), None)
+            # Never a redirect: an adapter does not follow them, and a 3xx is an HTTP error.
+            response = self._adapter.send(
+                request, stream=True, timeout=(timeout, timeout), verify=self._verify
+            )
+        except requests.Timeout:
+            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
+        except requests.RequestException as error:
+            raise ApiError("connection_error", describe(error)) from None
+        with response:
+            status = response.status_code
+            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER))
+            if status in _RETRY_STATUSES:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                http_error = ApiError("http_error", f"HTTP {status}", request_id)
+                raise _RetryableError(http_error, retry_after)
+            if status != 200:
+                raise ApiError("http_error", f"HTTP {status}", request_id)
+            try:
+                return self._read_body(response, deadline), request_id
+            except ApiError as error:  # a body cut short or too large: support wants the id
+                error.request_id = request_id
+                raise
+            except _RetryableError as retryable:
+                retryable.error.request_id = request_id
+                raise
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        """Read the whole body, but never past the size caps.
+
+        The deadline is the watchdog's to enforce; the socket timeout bounds each read.
+        Every byte counts against the answer's cap and the collection's budget. A reset
+        or close mid-body is a connection error worth retrying, as at connect time.
+        """
+        limit = self._options.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
+        budget = deadline.budget if isinstance(deadline, CollectionDeadline) else None
+        raw = response.raw
+        sock = getattr(raw.connection, "sock", None)
+        if sock is not None:  # the headers were read with the time left at the start
+            sock.settimeout(self._options.request_timeout)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
+                if budget is not None:
+                    budget.spend(len(chunk))
+                chunks.append(chunk)
+        except (TimeoutError, urllib3.exceptions.TimeoutError):
+            raise ApiError("timeout", f"no data for {self._options.request_timeout:.1f}s") from None
+        except ApiError:
+            raise  # a size cap's, as it is
+        except (
+            OSError,
+            urllib3.exceptions.ProtocolError,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
+            failure = ApiError("connection_error", describe(error))
+            raise _RetryableError(failure, None) from None
+        except Exception as error:  # urllib3's decoding errors share no base class
+            raise ApiError("invalid_response", describe(error)) from None
+
+
+def _ended(deadline: Deadline) -> ApiError:
+    """The error of a request that the watchdog ended: its deadline, or the client's close."""
+    if deadline.expired:
+        return ApiError("timeout", "exchange not finished within the deadline, connection closed")
+    return ApiError("timeout", "request ended: the client is closing")
+
+
+class _RetryableError(Exception):
+    def __init__(self, error: ApiError, retry_after: float | None) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.retry_after = retry_after
+
+
+@overload
+def _decode(body: bytes, request_id: str | None, *secrets: str) -> TaskListResponse: ...
+
+
+@overload
+def _decode(body: bytes, request_id: str | None, *secrets: str, shape: type[Answer]) -> Answer: ...
+
+
+def _decode(
+    body: bytes, request_id: str | None, *secrets: str, shape: type[Any] = TaskListResponse
+) -> Any:
+    """The answer in ``body`` (a task list unless ``shape`` says otherwise), or its error.
+
+    The error is an :class:`ApiError`, wrapped in a :class:`_RetryableError` when the
+    RetCode says that trying again may help.
+    """
+    try:
+        answer = decode_answer(body, shape)
+    except InvalidResponseError as error:
+        detail = scrub(str(error), *secrets)[:_DETAIL_LIMIT]
+        raise ApiError("invalid_response", detail, request_id) from None
+    code = answer.ret_code
+    if code == 0:
+        return answer
+    # The message is the gateway's text and is logged at warning: printable, short, scrubbed.
+    message = scrub(answer.message or "", *secrets)[:_MESSAGE_LIMIT]
+    reason: Outcome = "rate_limited" if code == _RET_RATE_LIMITED else "api_error"
+    failure = ApiError(reason, f"RetCode {code}: {message}"[:_DETAIL_LIMIT], request_id)
+    if code in _RETRY_RET_CODES:
+        raise _RetryableError(failure, None)
+    raise failure
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, at most an hour; None if unusable.
+
+    Only what RFC 9110 allows: ASCII digits (``str.isdigit`` would take ``²``, which
+    ``float`` rejects), or an HTTP date. Anything else is ignored, as if absent.
+    """
+    text = (value or "").strip(" \t")
+    if not text or not text.isascii():
+        return None
+    if _RETRY_AFTER_DIGITS.fullmatch(text):
+        return min(float(text), _RETRY_AFTER_CAP_SECONDS)
+    if text.isdigit():  # more digits than any sane wait: as long as we ever wait
+        return _RETRY_AFTER_CAP_SECONDS
+    try:
+        when = parsedate_to_datetime(text)
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    if when.tzinfo is None or not math.isfinite(seconds):  # HTTP dates are GMT, always
+        return None
+    return min(max(0.0, seconds), _RETRY_AFTER_CAP_SECONDS)
+
+
+def _request_id(value: str | None) -> str | None:
+    """The gateway's request id if it is a plain id; anything else is gateway text, dropped."""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    return value if _REQUEST_ID.fullmatch(value) else None
