@@ -1,11 +1,9 @@
 """The hardened connection machinery under the web server: no worker waits for a client.
 
-The TLS handshake and the request head are read in cheroot's selector loop without
-blocking (``_HeadReadingConnections``); a worker gets a connection only once its head is
-complete, so slow or silent clients, however many, delay nobody else. A connection whose
-head (and handshake) has not arrived within ``header_timeout`` of its accept, or of its
-previous answer, is closed. :class:`HardenedServer` is cheroot's WSGI server with these
-connections; :mod:`exporter.webserver` wraps it.
+cheroot's selector loop reads the TLS handshake and the request head without blocking
+(``_HeadReadingConnections``); a worker gets a connection only once its head is in, and
+one whose head has not come within ``header_timeout`` is closed. :class:`HardenedServer`
+is cheroot's WSGI server with these connections; :mod:`exporter.webserver` wraps it.
 """
 
 from __future__ import annotations
