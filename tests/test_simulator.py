@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import url_entry
+from simfaults import Faults, SimulatedApi
 
 from exporter.signature import ParamValue, sign, signed_form
 from exporter.simulator import (
@@ -28,9 +29,7 @@ from exporter.simulator import (
     DEMO_PUBLIC_KEY,
     REQUEST_ID_HEADER,
     RESPONSE_ACTION,
-    Faults,
     LiveDataset,
-    SimulatedApi,
     StaticDataset,
     Target,
     Task,
