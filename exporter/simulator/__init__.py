@@ -5,18 +5,22 @@ requests as a GET query string, a POST form body or a POST JSON object, JSON ans
 with ``RetCode``, offset paging and the documented filters.
 
 The modules, one concern each: :mod:`~exporter.simulator.protocol` (actions, keys,
-RetCodes, the dataset protocol), :mod:`~exporter.simulator.static` (fixed and generated
-tasks), :mod:`~exporter.simulator.live` (the demo's moving world),
-:mod:`~exporter.simulator.query` (reading a request), :mod:`~exporter.simulator.hooks`
-(where faults plug in), :mod:`~exporter.simulator.server` (the HTTP server) and
-:mod:`~exporter.simulator.cli` (``python -m exporter.simulator --help``). The catalogue of
+RetCodes, domains, quotas, the dataset protocol), :mod:`~exporter.simulator.static`
+(fixed and generated worlds), :mod:`~exporter.simulator.live` (the demo's moving world,
+planned by :mod:`~exporter.simulator.liveplans` and :mod:`~exporter.simulator.livedomains`),
+:mod:`~exporter.simulator.query` (reading a request), :mod:`~exporter.simulator.api` (the
+answers of the five actions), :mod:`~exporter.simulator.hooks` (where faults plug in),
+:mod:`~exporter.simulator.server` (the HTTP server) and :mod:`~exporter.simulator.cli`
+(``python -m exporter.simulator --help``). The catalogue of
 faults lives with the tests, in ``tests/simfaults.py``.
 """
 
 from exporter.simulator.hooks import Exchange, Fault, Faults, FixedDelay
 from exporter.simulator.live import LiveDataset
+from exporter.simulator.livedomains import FAILING_DOMAIN, NEAR_QUOTA_DOMAIN, PREFETCH_OFF_DOMAIN
 from exporter.simulator.protocol import (
     ACTION,
+    ACTIONS,
     DAY_SECONDS,
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
@@ -28,6 +32,8 @@ from exporter.simulator.protocol import (
     RET_RATE_LIMITED,
     RET_SIGNATURE_ERROR,
     Dataset,
+    Domain,
+    Quota,
     Target,
     Task,
 )
@@ -37,9 +43,13 @@ from exporter.simulator.static import StaticDataset, generate_tasks
 
 __all__ = [
     "ACTION",
+    "ACTIONS",
     "DAY_SECONDS",
     "DEMO_PRIVATE_KEY",
     "DEMO_PUBLIC_KEY",
+    "FAILING_DOMAIN",
+    "NEAR_QUOTA_DOMAIN",
+    "PREFETCH_OFF_DOMAIN",
     "REQUEST_ID_HEADER",
     "RESPONSE_ACTION",
     "RET_ACTION_MISSING",
@@ -48,11 +58,13 @@ __all__ = [
     "RET_RATE_LIMITED",
     "RET_SIGNATURE_ERROR",
     "Dataset",
+    "Domain",
     "Exchange",
     "Fault",
     "Faults",
     "FixedDelay",
     "LiveDataset",
+    "Quota",
     "RecordedRequest",
     "SimulatedApi",
     "StaticDataset",

@@ -1,15 +1,28 @@
 """The simulated gateway's wire protocol: actions, keys, RetCodes, and what a dataset serves.
 
-Shared by every other module of the simulator; it imports none of them.
+Shared by every other module of the simulator; it imports none of them. The action
+names are the exporter's own (:mod:`exporter.model`), so the two cannot drift apart.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import msgspec
 
-ACTION = "DescribeNewUcdnPrefetchCacheTask"
+from exporter.model import (
+    DOMAINS_ACTION,
+    PREFETCH_ACTION,
+    PREFETCH_ENABLE_ACTION,
+    QUOTA_ACTION,
+    REFRESH_ACTION,
+)
+
+ACTION = PREFETCH_ACTION
 RESPONSE_ACTION = ACTION + "Response"
+# Every action the simulator answers; the two task lists share parameters and paging.
+TASK_LIST_ACTIONS = (PREFETCH_ACTION, REFRESH_ACTION)
+ACTIONS = (*TASK_LIST_ACTIONS, DOMAINS_ACTION, QUOTA_ACTION, PREFETCH_ENABLE_ACTION)
 
 # Obviously fake keys: the demo signs and checks requests like the real gateway.
 DEMO_PUBLIC_KEY = "demo-public-key"
@@ -34,15 +47,6 @@ Target = tuple[str, bool]
 """``(project_id, is_dcdn)``; project id ``""`` is the account's default project."""
 
 Encoding = Literal["query", "form", "json"]
-WrongTypes = Literal[
-    "task_list_string",
-    "progress_string",
-    "huge_numbers",
-    "negative_times",
-    "null_fields",
-    "missing_fields",
-]
-EchoPlace = Literal["message", "header", "malformed_header"]
 
 
 def json_bytes(payload: object) -> bytes:
@@ -52,13 +56,71 @@ def json_bytes(payload: object) -> bytes:
     return msgspec.json.encode(payload)
 
 
-def error_payload(code: int, message: str) -> dict[str, Any]:
-    return {"Action": RESPONSE_ACTION, "RetCode": code, "Message": message}
+def error_payload(code: int, message: str, action: str = ACTION) -> dict[str, Any]:
+    """An error answer as the gateway writes it: HTTP 200, RetCode and Message."""
+    return {"Action": action + "Response", "RetCode": code, "Message": message}
+
+
+# The documented daily limits of one domain.
+PREFETCH_QUOTA = 500
+REFRESH_FILE_QUOTA = 700
+REFRESH_DIR_QUOTA = 20
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One accelerated domain of a project, as ``GetUcdnDomainInfoList`` lists it."""
+
+    name: str
+    domain_id: str
+
+    def as_answer(self) -> dict[str, str]:
+        """The ``DomainInfoList`` entry."""
+        return {"Domain": self.name, "DomainId": self.domain_id}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One domain's daily quotas and what was submitted today (the documented defaults)."""
+
+    prefetch_quota: int = PREFETCH_QUOTA
+    submit_prefetch_count: int = 0
+    refresh_file_quota: int = REFRESH_FILE_QUOTA
+    submit_refresh_file: int = 0
+    refresh_dir_quota: int = REFRESH_DIR_QUOTA
+    submit_refresh_dir: int = 0
+
+    def as_answer(self) -> dict[str, int]:
+        """The fields of ``GetUcdnDomainPrefetchRefreshState``'s answer."""
+        return {
+            "PrefetchQuota": self.prefetch_quota,
+            "SubmitPrefetchCount": self.submit_prefetch_count,
+            "RefreshFileQuota": self.refresh_file_quota,
+            "SubmitRefreshFile": self.submit_refresh_file,
+            "RefreshDirQuota": self.refresh_dir_quota,
+            "SubmitRefreshDir": self.submit_refresh_dir,
+        }
 
 
 class Dataset(Protocol):
-    """Where the server gets its tasks from."""
+    """Where the server gets its answers from: tasks, domains and their quotas."""
 
     def tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
-        """Return the target's tasks created in ``[begin, end]``, newest first, then by TaskId."""
+        """Return the target's prefetch tasks created in ``[begin, end]``, newest first."""
+        ...
+
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """Return the target's refresh tasks (with ``Type``) in ``[begin, end]``, newest first."""
+        ...
+
+    def domains(self, project_id: str) -> Sequence[Domain]:
+        """Return the project's domains, in the order the list pages through them."""
+        ...
+
+    def quota(self, project_id: str, domain_id: str) -> Quota | None:
+        """Return the domain's quotas now, or None when the project has no such domain."""
+        ...
+
+    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
+        """Return whether prefetch is on for the domain, or None when there is no such domain."""
         ...

@@ -1,12 +1,16 @@
-"""Reading a request: its parameters off the wire, then validated into a query."""
+"""Reading a request: its parameters off the wire, then validated into a query of one action."""
 
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from exporter.signature import wire_value
 from exporter.simulator.protocol import DAY_SECONDS, Target, Task
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 20  # the domain list's documented default
 
 
 class ParamError(ValueError):
@@ -88,6 +92,43 @@ class Query:
     def page(self, tasks: Sequence[Task]) -> Sequence[Task]:
         stop = None if self.limit is None else self.offset + self.limit
         return tasks[self.offset : stop]
+
+
+@dataclass(frozen=True)
+class DomainPage:
+    """A validated ``GetUcdnDomainInfoList`` request: which project, which page."""
+
+    project_id: str
+    page_size: int
+    page_index: int  # from 1; 0 means every domain at once
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> "DomainPage":
+        page_size = _optional_int(params, "PageSize")
+        page_index = _optional_int(params, "PageIndex")
+        if page_size is not None and page_size < 1:
+            raise ParamError("Params [PageSize] not available")
+        if page_index is not None and page_index < 0:
+            raise ParamError("Params [PageIndex] not available")
+        return cls(
+            project_id=params.get("ProjectId", ""),
+            page_size=DEFAULT_PAGE_SIZE if page_size is None else page_size,
+            page_index=1 if page_index is None else page_index,
+        )
+
+    def page(self, items: Sequence[T]) -> Sequence[T]:
+        if self.page_index == 0:
+            return items
+        start = (self.page_index - 1) * self.page_size
+        return items[start : start + self.page_size]
+
+
+def domain_id_of(params: Mapping[str, str]) -> str:
+    """The request's DomainId, which the quota and switch actions require."""
+    domain_id = params.get("DomainId")
+    if not domain_id:
+        raise ParamError("Params [DomainId] required")
+    return domain_id
 
 
 def _is_task_id_param(name: str) -> bool:

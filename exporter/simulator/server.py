@@ -1,7 +1,6 @@
 """The HTTP server: it reads requests, records them, applies faults and answers them."""
 
 import contextlib
-import hmac
 import http.server
 import json
 import socket
@@ -11,22 +10,18 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, cast
 
-from exporter.signature import sign
+from exporter.simulator.api import answer, auth_problem
 from exporter.simulator.hooks import Faults, FixedDelay
 from exporter.simulator.protocol import (
-    ACTION,
     MAX_REQUEST_BYTES,
     REQUEST_ID_HEADER,
-    RESPONSE_ACTION,
-    RET_ACTION_MISSING,
-    RET_ACTION_NOT_EXIST,
     RET_PARAMS_INVALID,
-    RET_SIGNATURE_ERROR,
     Dataset,
     Encoding,
     Target,
@@ -35,7 +30,6 @@ from exporter.simulator.protocol import (
 )
 from exporter.simulator.query import (
     ParamError,
-    Query,
     form_params,
     json_params,
     offset_of,
@@ -53,6 +47,11 @@ class RecordedRequest:
     encoding: Encoding
     params: Mapping[str, str]  # as sent on the wire (JSON values through wire_value)
     target: Target | None  # None when IsDcdn is not true/false
+
+    @property
+    def action(self) -> str | None:
+        """The Action the request named, known or not; None when it named none."""
+        return self.params.get("Action") or None
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -320,14 +319,25 @@ class SimulatedApi:
         with self._lock:
             return list(self._requests)
 
-    def request_count(self, project_id: str | None = None, is_dcdn: bool | None = None) -> int:
-        """How many requests were received, optionally only for a project and/or platform."""
+    def request_count(
+        self,
+        project_id: str | None = None,
+        is_dcdn: bool | None = None,
+        *,
+        action: str | None = None,
+    ) -> int:
+        """How many requests were received, optionally only for a project, platform or action."""
         return sum(
             1
             for record in self.requests
             if (project_id is None or (record.target and record.target[0] == project_id))
             and (is_dcdn is None or (record.target and record.target[1] == is_dcdn))
+            and (action is None or record.action == action)
         )
+
+    def requests_by_action(self) -> Counter[str | None]:
+        """How many requests named each Action (None: no Action), since start or reset_log."""
+        return Counter(record.action for record in self.requests)
 
     def reset_log(self) -> None:
         """Forget the requests received so far."""
@@ -336,36 +346,15 @@ class SimulatedApi:
 
     def answer(self, params: Mapping[str, str]) -> dict[str, Any]:
         """The API's answer to one request's parameters, as the gateway would give it."""
-        problem = self._auth_problem(params)
+        problem = auth_problem(params, self.public_key, self._private_key)
         if problem is not None:
             return problem
-        try:
-            query = Query.parse(params, now=int(self._clock()))
-        except ParamError as error:
-            return error_payload(RET_PARAMS_INVALID, str(error))
-        window = self.dataset.tasks(query.target, query.begin, query.end)
-        matched = [task for task in window if query.matches(task)]
-        return {
-            "Action": RESPONSE_ACTION,
-            "RetCode": 0,
-            "TotalCount": len(matched) + self.total_count_error,
-            "TaskList": list(query.page(matched)),
-        }
-
-    def _auth_problem(self, params: Mapping[str, str]) -> dict[str, Any] | None:
-        action = params.get("Action")
-        if not action:
-            return error_payload(RET_ACTION_MISSING, "Missing Action")
-        if action != ACTION:
-            return error_payload(RET_ACTION_NOT_EXIST, f"Action [{action}] not exist")
-        signature = params.get("Signature")
-        if not signature:
-            return error_payload(RET_SIGNATURE_ERROR, "Missing signature")
-        if params.get("PublicKey") != self.public_key:
-            return error_payload(RET_SIGNATURE_ERROR, "PublicKey does not exist")
-        if not hmac.compare_digest(signature, sign(params, self._private_key)):
-            return error_payload(RET_SIGNATURE_ERROR, "Signature VerifyAC Error")
-        return None
+        return answer(
+            params,
+            self.dataset,
+            now=int(self._clock()),
+            total_count_error=self.total_count_error,
+        )
 
     def _record(self, record: RecordedRequest) -> None:
         with self._lock:

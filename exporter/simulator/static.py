@@ -7,7 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from exporter.simulator.protocol import DAY_SECONDS, Target, Task
+from exporter.simulator.protocol import DAY_SECONDS, Domain, Quota, Target, Task
+
+DomainKey = tuple[str, str]
+"""``(project_id, domain_id)``."""
 
 
 def _create_time(task: Task) -> int | None:
@@ -37,15 +40,33 @@ class _SortedTasks:
 
 
 class StaticDataset:
-    """Fixed tasks per target, served as given (anomalies included).
+    """A fixed world, served as given (anomalies included): what a test knows the answer of.
 
-    Tasks whose CreateTime is not an integer cannot be filtered by time, so every
-    window includes them, after the others.
+    ``tasks`` and ``refresh_tasks`` are each target's prefetch and refresh tasks;
+    ``domains`` each project's domains, in list order; ``quotas`` a domain's quotas and
+    use by ``(project_id, domain_id)`` (a listed domain without one has the documented
+    defaults and nothing submitted); ``prefetch_enabled`` the switch by the same key (on
+    unless given). Tasks whose CreateTime is not an integer cannot be filtered by time,
+    so every window includes them, after the others.
     """
 
-    def __init__(self, tasks: Mapping[Target, Sequence[Task]]) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[Target, Sequence[Task]],
+        *,
+        refresh_tasks: Mapping[Target, Sequence[Task]] | None = None,
+        domains: Mapping[str, Sequence[Domain]] | None = None,
+        quotas: Mapping[DomainKey, Quota] | None = None,
+        prefetch_enabled: Mapping[DomainKey, bool] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._targets = {target: _SortedTasks.of(listed) for target, listed in tasks.items()}
+        self._refresh = {
+            target: _SortedTasks.of(listed) for target, listed in (refresh_tasks or {}).items()
+        }
+        self._domains = {project: list(listed) for project, listed in (domains or {}).items()}
+        self._quotas = dict(quotas or {})
+        self._prefetch_enabled = dict(prefetch_enabled or {})
 
     def set_tasks(self, target: Target, tasks: Sequence[Task]) -> None:
         """Replace one target's tasks, e.g. to change the set while a client pages through it."""
@@ -54,13 +75,34 @@ class StaticDataset:
             self._targets[target] = sorted_tasks
 
     def tasks(self, target: Target, begin: int, end: int) -> list[Task]:
-        """Return the target's tasks created in ``[begin, end]``, newest first."""
+        """Return the target's prefetch tasks created in ``[begin, end]``, newest first."""
         with self._lock:
             sorted_tasks = self._targets.get(target)
         return sorted_tasks.window(begin, end) if sorted_tasks else []
 
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> list[Task]:
+        """Return the target's refresh tasks created in ``[begin, end]``, newest first."""
+        sorted_tasks = self._refresh.get(target)
+        return sorted_tasks.window(begin, end) if sorted_tasks else []
 
-# The live world: one task per TASK_SLOT_SECONDS slot, created somewhere in the
+    def domains(self, project_id: str) -> list[Domain]:
+        """Return the project's domains as given."""
+        return self._domains.get(project_id, [])
+
+    def quota(self, project_id: str, domain_id: str) -> Quota | None:
+        """Return the domain's quotas as given, the defaults if none were, None if unknown."""
+        if not self._has_domain(project_id, domain_id):
+            return None
+        return self._quotas.get((project_id, domain_id), Quota())
+
+    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
+        """Return the domain's prefetch switch as given (on by default), None if unknown."""
+        if not self._has_domain(project_id, domain_id):
+            return None
+        return self._prefetch_enabled.get((project_id, domain_id), True)
+
+    def _has_domain(self, project_id: str, domain_id: str) -> bool:
+        return any(domain.domain_id == domain_id for domain in self.domains(project_id))
 
 
 # Share of each task status in generate_tasks, cumulative.
