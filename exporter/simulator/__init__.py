@@ -15,12 +15,12 @@ answers of the five actions), :mod:`~exporter.simulator.hooks` (where faults plu
 faults lives with the tests, in ``tests/simfaults.py``.
 """
 
+from exporter.model import ACTIONS
 from exporter.simulator.hooks import Exchange, Fault, Faults, FixedDelay
 from exporter.simulator.live import LiveDataset
 from exporter.simulator.livedomains import FAILING_DOMAIN, NEAR_QUOTA_DOMAIN, PREFETCH_OFF_DOMAIN
 from exporter.simulator.protocol import (
     ACTION,
-    ACTIONS,
     DAY_SECONDS,
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,

@@ -10,10 +10,15 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.model import DOMAINS_ACTION, PREFETCH_ENABLE_ACTION, QUOTA_ACTION, REFRESH_ACTION
+from exporter.model import (
+    ACTIONS,
+    DOMAINS_ACTION,
+    PREFETCH_ENABLE_ACTION,
+    QUOTA_ACTION,
+    REFRESH_ACTION,
+)
 from exporter.signature import sign
 from exporter.simulator.protocol import (
-    ACTIONS,
     RET_ACTION_MISSING,
     RET_ACTION_NOT_EXIST,
     RET_PARAMS_INVALID,

@@ -10,19 +10,10 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from exporter.model import (
-    DOMAINS_ACTION,
-    PREFETCH_ACTION,
-    PREFETCH_ENABLE_ACTION,
-    QUOTA_ACTION,
-    REFRESH_ACTION,
-)
+from exporter.model import PREFETCH_ACTION
 
 ACTION = PREFETCH_ACTION
 RESPONSE_ACTION = ACTION + "Response"
-# Every action the simulator answers; the two task lists share parameters and paging.
-TASK_LIST_ACTIONS = (PREFETCH_ACTION, REFRESH_ACTION)
-ACTIONS = (*TASK_LIST_ACTIONS, DOMAINS_ACTION, QUOTA_ACTION, PREFETCH_ENABLE_ACTION)
 
 # Obviously fake keys: the demo signs and checks requests like the real gateway.
 DEMO_PUBLIC_KEY = "demo-public-key"
