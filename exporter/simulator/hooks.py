@@ -53,7 +53,11 @@ class Exchange(Protocol):
 
 
 class Fault(Protocol):
-    def answer(self, exchange: Exchange) -> None: ...
+    """One misbehaviour: it answers a request in place of the real answer."""
+
+    def answer(self, exchange: Exchange) -> None:
+        """Answer (or refuse to answer) the request through ``exchange``."""
+        ...
 
 
 class Faults(Protocol):
