@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from simfaults import SimulatedApi
 
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
 from exporter.webserver import WebServer
 
 REPO = Path(__file__).resolve().parent.parent

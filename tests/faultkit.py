@@ -26,8 +26,9 @@ from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from simfaults import SimulatedApi
 
-from exporter.simulator import SimulatedApi, StaticDataset, Task, generate_tasks
+from exporter.simulator import StaticDataset, Task, generate_tasks
 
 PUBLIC_KEY = "faultkit-public"
 # Distinctive enough that any occurrence in output can only be a leak.

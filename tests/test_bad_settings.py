@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, ExporterProcess, exporter_args
+from simfaults import SimulatedApi
 
 from exporter.cli import main
-from exporter.simulator import SimulatedApi
 
 CANARY = "canary-5c1e0a77"
 KEYS = ["--public-key", "pub", "--private-key", "priv"]

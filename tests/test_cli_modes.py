@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, ExporterProcess, exporter_args, samples
+from simfaults import SimulatedApi
 
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

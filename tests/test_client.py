@@ -7,16 +7,11 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.deadline import Deadline
-from exporter.simulator import (
-    DEMO_PRIVATE_KEY,
-    DEMO_PUBLIC_KEY,
-    SimulatedApi,
-    StaticDataset,
-    generate_tasks,
-)
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset, generate_tasks
 
 NOW = 1_800_000_000
 TARGET = ("proj-a", False)

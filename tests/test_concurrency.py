@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from faultkit import CANARY, NOW, PUBLIC_KEY, Exporter, Scrape, exporter_args
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURES, ExporterProcess, exporter_args, samples
+from simfaults import SimulatedApi
 
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

@@ -26,12 +26,13 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.app import ExporterApp
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]

@@ -27,8 +27,9 @@ from faultkit import (
     signatures,
     simulator,
 )
+from simfaults import SimulatedApi, WrongTypes
 
-from exporter.simulator import SimulatedApi, WrongTypes, generate_tasks
+from exporter.simulator import generate_tasks
 
 pytestmark = pytest.mark.e2e
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.client import OUTCOMES, ApiClient, ApiError, ClientOptions, RateLimit, RequestStats
 from exporter.deadline import Deadline
@@ -27,7 +28,6 @@ from exporter.simulator import (
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
     REQUEST_ID_HEADER,
-    SimulatedApi,
     StaticDataset,
     generate_tasks,
 )

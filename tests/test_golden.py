@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.aggregate import SummaryLimits
 from exporter.app import MetricsSnapshot
@@ -23,7 +24,7 @@ from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
 
 pytestmark = pytest.mark.system
 

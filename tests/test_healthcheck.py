@@ -12,8 +12,7 @@ import bcrypt
 import pytest
 import trustme
 from conftest import REPO, ExporterProcess, exporter_args, free_port
-
-from exporter.simulator import SimulatedApi
+from simfaults import SimulatedApi
 
 pytestmark = pytest.mark.e2e
 

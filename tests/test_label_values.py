@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.aggregate import ANOMALIES, SummaryLimits, bounded_label_value, summarize
 from exporter.app import MetricsSnapshot
@@ -30,7 +31,7 @@ from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Target, load_settings
 from exporter.deadline import Deadline
 from exporter.model import TaskInfo
-from exporter.simulator import SimulatedApi, StaticDataset
+from exporter.simulator import StaticDataset
 
 LIMIT = 1024
 HUGE = 50 * 1024 * 1024

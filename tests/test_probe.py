@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import pytest
 from conftest import ExporterProcess, exporter_args, samples, url_entry
+from simfaults import SimulatedApi
 
-from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
+from exporter.simulator import StaticDataset, Target, Task
 
 pytestmark = pytest.mark.e2e
 

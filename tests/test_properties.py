@@ -29,6 +29,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.aggregate import ANOMALIES, SummaryLimits
 from exporter.app import MetricsSnapshot
@@ -37,7 +38,7 @@ from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.model import STATUSES
-from exporter.simulator import SimulatedApi, StaticDataset
+from exporter.simulator import StaticDataset
 from exporter.transport import _decode
 
 PUBLIC, PRIVATE = "prop-public", "prop-private"

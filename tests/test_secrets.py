@@ -25,11 +25,11 @@ from faultkit import (
     signatures,
     simulator,
 )
+from simfaults import SimulatedApi
 
 from exporter.client import SignatureMemory
 from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets
 from exporter.signature import sign
-from exporter.simulator import SimulatedApi
 
 pytestmark = pytest.mark.e2e
 

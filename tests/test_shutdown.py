@@ -19,9 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 import requests
 from conftest import ExporterProcess, exporter_args, samples
+from simfaults import SimulatedApi
 
 from exporter.cli import SHUTDOWN_GRACE_SECONDS
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import requests
 from conftest import url_entry
+from simdata import url_domain
+from simfaults import Faults, SimulatedApi
 
 from exporter.signature import ParamValue, sign, signed_form
 from exporter.simulator import (
@@ -28,9 +30,7 @@ from exporter.simulator import (
     DEMO_PUBLIC_KEY,
     REQUEST_ID_HEADER,
     RESPONSE_ACTION,
-    Faults,
     LiveDataset,
-    SimulatedApi,
     StaticDataset,
     Target,
     Task,
@@ -356,8 +356,9 @@ def test_live_history_covers_a_day_with_a_task_every_30_to_90_seconds() -> None:
     assert max(gaps) <= 90
     assert len({task["TaskId"] for task in tasks}) == len(tasks)
     assert all(1 <= len(task["UrlLists"]) <= 20 for task in tasks)
+    live_hosts = {domain.name for domain in LiveDataset(0).domains("")}
     assert all(
-        url["Url"].startswith("https://cdn.example.com/releases/v")
+        url_domain(url["Url"]) in live_hosts and "/releases/v" in url["Url"]
         for task in tasks
         for url in task["UrlLists"]
     )
@@ -378,7 +379,8 @@ PHASE_ORDER = {"wait": 0, "process": 1, "success": 2, "failure": 2}
 
 def test_live_urls_move_from_wait_through_process_to_an_end() -> None:
     clock = FakeClock(NOW)
-    dataset = LiveDataset(3, clock=clock)
+    # Two days of history: a stuck URL may run 30 h, past the default day's lookback.
+    dataset = LiveDataset(3, clock=clock, history=2 * 86400)
     # Follow the tasks created in the next ten minutes: closely at first, then for two days.
     window = (NOW, NOW + 600)
     moments = [*range(NOW, NOW + 1800, 5), *range(NOW + 1800, NOW + 2 * 86400, 600)]

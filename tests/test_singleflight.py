@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from faultkit import CANARY, NOW, PUBLIC_KEY
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 from exporter.singleflight import SharedFetches, ShutdownError
 
 FETCH_SECONDS = 10.0

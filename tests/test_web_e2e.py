@@ -13,8 +13,9 @@ import pytest
 import requests
 import trustme
 from conftest import REPO, ExporterProcess, free_port
+from simfaults import SimulatedApi
 
-from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
+from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 
