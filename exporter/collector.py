@@ -15,11 +15,11 @@ plus one job for the process' series publish each series exactly once.
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,19 +27,18 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.aggregate import ANOMALIES, Summarizer, SummaryLimits, TargetSummary
 from exporter.client import OUTCOMES, ApiClient, ApiError
-from exporter.config import Target
+from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH, Family, TargetFamilies
 from exporter.model import FINISHED, STATUSES
 from exporter.singleflight import SharedFetches, ShutdownError
 
-PREFIX = "ucdn_prefetch_"
-TARGET_LABELS = ("project_id", "platform")
+_M = TypeVar("_M", bound=Metric)
 log = logging.getLogger(__name__)
 
 
@@ -58,8 +57,11 @@ class _Outcome:
     collection: Collection | None
 
 
-class PrefetchCollector(Collector):
+class PrefetchCollector:
     """Publishes the prefetch tasks of every target, fetched when Prometheus scrapes.
+
+    The application calls :meth:`collect_within` with each scrape's deadline; it is not
+    registered with a prometheus_client registry, whose ``collect()`` has no deadline.
 
     A scrape of one healthy target yields, among others::
 
@@ -80,10 +82,10 @@ class PrefetchCollector(Collector):
         client: ApiClient,
         targets: Sequence[Target],
         *,
-        lookback_seconds: int = 86400,
+        lookback_seconds: int = setting_default("lookback_seconds"),
         limits: SummaryLimits | None = None,
-        cache_seconds: float = 0.0,
-        default_timeout: float = 30.0,
+        cache_seconds: float = setting_default("cache_seconds"),
+        default_timeout: float = setting_default("max_scrape_timeout_seconds"),
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -109,14 +111,6 @@ class PrefetchCollector(Collector):
         """The targets this collector is allowed to fetch."""
         return list(self._targets)
 
-    def describe(self) -> Iterable[Metric]:
-        """The families without samples, so that registering makes no API call."""
-        return [*_exporter_families(), *_Families.new("").all()]
-
-    def collect(self) -> Iterable[Metric]:
-        """Collect every target within the default deadline (for registries that call this)."""
-        return self.collect_within(Deadline.after(self._default_timeout))
-
     def collect_within(self, deadline: Deadline) -> list[Metric]:
         """The process' own series, then every target's: what ``/metrics`` serves."""
         targets = self.collect_targets(deadline, self._targets)
@@ -132,7 +126,8 @@ class PrefetchCollector(Collector):
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests."""
-        build_info, api_requests = _exporter_families()
+        build_info = _new(BUILD_INFO, GaugeMetricFamily)
+        api_requests = _new(API_REQUESTS, CounterMetricFamily)
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
         for name in OUTCOMES:
@@ -208,7 +203,7 @@ class PrefetchCollector(Collector):
         return _Outcome(target, seconds, None)
 
     def _families(self, outcomes: Sequence[_Outcome]) -> "_Families":
-        families = _Families.new(self._cache_note())
+        families = _Families.new(PREFETCH, self._cache_note())
         for outcome in outcomes:
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
@@ -220,20 +215,6 @@ class PrefetchCollector(Collector):
         if self._cache_seconds <= 0:
             return ""
         return f" Answers are reused for up to {_go_float(self._cache_seconds)}s."
-
-
-def _exporter_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
-    """The process' own families, empty: build info and the API request counter."""
-    return (
-        GaugeMetricFamily(
-            PREFIX + "exporter_build_info", "The exporter's version; always 1.", labels=["version"]
-        ),
-        CounterMetricFamily(
-            PREFIX + "api_requests",
-            "API requests since the exporter started, by outcome (each retry counts).",
-            labels=["outcome"],
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -253,51 +234,20 @@ class _Families:
     records_invalid: GaugeMetricFamily
 
     @classmethod
-    def new(cls, cache_note: str) -> "_Families":
+    def new(cls, contract: TargetFamilies, cache_note: str) -> "_Families":
         """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
-
-        def gauge(name: str, doc: str, extra: Sequence[str] = (), note: str = cache_note) -> Any:
-            return GaugeMetricFamily(PREFIX + name, doc + note, labels=[*TARGET_LABELS, *extra])
-
         return cls(
-            up=gauge("up", "1 when this target's collection in this scrape succeeded, else 0."),
-            scrape_duration=gauge(
-                "scrape_duration_seconds", "How long this target's collection took.", note=""
-            ),
-            last_success=gauge(
-                "last_success_timestamp_seconds",
-                "Unix time of this target's last successful collection.",
-            ),
-            tasks=gauge(
-                "tasks", "Prefetch tasks created in the lookback window, by status.", ["status"]
-            ),
-            urls=gauge("urls", "URLs of those tasks, by URL status.", ["status"]),
-            url_progress=gauge(
-                "url_progress_ratio",
-                "Progress (0-1) of each unfinished URL, newest tasks first, capped per target.",
-                ["task_id", "url"],
-            ),
-            url_series_dropped=gauge(
-                "url_series_dropped", "Unfinished URLs left out of url_progress_ratio by its cap."
-            ),
-            url_completion=GaugeHistogramMetricFamily(
-                PREFIX + "url_completion_seconds",
-                "FinishTime minus CreateTime of the window's finished URLs, by status."
-                + cache_note,
-                labels=[*TARGET_LABELS, "status"],
-            ),
-            task_completion=gauge(
-                "task_completion_seconds",
-                "Latest URL FinishTime minus CreateTime of the most recent finished tasks.",
-                ["task_id"],
-            ),
-            oldest_unfinished=gauge(
-                "oldest_unfinished_task_created_timestamp_seconds",
-                "CreateTime of the oldest task in wait or process; absent when there is none.",
-            ),
-            records_invalid=gauge(
-                "records_invalid", "Anomalies in this collection's answers, by reason.", ["reason"]
-            ),
+            up=_new(contract.up, GaugeMetricFamily, cache_note),
+            scrape_duration=_new(contract.scrape_duration, GaugeMetricFamily, cache_note),
+            last_success=_new(contract.last_success, GaugeMetricFamily, cache_note),
+            tasks=_new(contract.tasks, GaugeMetricFamily, cache_note),
+            urls=_new(contract.urls, GaugeMetricFamily, cache_note),
+            url_progress=_new(contract.url_progress, GaugeMetricFamily, cache_note),
+            url_series_dropped=_new(contract.url_series_dropped, GaugeMetricFamily, cache_note),
+            url_completion=_new(contract.url_completion, GaugeHistogramMetricFamily, cache_note),
+            task_completion=_new(contract.task_completion, GaugeMetricFamily, cache_note),
+            oldest_unfinished=_new(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
+            records_invalid=_new(contract.records_invalid, GaugeMetricFamily, cache_note),
         )
 
     def all(self) -> list[Metric]:
@@ -342,6 +292,14 @@ class _Families:
             self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
         for reason in ANOMALIES:
             self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
+
+
+def _new(family: Family, kind: type[_M], cache_note: str = "") -> _M:
+    """The contract's empty family, as the metric class the collector adds samples with."""
+    metric = family.new(cache_note)
+    if not isinstance(metric, kind):  # the contract and the collector disagree: a bug
+        raise TypeError(f"{family.name} is a {family.type}, not a {kind.__name__}")
+    return metric
 
 
 def _go_float(value: float) -> str:

@@ -31,11 +31,12 @@ from exporter.app import ExporterApp
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
+from exporter.metrics import PROCESS_FAMILIES
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
-PROCESS_WIDE = ("ucdn_prefetch_exporter_build_info", "ucdn_prefetch_api_requests_total")
+PROCESS_WIDE = tuple(name for family in PROCESS_FAMILIES for name in family.sample_names)
 
 
 @pytest.fixture(scope="module")
