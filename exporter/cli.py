@@ -31,6 +31,7 @@ from exporter.app import ExporterApp, ScrapeTimeouts
 from exporter.client import SIGNATURES, ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Settings, env_name, flag_name, load_settings
+from exporter.kinds import TaskKind
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.webconfig import WebConfigError, load_web_config
@@ -228,17 +229,24 @@ def _client(settings: Settings) -> ApiClient:
 
 
 def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
-    limits = SummaryLimits(
-        max_url_series=settings.max_url_series,
-        max_task_series=settings.max_task_series,
-        buckets=tuple(settings.histogram_buckets),
-        max_label_value_length=settings.max_label_value_length,
-    )
+    buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
+    kinds = [
+        TaskKind.named(
+            name,
+            SummaryLimits(
+                max_url_series=settings.max_url_series,
+                max_task_series=settings.max_task_series,
+                buckets=tuple(buckets[name]),
+                max_label_value_length=settings.max_label_value_length,
+            ),
+        )
+        for name in settings.task_kinds
+    ]
     return PrefetchCollector(
         client,
         settings.targets,
+        kinds=kinds,
         lookback_seconds=settings.lookback_seconds,
-        limits=limits,
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
     )

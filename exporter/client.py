@@ -283,6 +283,7 @@ class ApiClient:
         end: int,
         deadline: Deadline,
         on_page: Callable[[list[TaskInfo]], None] | None = None,
+        action: str = PREFETCH_ACTION,
     ) -> TaskWindow:
         """Every task created in ``[begin, end]``, paging until a page comes back short.
 
@@ -297,6 +298,7 @@ class ApiClient:
         on the wire.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size)
+        base["Action"] = action
         limits = _CollectionDeadline(
             deadline.at, deadline.clock, _ByteBudget(self.options.max_collection_bytes)
         )

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from exporter.address import DEFAULT_PORT, parse_listen_address
+from exporter.metrics import TASK_KINDS
 from exporter.secrets_source import KeyFilesSource, default_secrets_dir, regular_file_problem
 from exporter.setting_names import (
     ENV_PREFIX,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "DEFAULT_PORT",
     "DEFAULT_PROJECT_LABEL",
+    "DEFAULT_REFRESH_BUCKETS",
     "ENV_PREFIX",
     "PLATFORMS",
     "ConfigError",
@@ -70,6 +72,8 @@ DEFAULT_PROJECT_LABEL = "default"
 PLATFORMS = ("cdn", "dcdn")
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+# 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
+DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 Platform = Literal["cdn", "dcdn"]
 CommaList = Annotated[list[str], NoDecode]
@@ -156,6 +160,31 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_BUCKETS),
         description="comma-separated bucket bounds in seconds of the URL completion histogram",
     )
+    task_kinds: CommaList = Field(
+        default_factory=lambda: list(TASK_KINDS),
+        description="comma-separated kinds of task to collect: prefetch, refresh or both",
+    )
+    refresh_buckets: CommaFloats = Field(
+        default_factory=lambda: list(DEFAULT_REFRESH_BUCKETS),
+        description="comma-separated bucket bounds in seconds of the refresh URL completion "
+        "histogram",
+    )
+    max_domain_series: int = Field(
+        100, ge=1, le=100_000, description="per target and kind, most domain_urls domains"
+    )
+    max_domains: int = Field(
+        500, ge=1, le=100_000, description="per project, most domains whose quotas are asked for"
+    )
+    quota_interval_seconds: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="how often the domains' daily quotas are asked for; 0 never asks",
+    )
+    quota_parallel_requests: int = Field(
+        4, ge=1, le=64, description="quota requests in flight at once per project"
+    )
     cache_seconds: float = Field(
         0,
         ge=0,
@@ -230,7 +259,14 @@ class Settings(BaseSettings):
         False, description="serve a built-in simulated API on loopback and need no account"
     )
 
-    @field_validator("project_ids", "platforms", "histogram_buckets", mode="before")
+    @field_validator(
+        "project_ids",
+        "platforms",
+        "histogram_buckets",
+        "task_kinds",
+        "refresh_buckets",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -252,12 +288,23 @@ class Settings(BaseSettings):
             raise ValueError("at least one platform is needed")
         return list(dict.fromkeys(value))
 
+    @field_validator("task_kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        if set(value) - set(TASK_KINDS):
+            raise ValueError(f"unknown kind of task: choose from {', '.join(TASK_KINDS)}")
+        if not value:
+            raise ValueError("at least one kind of task is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("names a kind of task twice")
+        return value
+
     @field_validator("project_ids")
     @classmethod
     def _unique_projects(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
 
-    @field_validator("histogram_buckets")
+    @field_validator("histogram_buckets", "refresh_buckets")
     @classmethod
     def _increasing_buckets(cls, value: list[float]) -> list[float]:
         if not value or any(b <= a for a, b in itertools.pairwise(value)):

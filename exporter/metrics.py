@@ -23,6 +23,8 @@ from prometheus_client.core import (
 FamilyType = Literal["gauge", "counter", "gaugehistogram"]
 TARGET_LABELS: Final = ("project_id", "platform")
 PREFETCH_PREFIX: Final = "ucdn_prefetch_"
+# The kinds of task the exporter can collect, each under its own prefix.
+TASK_KINDS: Final = ("prefetch", "refresh")
 # The sample suffixes of each type in the text exposition (a dashboard queries samples).
 _SAMPLE_SUFFIXES: Final[dict[FamilyType, tuple[str, ...]]] = {
     "gauge": ("",),
@@ -78,10 +80,10 @@ BUILD_INFO: Final = Family(
     cached=False,
 )
 API_REQUESTS: Final = Family(
-    PREFETCH_PREFIX + "api_requests",
-    "API requests since the exporter started, by outcome (each retry counts).",
+    "ucdn_api_requests",
+    "API requests since the exporter started, by action and outcome (each retry counts).",
     "counter",
-    ("outcome",),
+    ("action", "outcome"),
     per_target=False,
     cached=False,
 )
@@ -103,6 +105,7 @@ class TargetFamilies:
     task_completion: Family
     oldest_unfinished: Family
     records_invalid: Family
+    domain_urls: Family
 
     def all(self) -> tuple[Family, ...]:
         """Every family, in exposition order."""
@@ -154,11 +157,19 @@ def target_families(prefix: str, tasks_word: str) -> TargetFamilies:
         records_invalid=gauge(
             "records_invalid", "Anomalies in this collection's answers, by reason.", ("reason",)
         ),
+        domain_urls=gauge(
+            "domain_urls",
+            "URLs of those tasks by domain and URL status; the rarest domains as _other.",
+            ("domain", "status"),
+        ),
     )
 
 
 PREFETCH: Final = target_families(PREFETCH_PREFIX, "Prefetch")
-ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all())
+REFRESH: Final = target_families("ucdn_refresh_", "Refresh")
+# Each kind's families, under the names of TASK_KINDS.
+KIND_FAMILIES: Final = {"prefetch": PREFETCH, "refresh": REFRESH}
+ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all(), *REFRESH.all())
 
 
 def sample_names() -> frozenset[str]:

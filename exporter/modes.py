@@ -18,7 +18,6 @@ from exporter.client import ApiClient, ApiError
 from exporter.collector import PrefetchCollector
 from exporter.config import Settings
 from exporter.deadline import Deadline
-from exporter.metrics import PREFETCH
 
 PROG = "ucdn-prefetch-exporter"
 
@@ -54,7 +53,7 @@ def check_config(settings: Settings, client: ApiClient) -> int:
 
 
 def collect_once(settings: Settings, collector: PrefetchCollector, output: Path | None) -> int:
-    """Collect every target once; write the text exposition; 0 when every target was up."""
+    """Collect every target and kind once; write the text exposition; 0 when all were up."""
     metrics = collector.collect_within(Deadline.after(settings.max_scrape_timeout_seconds))
     text = generate_latest(MetricsSnapshot(metrics))
     if output is None:
@@ -70,7 +69,8 @@ def collect_once(settings: Settings, collector: PrefetchCollector, output: Path 
                 file=sys.stderr,
             )
             return 1
-    up = [sample.value for m in metrics if m.name == PREFETCH.up.name for sample in m.samples]
+    up_families = {kind.families.up.name for kind in collector.kinds}
+    up = [sample.value for m in metrics if m.name in up_families for sample in m.samples]
     return 0 if up and all(value == 1 for value in up) else 1
 
 

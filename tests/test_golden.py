@@ -9,6 +9,7 @@ installed one: it is left out of the comparison, so that a release needs no new 
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,16 +25,16 @@ from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
+from exporter.kinds import TaskKind
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
 
 pytestmark = pytest.mark.system
 
 GOLDEN = FIXTURES / "golden.prom"
+LIMITS = SummaryLimits(max_url_series=3, max_task_series=2, buckets=(10.0, 60.0, 3600.0))
 NOW = 1_790_000_000
-DURATION = re.compile(
-    rf"^({PREFETCH.scrape_duration.name}\{{[^}}]*\}}) \S+$".encode(), re.MULTILINE
-)
+DURATION = re.compile(rb"^(ucdn_[a-z]+_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
 VERSION = re.compile(rf'^({BUILD_INFO.name}\{{version=)"[^"]*"'.encode(), re.MULTILINE)
 
 
@@ -96,7 +97,10 @@ def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
     collector = PrefetchCollector(
         client,
         [Target("web", "cdn"), Target("web", "dcdn")],
-        limits=SummaryLimits(max_url_series=3, max_task_series=2, buckets=(10.0, 60.0, 3600.0)),
+        kinds=[
+            TaskKind.named("prefetch", LIMITS),
+            TaskKind.named("refresh", replace(LIMITS, buckets=(1.0, 60.0))),
+        ],
         wall_clock=lambda: NOW,
     )
     yield collector.collect_within(Deadline.after(20))

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 from pydantic import SecretStr
 
@@ -24,7 +25,16 @@ from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector, _new
 from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
-from exporter.metrics import ALL_FAMILIES, PREFETCH, PROCESS_FAMILIES, Family
+from exporter.kinds import TaskKind
+from exporter.metrics import (
+    ALL_FAMILIES,
+    API_REQUESTS,
+    KIND_FAMILIES,
+    PREFETCH,
+    PROCESS_FAMILIES,
+    TASK_KINDS,
+    Family,
+)
 from exporter.simulator import (
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
@@ -49,9 +59,8 @@ def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCollec
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions()
     )
-    collector = PrefetchCollector(
-        client, TARGETS, limits=SummaryLimits(max_url_series=5), wall_clock=lambda: NOW
-    )
+    kinds = [TaskKind.named(name, SummaryLimits(max_url_series=5)) for name in TASK_KINDS]
+    collector = PrefetchCollector(client, TARGETS, kinds=kinds, wall_clock=lambda: NOW)
     yield collector
     collector.close()
     client.close()
@@ -79,15 +88,46 @@ def test_the_exposition_has_exactly_the_contracts_families(
     for family in ALL_FAMILIES:
         kind, samples = families[family.name]
         assert kind == family.type, family.name
-        assert samples, f"{family.name}: the dataset should give every family a sample"
         for sample in samples:
             assert sample.name in family.sample_names, sample.name
             assert own_label_names(family, sample) == set(family.label_names), sample
 
 
+def test_the_label_check_saw_every_prefetch_family(collector: PrefetchCollector) -> None:
+    # Refresh is up 0 while the simulator does not serve its action; domain_urls stays
+    # empty until the summaries count URLs by domain.
+    families = scraped(collector)
+    for family in PREFETCH.all():
+        if family is not PREFETCH.domain_urls:
+            assert families[family.name][1], f"{family.name}: the dataset gave it no sample"
+
+
+def test_a_registry_describes_without_calling_the_api(collector: PrefetchCollector) -> None:
+    registry = CollectorRegistry()
+    before = collector_requests(collector)
+    registry.register(collector)
+    assert collector_requests(collector) == before
+    text = generate_latest(registry).decode()
+    assert {f.name for f in text_string_to_metric_families(text)} == {
+        family.name for family in ALL_FAMILIES
+    }
+    assert collector_requests(collector) > before
+
+
+def collector_requests(collector: PrefetchCollector) -> int:
+    return sum(
+        int(sample.value)
+        for metric in collector.exporter_metrics()
+        if metric.name == API_REQUESTS.name
+        for sample in metric.samples
+    )
+
+
 def test_a_probe_has_only_the_per_target_families(collector: PrefetchCollector) -> None:
     metrics = collector.collect_targets(Deadline.after(20), TARGETS[:1])
-    assert [m.name for m in metrics] == [family.name for family in PREFETCH.all()]
+    assert [m.name for m in metrics] == [
+        family.name for kind in TASK_KINDS for family in KIND_FAMILIES[kind].all()
+    ]
     assert [m.name for m in collector.exporter_metrics()] == [
         family.name for family in PROCESS_FAMILIES
     ]
@@ -96,7 +136,12 @@ def test_a_probe_has_only_the_per_target_families(collector: PrefetchCollector) 
 def test_the_contract_names_every_family_once() -> None:
     names = [family.name for family in ALL_FAMILIES]
     assert len(names) == len(set(names))
-    assert all(family.per_target for family in PREFETCH.all())
+    assert all(family.per_target for kind in KIND_FAMILIES.values() for family in kind.all())
+    assert all(
+        family.name.startswith(f"ucdn_{kind}_")
+        for kind in TASK_KINDS
+        for family in KIND_FAMILIES[kind].all()
+    )
     assert not any(family.per_target for family in PROCESS_FAMILIES)
 
 
