@@ -11,7 +11,6 @@ names the setting and never echoes its value.
 
 import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -44,6 +43,7 @@ from exporter.setting_names import (
     flag_name,
     setting_error,
 )
+from exporter.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Platform, Target
 
 # The settings' front door: the names defined in setting_names and secrets_source are
 # imported from here too, wherever they happen to be defined.
@@ -68,34 +68,13 @@ __all__ = [
 
 
 _URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
-DEFAULT_PROJECT_LABEL = "default"
-PLATFORMS = ("cdn", "dcdn")
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
 DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
-Platform = Literal["cdn", "dcdn"]
 CommaList = Annotated[list[str], NoDecode]
 CommaFloats = Annotated[list[float], NoDecode]
-
-
-@dataclass(frozen=True, order=True)
-class Target:
-    """One collection target: a project of the account on one platform."""
-
-    project_id: str
-    platform: Platform
-
-    @property
-    def project_label(self) -> str:
-        """The ``project_id`` label value: the default project has an empty ID."""
-        return self.project_id or DEFAULT_PROJECT_LABEL
-
-    @property
-    def is_dcdn(self) -> bool:
-        """The API's ``IsDcdn`` parameter for this target."""
-        return self.platform == "dcdn"
 
 
 def _key_alias(name: str) -> AliasChoices:
