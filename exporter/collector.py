@@ -38,7 +38,7 @@ from exporter.client import OUTCOMES, ApiClient, ApiError
 from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
-from exporter.metrics import ALL_FAMILIES, API_REQUESTS, BUILD_INFO, Family, TargetFamilies
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES, Family, TargetFamilies
 from exporter.model import ACTIONS, FINISHED, PREFETCH_ACTION, STATUSES
 from exporter.singleflight import SharedFetches, ShutdownError
 
@@ -72,9 +72,10 @@ class FamilySource(Protocol):
 class PrefetchCollector(Collector):
     """Publishes the tasks of every target and kind, fetched when Prometheus scrapes.
 
-    The application calls :meth:`collect_within` with each scrape's deadline; a
-    prometheus_client registry (``--once``, tests) calls :meth:`collect`, which uses the
-    default deadline, after :meth:`describe`, which makes no API call.
+    The application and ``--once`` call :meth:`collect_within` with their deadline; a
+    prometheus_client registry (the in-process tests, an embedding program) calls
+    :meth:`collect`, which uses the default deadline, after :meth:`describe`, which
+    makes no API call.
 
     A scrape of one healthy target yields, among others::
 
@@ -107,19 +108,21 @@ class PrefetchCollector(Collector):
 
         ``extra`` sources add their families to ``/metrics`` after the targets'.
         """
-        if kinds is not None and limits is not None:
-            raise ValueError("limits belong to the kinds when kinds are given")
+        if kinds is None:
+            kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
+        elif limits is not None or not kinds:
+            raise ValueError("kinds need at least one kind, and carry their own limits")
         self._client = client
         self._targets = list(targets)
-        self._kinds = list(kinds or [TaskKind.named("prefetch", limits or SummaryLimits())])
+        self._kinds = list(kinds)
         self._lookback = lookback_seconds
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
         self._wall_clock = wall_clock
         # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
-        # Twice the targets: a fetch that ran out of time may still be ending when its
-        # successor starts.
+        # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
+        # when its successor starts.
         self._shared: SharedFetches[tuple[Target, TaskKind], Collection] = SharedFetches(
             ttl=cache_seconds,
             max_workers=2 * max(1, len(self._targets) * len(self._kinds)),
@@ -140,12 +143,8 @@ class PrefetchCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
-        kinds = {kind.families for kind in self._kinds}
-        return [
-            family.new()
-            for family in ALL_FAMILIES
-            if not family.per_target or any(family in k.all() for k in kinds)
-        ]
+        families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
+        return [family.new() for family in families]
 
     def collect(self) -> Iterable[Metric]:
         """:meth:`collect_within` the default deadline (for a registry, which has none)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily
@@ -35,6 +36,7 @@ from exporter.metrics import (
     TASK_KINDS,
     Family,
 )
+from exporter.model import PREFETCH_ACTION, REFRESH_ACTION
 from exporter.simulator import (
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
@@ -163,3 +165,28 @@ def test_the_collectors_defaults_are_the_settings_defaults() -> None:
     assert parameters["lookback_seconds"].default == setting_default("lookback_seconds")
     assert parameters["cache_seconds"].default == setting_default("cache_seconds")
     assert parameters["default_timeout"].default == setting_default("max_scrape_timeout_seconds")
+
+
+def test_a_task_kind_names_its_action_prefix_and_limits() -> None:
+    limits = SummaryLimits(buckets=(1.0, 5.0))
+    refresh = TaskKind.named("refresh", limits)
+    assert (refresh.action, refresh.prefix) == (REFRESH_ACTION, "ucdn_refresh_")
+    assert refresh.limits is limits
+    prefetch = TaskKind.named("prefetch", SummaryLimits())
+    assert (prefetch.action, prefetch.prefix) == (PREFETCH_ACTION, "ucdn_prefetch_")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"kinds": []},
+        {"kinds": [TaskKind.named("refresh", SummaryLimits())], "limits": SummaryLimits()},
+    ],
+)
+def test_a_collector_refuses_no_kinds_or_limits_beside_kinds(arguments: dict[str, Any]) -> None:
+    client = ApiClient("http://127.0.0.1:9", "p", SecretStr("k"))  # never called
+    try:
+        with pytest.raises(ValueError, match="kinds"):
+            PrefetchCollector(client, TARGETS, **arguments)
+    finally:
+        client.close()
