@@ -93,6 +93,8 @@ class TargetSummary:
     task_completion: list[tuple[str, float]]
     oldest_unfinished_created: int | None
     anomalies: dict[str, int]
+    # domain -> URL status -> count, every status; the rarest domains summed as "_other".
+    domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.collector import PrefetchCollector
-from exporter.config import Target
+from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ Response = tuple[str, list[tuple[str, str]], bytes]
 class ScrapeTimeouts:
     """How a scrape's deadline follows from Prometheus' timeout header."""
 
-    offset: float = 0.5
-    maximum: float = 30.0
+    offset: float = setting_default("scrape_timeout_offset_seconds")
+    maximum: float = setting_default("max_scrape_timeout_seconds")
 
     def deadline(self, header: str | None) -> Deadline:
         """The header's timeout minus the offset, capped; the maximum without a usable header."""

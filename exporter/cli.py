@@ -11,17 +11,14 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client import generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -30,16 +27,16 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.aggregate import SummaryLimits
-from exporter.app import ExporterApp, MetricsSnapshot, ScrapeTimeouts
-from exporter.client import SIGNATURES, ApiClient, ApiError, ClientOptions
+from exporter.app import ExporterApp, ScrapeTimeouts
+from exporter.client import SIGNATURES, ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Settings, env_name, flag_name, load_settings
-from exporter.deadline import Deadline
+from exporter.kinds import TaskKind
 from exporter.logs import configure_logging
+from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
-PROG = "ucdn-prefetch-exporter"
 # From SIGTERM to exit, at the most, whatever any thread is doing: far below Kubernetes'
 # default grace of 30 s, and above the web server's own grace (3 s) for slow readers.
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -153,9 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.output is not None:
-        output_problem = _output_problem(args.output) if args.once else "needs --once"
-        if output_problem:
-            parser.error(f"invalid setting --output: {output_problem}")
+        problem = output_problem(args.output) if args.once else "needs --once"
+        if problem:
+            parser.error(f"invalid setting --output: {problem}")
     overrides = {
         name: value
         for name, value in vars(args).items()
@@ -232,17 +229,24 @@ def _client(settings: Settings) -> ApiClient:
 
 
 def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
-    limits = SummaryLimits(
-        max_url_series=settings.max_url_series,
-        max_task_series=settings.max_task_series,
-        buckets=tuple(settings.histogram_buckets),
-        max_label_value_length=settings.max_label_value_length,
-    )
+    buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
+    kinds = [
+        TaskKind.named(
+            name,
+            SummaryLimits(
+                max_url_series=settings.max_url_series,
+                max_task_series=settings.max_task_series,
+                buckets=tuple(buckets[name]),
+                max_label_value_length=settings.max_label_value_length,
+            ),
+        )
+        for name in settings.task_kinds
+    ]
     return PrefetchCollector(
         client,
         settings.targets,
+        kinds=kinds,
         lookback_seconds=settings.lookback_seconds,
-        limits=limits,
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
     )
@@ -376,83 +380,3 @@ def _settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-
-
-def check_config(settings: Settings, client: ApiClient) -> int:
-    """One signed call per target; a table of who answered; 0 when all did."""
-    rows = [("TARGET", "REACHABLE", "TASKS IN WINDOW", "TIME")]
-    failures = 0
-    for target in settings.targets:
-        end = int(time.time())
-        started = time.monotonic()
-        try:
-            count = client.count_tasks(
-                target.project_id,
-                is_dcdn=target.is_dcdn,
-                begin=end - settings.lookback_seconds,
-                end=end,
-                deadline=Deadline.after(settings.request_timeout_seconds),
-            )
-            reachable, tasks = "yes", str(count)
-        except ApiError as error:
-            failures += 1
-            request = f"; request {error.request_id}" if error.request_id else ""
-            reachable, tasks = f"no ({error.reason}: {error.detail}{request})", "-"
-        elapsed = f"{time.monotonic() - started:.2f}s"
-        rows.append((f"{target.project_label}/{target.platform}", reachable, tasks, elapsed))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    return 1 if failures else 0
-
-
-def collect_once(settings: Settings, collector: PrefetchCollector, output: Path | None) -> int:
-    """Collect every target once; write the text exposition; 0 when every target was up."""
-    metrics = collector.collect_within(Deadline.after(settings.max_scrape_timeout_seconds))
-    text = generate_latest(MetricsSnapshot(metrics))
-    if output is None:
-        sys.stdout.buffer.write(text)
-        sys.stdout.flush()
-    else:
-        try:
-            _write_atomically(output, text)
-        except OSError as error:
-            # strerror alone: the exception's text would repeat the path.
-            print(
-                f"{PROG}: cannot write --output: {error.strerror or 'write failed'}",
-                file=sys.stderr,
-            )
-            return 1
-    up = [sample.value for m in metrics if m.name == "ucdn_prefetch_up" for sample in m.samples]
-    return 0 if up and all(value == 1 for value in up) else 1
-
-
-def _output_problem(path: Path) -> str | None:
-    """Why ``--output`` cannot be written, found before collecting rather than after."""
-    directory = path.parent
-    if not directory.is_dir():
-        return "its directory does not exist"
-    if path.is_dir():
-        return "is a directory"
-    # The temporary file is created in the directory, then renamed over the output.
-    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
-        return "its directory is not writable"
-    return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers (node_exporter's textfile collector) never see a half-written file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

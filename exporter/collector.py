@@ -6,10 +6,12 @@ collected in parallel; a target that fails or runs out of time reports ``up 0`` 
 its duration only, so nothing stale is ever published as fresh, and the scrape still
 answers.
 
-Series are of two kinds: a target's (every one labelled with ``project_id`` and
-``platform``) and the process' own (build info, the API request counter), which no target
-owns. ``/metrics`` gets both, a probe only its target's, so that a probe job per target
-plus one job for the process' series publish each series exactly once.
+Every target is collected for every configured kind of task (prefetch, refresh), each
+kind under its own prefix with the same families. Series are of two kinds: a target's
+(every one labelled with ``project_id`` and ``platform``) and the process' own (build
+info, the API request counter), which no target owns. ``/metrics`` gets both, a probe
+only its target's, so that a probe job per target plus one job for the process' series
+publish each series exactly once.
 """
 
 import logging
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Protocol, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -33,13 +35,14 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.aggregate import ANOMALIES, Summarizer, SummaryLimits, TargetSummary
 from exporter.client import OUTCOMES, ApiClient, ApiError
-from exporter.config import Target
+from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
-from exporter.model import FINISHED, STATUSES
+from exporter.kinds import TaskKind
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES, Family, TargetFamilies
+from exporter.model import ACTIONS, FINISHED, STATUSES
 from exporter.singleflight import SharedFetches, ShutdownError
 
-PREFIX = "ucdn_prefetch_"
-TARGET_LABELS = ("project_id", "platform")
+_M = TypeVar("_M", bound=Metric)
 log = logging.getLogger(__name__)
 
 
@@ -58,8 +61,21 @@ class _Outcome:
     collection: Collection | None
 
 
+class FamilySource(Protocol):
+    """More families for ``/metrics``, collected within the scrape's deadline (the quotas)."""
+
+    def families(self, deadline: Deadline) -> list[Metric]:
+        """The source's families, as fresh as ``deadline`` allows."""
+        ...
+
+
 class PrefetchCollector(Collector):
-    """Publishes the prefetch tasks of every target, fetched when Prometheus scrapes.
+    """Publishes the tasks of every target and kind, fetched when Prometheus scrapes.
+
+    The application and ``--once`` call :meth:`collect_within` with their deadline; a
+    prometheus_client registry (the in-process tests, an embedding program) calls
+    :meth:`collect`, which uses the default deadline, after :meth:`describe`, which
+    makes no API call.
 
     A scrape of one healthy target yields, among others::
 
@@ -80,28 +96,39 @@ class PrefetchCollector(Collector):
         client: ApiClient,
         targets: Sequence[Target],
         *,
-        lookback_seconds: int = 86400,
+        kinds: Sequence[TaskKind] | None = None,
         limits: SummaryLimits | None = None,
-        cache_seconds: float = 0.0,
-        default_timeout: float = 30.0,
+        lookback_seconds: int = setting_default("lookback_seconds"),
+        cache_seconds: float = setting_default("cache_seconds"),
+        default_timeout: float = setting_default("max_scrape_timeout_seconds"),
         wall_clock: Callable[[], float] = time.time,
+        extra: Sequence[FamilySource] = (),
     ) -> None:
+        """Collect ``kinds`` of every target; without ``kinds``, prefetch with ``limits``.
+
+        ``extra`` sources add their families to ``/metrics`` after the targets'.
+        """
+        if kinds is None:
+            kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
+        elif limits is not None or not kinds:
+            raise ValueError("kinds need at least one kind, and carry their own limits")
         self._client = client
         self._targets = list(targets)
+        self._kinds = list(kinds)
         self._lookback = lookback_seconds
-        self._limits = limits or SummaryLimits()
+        self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
         self._wall_clock = wall_clock
         # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
-        # Twice the targets: a fetch that ran out of time may still be ending when its
-        # successor starts.
-        self._shared: SharedFetches[Target, Collection] = SharedFetches(
+        # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
+        # when its successor starts.
+        self._shared: SharedFetches[tuple[Target, TaskKind], Collection] = SharedFetches(
             ttl=cache_seconds,
-            max_workers=2 * max(1, len(self._targets)),
+            max_workers=2 * max(1, len(self._targets) * len(self._kinds)),
             fetch_seconds=default_timeout,
         )
-        self._last_success: dict[Target, float] = {}
+        self._last_success: dict[tuple[Target, TaskKind], float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -109,49 +136,66 @@ class PrefetchCollector(Collector):
         """The targets this collector is allowed to fetch."""
         return list(self._targets)
 
+    @property
+    def kinds(self) -> list[TaskKind]:
+        """The kinds of task collected for every target."""
+        return list(self._kinds)
+
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
-        return [*_exporter_families(), *_Families.new("").all()]
+        families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
+        return [family.new() for family in families]
 
     def collect(self) -> Iterable[Metric]:
-        """Collect every target within the default deadline (for registries that call this)."""
+        """:meth:`collect_within` the default deadline (for a registry, which has none)."""
         return self.collect_within(Deadline.after(self._default_timeout))
 
     def collect_within(self, deadline: Deadline) -> list[Metric]:
         """The process' own series, then every target's: what ``/metrics`` serves."""
         targets = self.collect_targets(deadline, self._targets)
+        extra = [metric for source in self._extra for metric in source.families(deadline)]
         # After the targets, so that the request counter includes this scrape's requests.
-        return [*self.exporter_metrics(), *targets]
+        return [*self.exporter_metrics(), *targets, *extra]
 
     def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
-        """Only ``targets``' series, fetched in parallel, waiting no longer than ``deadline``."""
+        """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
         started = time.monotonic()
-        futures = [(target, self._fetch(target)) for target in targets]
-        outcomes = [self._wait(target, future, deadline, started) for target, future in futures]
-        return self._families(outcomes).all()
+        futures = [
+            (kind, target, self._fetch(target, kind)) for kind in self._kinds for target in targets
+        ]
+        outcomes = {
+            (kind, target): self._wait(target, kind, future, deadline, started)
+            for kind, target, future in futures
+        }
+        metrics: list[Metric] = []
+        for kind in self._kinds:
+            kind_outcomes = [outcomes[kind, target] for target in targets]
+            metrics.extend(self._families(kind, kind_outcomes).all())
+        return metrics
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests."""
-        build_info, api_requests = _exporter_families()
+        build_info = _new(BUILD_INFO, GaugeMetricFamily)
+        api_requests = _new(API_REQUESTS, CounterMetricFamily)
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
-        for name in OUTCOMES:  # summed over actions until the per-action family replaces it
-            total = sum(count for (_, outcome), count in counts.items() if outcome == name)
-            api_requests.add_metric([name], total)
+        for action in ACTIONS:
+            for outcome in OUTCOMES:
+                api_requests.add_metric([action, outcome], counts.get((action, outcome), 0))
         return [build_info, api_requests]
 
     def close(self) -> None:
         """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
         self._shared.close()
 
-    def _fetch(self, target: Target) -> "Future[Collection]":
-        return self._shared.get(target, lambda deadline: self._load(target, deadline))
+    def _fetch(self, target: Target, kind: TaskKind) -> "Future[Collection]":
+        return self._shared.get((target, kind), lambda deadline: self._load(target, kind, deadline))
 
-    def _load(self, target: Target, deadline: Deadline) -> Collection:
+    def _load(self, target: Target, kind: TaskKind, deadline: Deadline) -> Collection:
         end = int(self._wall_clock())
         # Each page is summarised while the next ones are on the wire, which takes the
         # summary off the end of the scrape.
-        summarizer = Summarizer(self._limits)
+        summarizer = Summarizer(kind.limits)
         window = self._client.fetch_tasks(
             target.project_id,
             is_dcdn=target.is_dcdn,
@@ -159,11 +203,17 @@ class PrefetchCollector(Collector):
             end=end,
             deadline=deadline,
             on_page=summarizer.add_page,
+            action=kind.action,
         )
         return Collection(summarizer.summary(window), self._wall_clock())
 
     def _wait(
-        self, target: Target, future: "Future[Collection]", deadline: Deadline, started: float
+        self,
+        target: Target,
+        kind: TaskKind,
+        future: "Future[Collection]",
+        deadline: Deadline,
+        started: float,
     ) -> _Outcome:
         # exception(), not result(): raised here, the error's traceback would take in
         # these frames, which hold its future, a cycle keeping the failed collection's
@@ -171,34 +221,42 @@ class PrefetchCollector(Collector):
         try:
             error = future.exception(timeout=deadline.remaining())
         except FutureTimeout:
-            return self._failed(target, started, "timeout", "no answer within the scrape deadline")
+            return self._failed(target, kind, started, "timeout", "no answer within the deadline")
         if isinstance(error, ShutdownError):
-            return self._failed(target, started, "shutdown", str(error))
+            return self._failed(target, kind, started, "shutdown", str(error))
         if isinstance(error, ApiError):
-            return self._failed(target, started, error.reason, error.detail, error.request_id)
+            return self._failed(
+                target, kind, started, error.reason, error.detail, request_id=error.request_id
+            )
         if error is not None:  # a bug here must cost one target, not the whole scrape
             log.error(
-                "collection failed unexpectedly", exc_info=error, extra={"fields": _fields(target)}
+                "collection failed unexpectedly",
+                exc_info=error,
+                extra={"fields": _fields(target, kind)},
             )
-            return self._failed(target, started, "internal_error", "see the traceback above")
+            return self._failed(target, kind, started, "internal_error", "see the traceback above")
         collection = future.result()
         with self._lock:
-            self._last_success[target] = collection.finished_at
+            self._last_success[target, kind] = collection.finished_at
         seconds = time.monotonic() - started
-        log.debug("collected", extra={"fields": {**_fields(target), "duration_seconds": seconds}})
+        log.debug(
+            "collected", extra={"fields": {**_fields(target, kind), "duration_seconds": seconds}}
+        )
         return _Outcome(target, seconds, collection)
 
     def _failed(
         self,
         target: Target,
+        kind: TaskKind,
         started: float,
         reason: str,
         detail: str,
+        *,
         request_id: str | None = None,
     ) -> _Outcome:
         seconds = time.monotonic() - started
         fields: dict[str, object] = {
-            **_fields(target),
+            **_fields(target, kind),
             "reason": reason,
             "duration_seconds": seconds,
             "detail": detail,
@@ -208,12 +266,12 @@ class PrefetchCollector(Collector):
         log.warning("collection failed", extra={"fields": fields})
         return _Outcome(target, seconds, None)
 
-    def _families(self, outcomes: Sequence[_Outcome]) -> "_Families":
-        families = _Families.new(self._cache_note())
+    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "_Families":
+        families = _Families.new(kind.families, self._cache_note())
         for outcome in outcomes:
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
-                last_success = self._last_success.get(outcome.target)
+                last_success = self._last_success.get((outcome.target, kind))
             families.add_target(labels, outcome.seconds, last_success, outcome.collection)
         return families
 
@@ -221,20 +279,6 @@ class PrefetchCollector(Collector):
         if self._cache_seconds <= 0:
             return ""
         return f" Answers are reused for up to {_go_float(self._cache_seconds)}s."
-
-
-def _exporter_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
-    """The process' own families, empty: build info and the API request counter."""
-    return (
-        GaugeMetricFamily(
-            PREFIX + "exporter_build_info", "The exporter's version; always 1.", labels=["version"]
-        ),
-        CounterMetricFamily(
-            PREFIX + "api_requests",
-            "API requests since the exporter started, by outcome (each retry counts).",
-            labels=["outcome"],
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -252,53 +296,24 @@ class _Families:
     task_completion: GaugeMetricFamily
     oldest_unfinished: GaugeMetricFamily
     records_invalid: GaugeMetricFamily
+    domain_urls: GaugeMetricFamily
 
     @classmethod
-    def new(cls, cache_note: str) -> "_Families":
+    def new(cls, contract: TargetFamilies, cache_note: str) -> "_Families":
         """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
-
-        def gauge(name: str, doc: str, extra: Sequence[str] = (), note: str = cache_note) -> Any:
-            return GaugeMetricFamily(PREFIX + name, doc + note, labels=[*TARGET_LABELS, *extra])
-
         return cls(
-            up=gauge("up", "1 when this target's collection in this scrape succeeded, else 0."),
-            scrape_duration=gauge(
-                "scrape_duration_seconds", "How long this target's collection took.", note=""
-            ),
-            last_success=gauge(
-                "last_success_timestamp_seconds",
-                "Unix time of this target's last successful collection.",
-            ),
-            tasks=gauge(
-                "tasks", "Prefetch tasks created in the lookback window, by status.", ["status"]
-            ),
-            urls=gauge("urls", "URLs of those tasks, by URL status.", ["status"]),
-            url_progress=gauge(
-                "url_progress_ratio",
-                "Progress (0-1) of each unfinished URL, newest tasks first, capped per target.",
-                ["task_id", "url"],
-            ),
-            url_series_dropped=gauge(
-                "url_series_dropped", "Unfinished URLs left out of url_progress_ratio by its cap."
-            ),
-            url_completion=GaugeHistogramMetricFamily(
-                PREFIX + "url_completion_seconds",
-                "FinishTime minus CreateTime of the window's finished URLs, by status."
-                + cache_note,
-                labels=[*TARGET_LABELS, "status"],
-            ),
-            task_completion=gauge(
-                "task_completion_seconds",
-                "Latest URL FinishTime minus CreateTime of the most recent finished tasks.",
-                ["task_id"],
-            ),
-            oldest_unfinished=gauge(
-                "oldest_unfinished_task_created_timestamp_seconds",
-                "CreateTime of the oldest task in wait or process; absent when there is none.",
-            ),
-            records_invalid=gauge(
-                "records_invalid", "Anomalies in this collection's answers, by reason.", ["reason"]
-            ),
+            up=_new(contract.up, GaugeMetricFamily, cache_note),
+            scrape_duration=_new(contract.scrape_duration, GaugeMetricFamily, cache_note),
+            last_success=_new(contract.last_success, GaugeMetricFamily, cache_note),
+            tasks=_new(contract.tasks, GaugeMetricFamily, cache_note),
+            urls=_new(contract.urls, GaugeMetricFamily, cache_note),
+            url_progress=_new(contract.url_progress, GaugeMetricFamily, cache_note),
+            url_series_dropped=_new(contract.url_series_dropped, GaugeMetricFamily, cache_note),
+            url_completion=_new(contract.url_completion, GaugeHistogramMetricFamily, cache_note),
+            task_completion=_new(contract.task_completion, GaugeMetricFamily, cache_note),
+            oldest_unfinished=_new(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
+            records_invalid=_new(contract.records_invalid, GaugeMetricFamily, cache_note),
+            domain_urls=_new(contract.domain_urls, GaugeMetricFamily, cache_note),
         )
 
     def all(self) -> list[Metric]:
@@ -343,6 +358,17 @@ class _Families:
             self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
         for reason in ANOMALIES:
             self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
+        for domain, counts in sorted(summary.domain_urls.items()):
+            for status in STATUSES:
+                self.domain_urls.add_metric([*labels, domain, status], counts[status])
+
+
+def _new(family: Family, kind: type[_M], cache_note: str = "") -> _M:
+    """The contract's empty family, as the metric class the collector adds samples with."""
+    metric = family.new(cache_note)
+    if not isinstance(metric, kind):  # the contract and the collector disagree: a bug
+        raise TypeError(f"{family.name} is a {family.type}, not a {kind.__name__}")
+    return metric
 
 
 def _go_float(value: float) -> str:
@@ -350,5 +376,5 @@ def _go_float(value: float) -> str:
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
-def _fields(target: Target) -> dict[str, str]:
-    return {"project_id": target.project_label, "platform": target.platform}
+def _fields(target: Target, kind: TaskKind) -> dict[str, str]:
+    return {"project_id": target.project_label, "platform": target.platform, "kind": kind.name}

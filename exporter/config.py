@@ -9,12 +9,8 @@ named like those variables. Precedence: flag, environment, secrets file, default
 names the setting and never echoes its value.
 """
 
-import errno
 import itertools
 import math
-import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -27,7 +23,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -38,53 +33,48 @@ from pydantic_settings import (
 )
 
 from exporter.address import DEFAULT_PORT, parse_listen_address
+from exporter.metrics import TASK_KINDS
+from exporter.secrets_source import KeyFilesSource, default_secrets_dir, regular_file_problem
+from exporter.setting_names import (
+    ENV_PREFIX,
+    ConfigError,
+    describe_error,
+    env_name,
+    flag_name,
+    setting_error,
+)
+from exporter.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Platform, Target
 
-ENV_PREFIX = "UCDN_EXPORTER_"
-DEFAULT_SECRETS_DIR = Path("/run/secrets")
-SECRETS_DIR_VARIABLE = ENV_PREFIX + "SECRETS_DIR"
-# The settings read from secrets files, and the files' names, in order of preference.
-KEY_FILES = {
-    "public_key": (ENV_PREFIX + "PUBLIC_KEY", "UCLOUD_PUBLIC_KEY"),
-    "private_key": (ENV_PREFIX + "PRIVATE_KEY", "UCLOUD_PRIVATE_KEY"),
-}
-# An API key is tens of bytes; a bigger file is a mistake, not a key.
-MAX_KEY_FILE_BYTES = 64 * 1024
+# The settings' front door: the names defined in setting_names and secrets_source are
+# imported from here too, wherever they happen to be defined.
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DEFAULT_PORT",
+    "DEFAULT_PROJECT_LABEL",
+    "DEFAULT_REFRESH_BUCKETS",
+    "ENV_PREFIX",
+    "PLATFORMS",
+    "ConfigError",
+    "Platform",
+    "Settings",
+    "Target",
+    "env_name",
+    "flag_name",
+    "load_settings",
+    "regular_file_problem",
+    "setting_default",
+    "setting_error",
+]
+
+
 _URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
-DEFAULT_PROJECT_LABEL = "default"
-PLATFORMS = ("cdn", "dcdn")
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+# 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
+DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
-Platform = Literal["cdn", "dcdn"]
 CommaList = Annotated[list[str], NoDecode]
 CommaFloats = Annotated[list[float], NoDecode]
-
-
-class ConfigError(Exception):
-    """A setting is invalid; the message is one line fit for the user, free of secret values."""
-
-
-def setting_error(field: str, problem: str) -> ConfigError:
-    """The one-line error for ``field``: its variable, its flag and the problem."""
-    return ConfigError(f"invalid setting {env_name(field)} ({flag_name(field)}): {problem}")
-
-
-@dataclass(frozen=True, order=True)
-class Target:
-    """One collection target: a project of the account on one platform."""
-
-    project_id: str
-    platform: Platform
-
-    @property
-    def project_label(self) -> str:
-        """The ``project_id`` label value: the default project has an empty ID."""
-        return self.project_id or DEFAULT_PROJECT_LABEL
-
-    @property
-    def is_dcdn(self) -> bool:
-        """The API's ``IsDcdn`` parameter for this target."""
-        return self.platform == "dcdn"
 
 
 def _key_alias(name: str) -> AliasChoices:
@@ -148,6 +138,31 @@ class Settings(BaseSettings):
     histogram_buckets: CommaFloats = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
         description="comma-separated bucket bounds in seconds of the URL completion histogram",
+    )
+    task_kinds: CommaList = Field(
+        default_factory=lambda: list(TASK_KINDS),
+        description="comma-separated kinds of task to collect: prefetch, refresh or both",
+    )
+    refresh_buckets: CommaFloats = Field(
+        default_factory=lambda: list(DEFAULT_REFRESH_BUCKETS),
+        description="comma-separated bucket bounds in seconds of the refresh URL completion "
+        "histogram",
+    )
+    max_domain_series: int = Field(
+        100, ge=1, le=100_000, description="per target and kind, most domain_urls domains"
+    )
+    max_domains: int = Field(
+        500, ge=1, le=100_000, description="per project, most domains whose quotas are asked for"
+    )
+    quota_interval_seconds: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="how often the domains' daily quotas are asked for; 0 never asks",
+    )
+    quota_parallel_requests: int = Field(
+        4, ge=1, le=64, description="quota requests in flight at once per project"
     )
     cache_seconds: float = Field(
         0,
@@ -223,7 +238,14 @@ class Settings(BaseSettings):
         False, description="serve a built-in simulated API on loopback and need no account"
     )
 
-    @field_validator("project_ids", "platforms", "histogram_buckets", mode="before")
+    @field_validator(
+        "project_ids",
+        "platforms",
+        "histogram_buckets",
+        "task_kinds",
+        "refresh_buckets",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -245,12 +267,23 @@ class Settings(BaseSettings):
             raise ValueError("at least one platform is needed")
         return list(dict.fromkeys(value))
 
+    @field_validator("task_kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        if set(value) - set(TASK_KINDS):
+            raise ValueError(f"unknown kind of task: choose from {', '.join(TASK_KINDS)}")
+        if not value:
+            raise ValueError("at least one kind of task is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("names a kind of task twice")
+        return value
+
     @field_validator("project_ids")
     @classmethod
     def _unique_projects(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
 
-    @field_validator("histogram_buckets")
+    @field_validator("histogram_buckets", "refresh_buckets")
     @classmethod
     def _increasing_buckets(cls, value: list[float]) -> list[float]:
         if not value or any(b <= a for a, b in itertools.pairwise(value)):
@@ -344,106 +377,6 @@ def _invalid(field: str, problem: str) -> PydanticCustomError:
     return PydanticCustomError("invalid_setting", "{problem}", {"field": field, "problem": problem})
 
 
-class KeyFilesSource(PydanticBaseSettingsSource):
-    """The API keys from files in the secrets directory, each file checked before it is read.
-
-    Only the files in :data:`KEY_FILES` are looked at. Each must be a regular file (a
-    FIFO is never waited on: it is opened non-blocking and refused), readable, at most
-    :data:`MAX_KEY_FILE_BYTES` and UTF-8; anything else is a :class:`ConfigError` that
-    names the setting and the file, never its contents.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], directory: Any) -> None:
-        """Read from ``directory``; None reads nothing."""
-        super().__init__(settings_cls)
-        self._directory = Path(directory) if directory is not None else None
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        """Unused: :meth:`__call__` reads every key file at once."""
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        """The key files' values under their variables' names, unless a flag or variable won."""
-        if self._directory is None:
-            return {}
-        try:
-            is_directory = stat.S_ISDIR(self._directory.stat().st_mode)
-        except OSError as error:  # Path.is_dir() would raise PermissionError, say, as it is
-            problem = "does not exist" if error.errno == errno.ENOENT else _reason(error)
-            raise ConfigError(f"invalid setting {SECRETS_DIR_VARIABLE}: {problem}") from None
-        if not is_directory:
-            raise ConfigError(f"invalid setting {SECRETS_DIR_VARIABLE}: not a directory")
-        values: dict[str, Any] = {}
-        for field, names in KEY_FILES.items():
-            if self._already_set(field, names):
-                continue
-            for name in names:
-                value = _read_key_file(self._directory / name, field, name)
-                if value is not None:
-                    values[names[0]] = value
-                    break
-        return values
-
-    def _already_set(self, field: str, names: tuple[str, ...]) -> bool:
-        # The environment's UCLOUD_* name would lose to a file's UCDN_EXPORTER_* name at
-        # validation (the first alias wins), so a file is read only when nothing else set it.
-        return any(key in self.current_state for key in (field, *names))
-
-
-def _read_key_file(path: Path, field: str, name: str) -> str | None:
-    """The stripped text of one key file, None when it does not exist."""
-    try:
-        path.lstat()
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise setting_error(field, f"secrets file {name}: {_reason(error)}") from None
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        problem = "dangling symbolic link" if error.errno == errno.ENOENT else _reason(error)
-        raise setting_error(field, f"secrets file {name}: {problem}") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise setting_error(field, f"secrets file {name}: not a regular file")
-    with os.fdopen(descriptor, "rb") as file:
-        data = file.read(MAX_KEY_FILE_BYTES + 1)
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise setting_error(field, f"secrets file {name}: larger than {MAX_KEY_FILE_BYTES} bytes")
-    try:
-        return data.decode("utf-8", errors="strict").strip()
-    except UnicodeDecodeError:
-        raise setting_error(field, f"secrets file {name}: not UTF-8 text") from None
-
-
-def regular_file_problem(path: Path) -> str | None:
-    """Why ``path`` is not a readable regular file, or None when it is one."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as error:
-        return f"cannot be used ({_reason(error)})"
-    if not stat.S_ISREG(mode):
-        return "not a regular file"
-    if not os.access(path, os.R_OK, effective_ids=True):
-        return "cannot be read (permission denied)"
-    return None
-
-
-def _reason(error: OSError) -> str:
-    # strerror alone: str(error) would repeat the file name.
-    return (error.strerror or "cannot be read").lower()
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets ``field``."""
-    return ENV_PREFIX + field.upper()
-
-
-def flag_name(field: str) -> str:
-    """The command-line flag that sets ``field``."""
-    return "--" + field.replace("_", "-")
-
-
 def load_settings(
     overrides: dict[str, Any] | None = None, secrets_dir: Path | None = None
 ) -> Settings:
@@ -451,32 +384,13 @@ def load_settings(
 
     Raises :class:`ConfigError` naming the first invalid setting.
     """
-    directory = secrets_dir or _default_secrets_dir()
+    directory = secrets_dir or default_secrets_dir()
     try:
         return Settings(_secrets_dir=directory, **(overrides or {}))
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
 
 
-def _default_secrets_dir() -> Path | None:
-    configured = os.environ.get(SECRETS_DIR_VARIABLE)
-    if configured:
-        return Path(configured)
-    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
-
-
-def describe_error(error: ValidationError) -> str:
-    """One line naming the first invalid setting by its variable and flag, without its value."""
-    first = error.errors(include_input=False, include_url=False)[0]
-    location = [str(part) for part in first["loc"]]
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "invalid_setting":
-        location = [first.get("ctx", {})["field"]]
-    if not location:  # a whole-model check: its message names the setting itself
-        return f"invalid configuration: {message}"
-    field = location[0].lower()
-    if field.startswith(ENV_PREFIX.lower()):
-        field = field[len(ENV_PREFIX) :]
-    if field.startswith("ucloud_"):
-        field = field[len("ucloud_") :]
-    return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
+def setting_default(field: str) -> Any:
+    """The default of setting ``field``: the one place defaults are written is the model."""
+    return Settings.model_fields[field].get_default(call_default_factory=True)

@@ -81,12 +81,26 @@ def test_check_config_exits_1_and_says_why_when_a_target_fails(
 
 def test_once_writes_the_exposition_to_stdout(simulator: Callable[..., SimulatedApi]) -> None:
     api = simulator(dataset(int(time.time())))
-    result = run(*exporter_args(api), "--project-ids", "web", "--once")
+    result = run(*exporter_args(api), "--project-ids", "web", "--task-kinds", "prefetch", "--once")
     assert result.returncode == 0, result.stderr
     metrics = samples(result.stdout)
     assert (
         metrics[("ucdn_prefetch_up", frozenset({("project_id", "web"), ("platform", "cdn")}))] == 1
     )
+    assert not any(name.startswith("ucdn_refresh_") for name, _ in metrics)
+
+
+def test_once_collects_every_kind_and_exits_0_only_when_all_are_up(
+    simulator: Callable[..., SimulatedApi],
+) -> None:
+    api = simulator(dataset(int(time.time())))
+    result = run(*exporter_args(api), "--project-ids", "web", "--once")
+    metrics = samples(result.stdout)
+    target = frozenset({("project_id", "web"), ("platform", "cdn")})
+    up = [metrics[(f"ucdn_{kind}_up", target)] for kind in ("prefetch", "refresh")]
+    assert up[0] == 1
+    assert result.returncode == (0 if all(value == 1 for value in up) else 1), result.stderr
+    assert api.request_count() >= 2  # one collection of each kind
 
 
 def test_once_replaces_the_output_file_atomically_and_exits_1_on_failure(

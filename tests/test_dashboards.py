@@ -16,27 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "dashboards" / "generate.py"
 DASHBOARD = ROOT / "dashboards" / "ucdn-prefetch-overview.json"
 RULES = ROOT / "prometheus" / "rules.yml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
-# The metric contract of issue 2, as the dashboard may query it (histograms by _bucket).
-CONTRACT = {
-    "ucdn_prefetch_up",
-    "ucdn_prefetch_scrape_duration_seconds",
-    "ucdn_prefetch_last_success_timestamp_seconds",
-    "ucdn_prefetch_api_requests_total",
-    "ucdn_prefetch_tasks",
-    "ucdn_prefetch_urls",
-    "ucdn_prefetch_url_progress_ratio",
-    "ucdn_prefetch_url_series_dropped",
-    "ucdn_prefetch_url_completion_seconds_bucket",
-    "ucdn_prefetch_task_completion_seconds",
-    "ucdn_prefetch_oldest_unfinished_task_created_timestamp_seconds",
-    "ucdn_prefetch_records_invalid",
-    "ucdn_prefetch_exporter_build_info",
-}
+# The metric contract (exporter/metrics.py), as the dashboard may query it (samples).
+CONTRACT = metrics.sample_names()
 # Series a stock Prometheus writes for every scrape, without any feature flag.
 PROMETHEUS_OWN = {"scrape_duration_seconds"}
 # Series only --enable-feature=extra-scrape-metrics adds: no panel may need them.

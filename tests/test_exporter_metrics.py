@@ -28,15 +28,19 @@ from prometheus_client.registry import CollectorRegistry
 from pydantic import SecretStr
 from simfaults import SimulatedApi
 
+from exporter.aggregate import SummaryLimits
 from exporter.app import ExporterApp
-from exporter.client import ApiClient, ClientOptions
+from exporter.client import OUTCOMES, ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
+from exporter.kinds import TaskKind
+from exporter.metrics import API_REQUESTS, KIND_FAMILIES, PROCESS_FAMILIES, TASK_KINDS
+from exporter.model import ACTIONS
 from exporter.simulator import StaticDataset, generate_tasks
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
-PROCESS_WIDE = ("ucdn_prefetch_exporter_build_info", "ucdn_prefetch_api_requests_total")
+PROCESS_WIDE = tuple(name for family in PROCESS_FAMILIES for name in family.sample_names)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,10 @@ def app() -> Iterator[ExporterApp]:
     )
     api = SimulatedApi(PUBLIC_KEY, CANARY, dataset).start()
     client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=ClientOptions())
-    collector = PrefetchCollector(client, TARGETS, default_timeout=10.0)
+    # Every kind: a probe carries both kinds' series of its target (refresh is up 0 where
+    # the simulator does not serve its action; its up and duration are series all the same).
+    kinds = [TaskKind.named(kind, SummaryLimits()) for kind in TASK_KINDS]
+    collector = PrefetchCollector(client, TARGETS, kinds=kinds, default_timeout=10.0)
     runtime = CollectorRegistry()  # what cli.serve() hands the application
     ProcessCollector(registry=runtime)
     PlatformCollector(registry=runtime)
@@ -115,7 +122,7 @@ def test_a_probe_carries_only_its_own_targets_series(app: ExporterApp, target: T
     names = {name for name, _ in answer}
     assert names.isdisjoint(PROCESS_WIDE)
     assert not any(name.startswith(("process_", "python_")) for name in names)
-    assert "ucdn_prefetch_up" in names
+    assert {KIND_FAMILIES[kind].up.name for kind in TASK_KINDS} <= names
 
 
 def test_exporter_metrics_carries_only_the_process_series_and_calls_no_api(
@@ -132,15 +139,17 @@ def test_exporter_metrics_carries_only_the_process_series_and_calls_no_api(
     assert api_requests(app, "/exporter-metrics") == before
 
 
-def api_requests(app: ExporterApp, path: str) -> dict[str, float]:
-    """``ucdn_prefetch_api_requests_total`` by outcome, as ``path`` shows it."""
+def api_requests(app: ExporterApp, path: str) -> dict[tuple[str, str], float]:
+    """``ucdn_api_requests_total`` by action and outcome, as ``path`` shows it."""
     _, body = get(app, path)
-    return {
-        sample.labels["outcome"]: sample.value
+    counts = {
+        (sample.labels["action"], sample.labels["outcome"]): sample.value
         for family in text_string_to_metric_families(body)
         for sample in family.samples
-        if sample.name == "ucdn_prefetch_api_requests_total"
+        if sample.name in API_REQUESTS.sample_names
     }
+    assert len(counts) == len(ACTIONS) * len(OUTCOMES)  # every pair, from the start
+    return counts
 
 
 def test_the_landing_page_links_the_exporter_metrics(app: ExporterApp) -> None:

@@ -2,12 +2,14 @@
 
 Regenerate after an intended change with ``UPDATE_GOLDEN=1 pytest tests/test_golden.py``
 and review the diff like code. Only the per-target durations vary between runs; they
-are replaced by a placeholder before comparing.
+are replaced by a placeholder before comparing. The version in the build info is the
+installed one: it is left out of the comparison, so that a release needs no new golden file.
 """
 
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,13 +26,17 @@ from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
+from exporter.kinds import TaskKind
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
 
 pytestmark = pytest.mark.system
 
 GOLDEN = FIXTURES / "golden.prom"
+LIMITS = SummaryLimits(max_url_series=3, max_task_series=2, buckets=(10.0, 60.0, 3600.0))
 NOW = 1_790_000_000
-DURATION = re.compile(rb"^(ucdn_prefetch_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
+DURATION = re.compile(rb"^(ucdn_[a-z]+_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
+VERSION = re.compile(rf'^({BUILD_INFO.name}\{{version=)"[^"]*"'.encode(), re.MULTILINE)
 
 
 DATASET = {
@@ -92,7 +98,10 @@ def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
     collector = PrefetchCollector(
         client,
         [Target("web", "cdn"), Target("web", "dcdn")],
-        limits=SummaryLimits(max_url_series=3, max_task_series=2, buckets=(10.0, 60.0, 3600.0)),
+        kinds=[
+            TaskKind.named("prefetch", LIMITS),
+            TaskKind.named("refresh", replace(LIMITS, buckets=(1.0, 60.0))),
+        ],
         wall_clock=lambda: NOW,
     )
     yield collector.collect_within(Deadline.after(20))
@@ -104,11 +113,25 @@ def normalized(text: bytes) -> bytes:
     return DURATION.sub(rb"\1 <duration>", text)
 
 
+def without_version(text: bytes) -> bytes:
+    return VERSION.sub(rb'\1"<version>"', text)
+
+
 def test_text_exposition_matches_the_golden_file(exposition: list[Any]) -> None:
     text = normalized(generate_latest(MetricsSnapshot(exposition)))
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_bytes(text)
-    assert text.decode() == GOLDEN.read_text()
+    assert without_version(text).decode() == without_version(GOLDEN.read_bytes()).decode()
+
+
+def test_the_golden_comparison_ignores_only_the_version() -> None:
+    golden = GOLDEN.read_bytes()
+    assert VERSION.search(golden), "the golden file has no build info to ignore"
+    released = VERSION.sub(rb'\1"99.0.0"', golden)
+    assert released != golden
+    assert without_version(released) == without_version(golden)
+    # Anything else that differs still fails the comparison.
+    assert without_version(released.replace(b"} 1.0", b"} 2.0", 1)) != without_version(golden)
 
 
 def test_golden_file_is_lint_clean_for_promtool(exposition: list[Any]) -> None:
@@ -123,6 +146,6 @@ def test_openmetrics_exposition_parses_strictly(exposition: list[Any]) -> None:
     # client library checks this one, and the real-Prometheus test scrapes it for real.
     text = generate_openmetrics(MetricsSnapshot(exposition)).decode()
     families = {family.name: family for family in parse_openmetrics(text)}
-    assert families["ucdn_prefetch_url_completion_seconds"].type == "gaugehistogram"
-    assert families["ucdn_prefetch_api_requests"].type == "counter"
+    assert families[PREFETCH.url_completion.name].type == "gaugehistogram"
+    assert families[API_REQUESTS.name].type == "counter"
     assert text.endswith("# EOF\n")

@@ -10,6 +10,7 @@ from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 
+from exporter.metrics import BUILD_INFO, PREFETCH
 from overview.common import (
     TARGET,
     TARGET_LEGEND,
@@ -46,7 +47,7 @@ def collection_up() -> stat.Panel:
             "show nothing for that target until it recovers. See the API requests panel "
             "for the kind of error and the exporter's log for details."
         )
-        .with_target(query(f"ucdn_prefetch_up{{{TARGET}}}", TARGET_LEGEND, instant=True))
+        .with_target(query(f"{PREFETCH.up.name}{{{TARGET}}}", TARGET_LEGEND, instant=True))
         .mappings(
             [
                 model.ValueMap(
@@ -78,7 +79,7 @@ def time_since_success() -> stat.Panel:
         )
         .with_target(
             query(
-                f"time() - ucdn_prefetch_last_success_timestamp_seconds{{{TARGET}}}",
+                f"time() - {PREFETCH.last_success.name}{{{TARGET}}}",
                 TARGET_LEGEND,
                 instant=True,
             )
@@ -132,13 +133,13 @@ def scrape_duration() -> timeseries.Panel:
         )
         .with_target(
             query(
-                f"ucdn_prefetch_scrape_duration_seconds{{{TARGET}}}",
+                f"{PREFETCH.scrape_duration.name}{{{TARGET}}}",
                 "collection {{project_id}}/{{platform}}",
             )
         )
         .with_target(
             query(
-                "scrape_duration_seconds and on (job, instance) ucdn_prefetch_exporter_build_info",
+                f"scrape_duration_seconds and on (job, instance) {BUILD_INFO.name}",
                 "scrape {{instance}}",
                 ref_id="B",
             )
@@ -175,7 +176,7 @@ def invalid_records() -> timeseries.Panel:
         )
         .with_target(
             query(
-                f"sum by (reason) (ucdn_prefetch_records_invalid{{{TARGET}}})",
+                f"sum by (reason) ({PREFETCH.records_invalid.name}{{{TARGET}}})",
                 "{{reason}}",
             )
         )

@@ -11,6 +11,7 @@ from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from exporter.metrics import PREFETCH
 from overview.common import (
     P90_LIMIT_SECONDS,
     TARGET,
@@ -72,7 +73,7 @@ def completion_heatmap() -> heatmap.Panel:
         )
         .with_target(
             query(
-                "sum by (le) (ucdn_prefetch_url_completion_seconds_bucket"
+                f"sum by (le) ({PREFETCH.url_completion.name}_bucket"
                 f'{{{TARGET}, status="success"}})',
                 "{{le}}",
                 fmt=PromQueryFormat.HEATMAP,
@@ -103,7 +104,7 @@ def slowest_tasks() -> table.Panel:
             "Finished tasks of the window (the MAX_TASK_SERIES most recent per target) with "
             "the time from creation to their last URL's finish, slowest first. Use the task "
             "id to look a slow task up in the provider's console.",
-            f"topk(20, ucdn_prefetch_task_completion_seconds{{{TARGET}}})",
+            f"topk(20, {PREFETCH.task_completion.name}{{{TARGET}}})",
             {"Value": "Completion time"},
         )
         .override_by_name(

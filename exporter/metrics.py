@@ -1,0 +1,177 @@
+"""The metric contract: every family the exporter publishes, declared once.
+
+Each :class:`Family` has its name, HELP text, type and label names, and whether its
+series belong to a target (labelled ``project_id`` and ``platform``, served by
+``/probe``) or to the process (served by ``/exporter-metrics``). The collector builds
+its families from here, ``--once`` finds ``up`` here, the dashboard generator and the
+tests take their names from here: a rename is one edit.
+
+This module knows no other module of the exporter, so that the dashboard generator can
+import it without the client or the server.
+"""
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+
+FamilyType = Literal["gauge", "counter", "gaugehistogram"]
+TARGET_LABELS: Final = ("project_id", "platform")
+PREFETCH_PREFIX: Final = "ucdn_prefetch_"
+# The kinds of task the exporter can collect, each under its own prefix.
+TASK_KINDS: Final = ("prefetch", "refresh")
+# The sample suffixes of each type in the text exposition (a dashboard queries samples).
+_SAMPLE_SUFFIXES: Final[dict[FamilyType, tuple[str, ...]]] = {
+    "gauge": ("",),
+    "counter": ("_total",),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family of the exposition: what a scrape's ``# HELP``/``# TYPE`` lines say.
+
+    ``labels`` are the family's own label names; a per-target family also carries
+    :data:`TARGET_LABELS` first. ``cached`` families may come from a reused answer, so
+    their HELP gains the cache note when a cache is configured.
+    """
+
+    name: str
+    help: str
+    type: FamilyType
+    labels: tuple[str, ...] = ()
+    per_target: bool = True
+    cached: bool = True
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every label name of the family's series, in exposition order."""
+        return (*TARGET_LABELS, *self.labels) if self.per_target else self.labels
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """The names its samples have in the text exposition (what PromQL queries)."""
+        return tuple(self.name + suffix for suffix in _SAMPLE_SUFFIXES[self.type])
+
+    def new(self, cache_note: str = "") -> Metric:
+        """An empty metric family; ``cache_note`` is appended to the HELP when ``cached``."""
+        documentation = self.help + (cache_note if self.cached else "")
+        labels = list(self.label_names)
+        if self.type == "counter":
+            return CounterMetricFamily(self.name, documentation, labels=labels)
+        if self.type == "gaugehistogram":
+            return GaugeHistogramMetricFamily(self.name, documentation, labels=labels)
+        return GaugeMetricFamily(self.name, documentation, labels=labels)
+
+
+# The process' own families: they belong to no target.
+BUILD_INFO: Final = Family(
+    PREFETCH_PREFIX + "exporter_build_info",
+    "The exporter's version; always 1.",
+    "gauge",
+    ("version",),
+    per_target=False,
+    cached=False,
+)
+API_REQUESTS: Final = Family(
+    "ucdn_api_requests",
+    "API requests since the exporter started, by action and outcome (each retry counts).",
+    "counter",
+    ("action", "outcome"),
+    per_target=False,
+    cached=False,
+)
+PROCESS_FAMILIES: Final = (BUILD_INFO, API_REQUESTS)
+
+
+@dataclass(frozen=True)
+class TargetFamilies:
+    """A task kind's per-target families, under its prefix, in exposition order."""
+
+    up: Family
+    scrape_duration: Family
+    last_success: Family
+    tasks: Family
+    urls: Family
+    url_progress: Family
+    url_series_dropped: Family
+    url_completion: Family
+    task_completion: Family
+    oldest_unfinished: Family
+    records_invalid: Family
+    domain_urls: Family
+
+    def all(self) -> tuple[Family, ...]:
+        """Every family, in exposition order."""
+        return tuple(vars(self).values())
+
+
+def target_families(prefix: str, tasks_word: str) -> TargetFamilies:
+    """The per-target families of one kind of task: ``tasks_word`` is e.g. ``"Prefetch"``."""
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = (), cached: bool = True) -> Family:
+        return Family(prefix + name, doc, "gauge", labels, cached=cached)
+
+    return TargetFamilies(
+        up=gauge("up", "1 when this target's collection in this scrape succeeded, else 0."),
+        scrape_duration=gauge(
+            "scrape_duration_seconds", "How long this target's collection took.", cached=False
+        ),
+        last_success=gauge(
+            "last_success_timestamp_seconds",
+            "Unix time of this target's last successful collection.",
+        ),
+        tasks=gauge(
+            "tasks", f"{tasks_word} tasks created in the lookback window, by status.", ("status",)
+        ),
+        urls=gauge("urls", "URLs of those tasks, by URL status.", ("status",)),
+        url_progress=gauge(
+            "url_progress_ratio",
+            "Progress (0-1) of each unfinished URL, newest tasks first, capped per target.",
+            ("task_id", "url"),
+        ),
+        url_series_dropped=gauge(
+            "url_series_dropped", "Unfinished URLs left out of url_progress_ratio by its cap."
+        ),
+        url_completion=Family(
+            prefix + "url_completion_seconds",
+            "FinishTime minus CreateTime of the window's finished URLs, by status.",
+            "gaugehistogram",
+            ("status",),
+        ),
+        task_completion=gauge(
+            "task_completion_seconds",
+            "Latest URL FinishTime minus CreateTime of the most recent finished tasks.",
+            ("task_id",),
+        ),
+        oldest_unfinished=gauge(
+            "oldest_unfinished_task_created_timestamp_seconds",
+            "CreateTime of the oldest task in wait or process; absent when there is none.",
+        ),
+        records_invalid=gauge(
+            "records_invalid", "Anomalies in this collection's answers, by reason.", ("reason",)
+        ),
+        domain_urls=gauge(
+            "domain_urls",
+            "URLs of those tasks by domain and URL status; the rarest domains as _other.",
+            ("domain", "status"),
+        ),
+    )
+
+
+PREFETCH: Final = target_families(PREFETCH_PREFIX, "Prefetch")
+REFRESH: Final = target_families("ucdn_refresh_", "Refresh")
+# Each kind's families, under the names of TASK_KINDS.
+KIND_FAMILIES: Final = {"prefetch": PREFETCH, "refresh": REFRESH}
+ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all(), *REFRESH.all())
+
+
+def sample_names() -> frozenset[str]:
+    """Every sample name the exporter can publish (what a dashboard or rule may query)."""
+    return frozenset(name for family in ALL_FAMILIES for name in family.sample_names)

@@ -1,0 +1,45 @@
+"""How a setting is named to the user: its variable, its flag, and one-line errors.
+
+Shared by the settings model and the secrets source, so that every message names a
+setting the same way and never echoes its value.
+"""
+
+from pydantic import ValidationError
+
+ENV_PREFIX = "UCDN_EXPORTER_"
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is one line fit for the user, free of secret values."""
+
+
+def setting_error(field: str, problem: str) -> ConfigError:
+    """The one-line error for ``field``: its variable, its flag and the problem."""
+    return ConfigError(f"invalid setting {env_name(field)} ({flag_name(field)}): {problem}")
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag that sets ``field``."""
+    return "--" + field.replace("_", "-")
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first invalid setting by its variable and flag, without its value."""
+    first = error.errors(include_input=False, include_url=False)[0]
+    location = [str(part) for part in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "invalid_setting":
+        location = [first.get("ctx", {})["field"]]
+    if not location:  # a whole-model check: its message names the setting itself
+        return f"invalid configuration: {message}"
+    field = location[0].lower()
+    if field.startswith(ENV_PREFIX.lower()):
+        field = field[len(ENV_PREFIX) :]
+    if field.startswith("ucloud_"):
+        field = field[len("ucloud_") :]
+    return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
