@@ -41,6 +41,8 @@ from exporter.singleflight import ShutdownError
 
 PREFIX = "ucdn_domain_"
 KINDS = ("prefetch", "refresh_file", "refresh_dir")
+# How long past its deadline a sweep waits for its calls to notice and end.
+_GRACE_SECONDS = 1.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -294,29 +296,30 @@ class QuotaSweeper:
         for info in kept:
             first_of_name.setdefault(info.domain, info)
         unique = list(first_of_name.values())
-        quotas = self._call_all(
-            [_bind(self._client.domain_quota, project_id, d.domain_id, deadline) for d in unique],
-            deadline,
-        )
-        switches = self._call_all(
-            [
-                _bind(self._client.prefetch_enabled, project_id, d.domain_id, deadline)
-                for d in unique
-            ],
-            deadline,
-        )
-        domains = tuple(
-            DomainQuota(info.domain, quota, bool(enabled))
-            for info, quota, enabled in zip(unique, quotas, switches, strict=True)
+        domains = self._call_all(
+            [self._domain_call(project_id, d, deadline) for d in unique], deadline
         )
         dropped = max(0, listing.total - len(kept))
-        return Sweep(domains, dropped, self._wall_clock())
+        return Sweep(tuple(domains), dropped, self._wall_clock())
+
+    def _domain_call(
+        self, project_id: str, info: DomainInfo, deadline: Deadline
+    ) -> Callable[[], DomainQuota]:
+        """One domain's two calls, as one task of the pool: they fill one slot in turn."""
+
+        def call() -> DomainQuota:
+            quota = self._client.domain_quota(project_id, info.domain_id, deadline=deadline)
+            enabled = self._client.prefetch_enabled(project_id, info.domain_id, deadline=deadline)
+            return DomainQuota(info.domain, quota, bool(enabled))
+
+        return call
 
     def _call_all(self, calls: Sequence[Callable[[], T]], deadline: Deadline) -> list[T]:
         """Every call's answer, in order, run on the shared pool; the first error raises.
 
         Whatever happens, returns only once none of these calls runs any more (they end
-        by ``deadline`` at the latest), so two sweeps of a project never overlap.
+        by ``deadline``, give or take a moment), so two sweeps of a project never overlap;
+        after :meth:`close`, at once.
         """
         if self._closed.is_set():
             raise ShutdownError("the exporter is shutting down")
@@ -338,13 +341,10 @@ class QuotaSweeper:
         finally:
             for future in futures:
                 future.cancel()
-            wait(futures, timeout=deadline.remaining())
-
-
-def _bind(
-    method: Callable[..., T], project_id: str, domain_id: str, deadline: Deadline
-) -> Callable[[], T]:
-    return lambda: method(project_id, domain_id, deadline=deadline)
+            # A call ends at the deadline, but may need a moment to notice; after close()
+            # nobody waits for it.
+            grace = 0.0 if self._closed.is_set() else _GRACE_SECONDS
+            wait(futures, timeout=deadline.remaining() + grace)
 
 
 def _log_failure(label: str, error: BaseException) -> None:
