@@ -3,8 +3,9 @@
 Quotas change only when someone submits work, and they cost two calls per domain, so
 they are not fetched on every scrape: a scrape that finds a project's sweep due starts
 one in the background (one per project at a time) and serves what the last sweep found.
-A scrape waits for a sweep, within its own deadline, only when it started that sweep
-or when the project has no finished sweep yet; otherwise it answers at once.
+A scrape waits for a sweep, within its own deadline, only while the project has no
+finished sweep yet (the first scrape); otherwise it answers at once with what the last
+finished sweep found, and a refresh shows from the next scrape after it ends.
 
 What a scrape publishes for a project follows the last *finished* sweep:
 
@@ -221,8 +222,10 @@ class QuotaSweeper:
         waits: list[Future[None]] = []
         with self._lock:
             for project in chosen:
-                started = self._start_if_due(project)
-                if project.running is not None and (started or not project.finished_once):
+                self._start_if_due(project)
+                # Only a project with nothing to show is waited for: a refresh is published
+                # by the next scrape rather than costing this one its deadline.
+                if project.running is not None and not project.finished_once:
                     waits.append(project.running)
         if waits:
             wait(waits, timeout=deadline.remaining())
@@ -246,11 +249,11 @@ class QuotaSweeper:
             return list(self._projects.values())
         return [self._projects[pid] for pid in dict.fromkeys(project_ids) if pid in self._projects]
 
-    def _start_if_due(self, project: _Project) -> bool:
+    def _start_if_due(self, project: _Project) -> None:
         """Start a sweep of ``project`` if none runs and its interval has passed (under lock)."""
         now = self._clock()
         if self._closed.is_set() or project.running is not None or now < project.next_due:
-            return False
+            return
         project.next_due = now + self._interval
         project.running = Future()
         deadline = Deadline.after(self._sweep_seconds, self._sweep_clock)
@@ -261,7 +264,6 @@ class QuotaSweeper:
             daemon=True,  # a sweep must never hold up the process' exit
         )
         thread.start()
-        return True
 
     def _sweep_clock(self) -> float:
         """Monotonic time, but past every deadline once closed: sweeps then end at once."""

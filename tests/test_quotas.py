@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -174,6 +174,26 @@ def soon(seconds: float = WAIT) -> Deadline:
     return Deadline.after(seconds)
 
 
+def eventually(sweeper: QuotaSweeper, check: Callable[[list[Metric]], bool]) -> list[Metric]:
+    """Scrapes (which wait for no refresh) until ``check`` holds, for at most WAIT seconds."""
+    give_up = time.monotonic() + WAIT
+    while True:
+        families = sweeper.families(soon(0.01))
+        if check(families) or time.monotonic() > give_up:
+            return families
+        time.sleep(0.02)
+
+
+def prefetch_used(families: list[Metric], project_id: str = "p1") -> float | None:
+    return value(
+        families,
+        "ucdn_domain_quota_used",
+        project_id=project_id,
+        domain="a.example.com",
+        kind="prefetch",
+    )
+
+
 def test_exposition_of_one_project_with_two_domains(sweepers: list[QuotaSweeper]) -> None:
     api = FakeQuotaApi({"": ["b.example.com", "off.example.com"]})
     text = exposition(make(sweepers, api).families(soon()))
@@ -221,55 +241,40 @@ def test_a_scrape_within_the_interval_makes_no_call_and_one_after_it_sweeps_agai
     sweepers: list[QuotaSweeper],
 ) -> None:
     api = FakeQuotaApi({"p1": ["a.example.com", "b.example.com"]})
-    sweeper = make(sweepers, api, interval=0.5)
+    sweeper = make(sweepers, api, interval=1.0)
     sweeper.families(soon())
     assert api.calls == 1 + 2 * 2  # the list, then a quota and a switch per domain
     api.used = 8
     within = sweeper.families(soon())
     assert api.calls == 5
-    assert value(within, "ucdn_domain_quota_used", project_id="p1", domain="a.example.com",
-                 kind="prefetch") == 7  # fmt: skip
-    time.sleep(0.6)
-    after = sweeper.families(soon())  # this scrape started the sweep, so it waits for it
+    assert prefetch_used(within) == 7
+    time.sleep(1.1)
+    # The scrape that starts the refresh answers with the last sweep's values at once;
+    # a scrape after the refresh ends publishes it.
+    assert prefetch_used(sweeper.families(soon())) == 7
+    assert prefetch_used(eventually(sweeper, lambda f: prefetch_used(f) == 8)) == 8
     assert api.calls == 10
-    assert value(after, "ucdn_domain_quota_used", project_id="p1", domain="a.example.com",
-                 kind="prefetch") == 8  # fmt: skip
 
 
 def test_a_slow_sweep_never_holds_a_scrape_past_its_deadline(sweepers: list[QuotaSweeper]) -> None:
     api = FakeQuotaApi({"p1": ["a.example.com"]})
     sweeper = make(sweepers, api, interval=0.3, sweep_seconds=5.0, wall_clock=time.time)
-    first = sweeper.families(soon())
-    good_at = value(first, "ucdn_domain_quota_last_success_timestamp_seconds", project_id="p1")
+    last_success = "ucdn_domain_quota_last_success_timestamp_seconds"
+    good_at = value(sweeper.families(soon()), last_success, project_id="p1")
     assert good_at is not None
     api.delay, api.used = 0.5, 9
     time.sleep(0.35)
-    started = time.monotonic()
-    during = sweeper.families(soon(0.2))
-    assert time.monotonic() - started < 0.2 + 0.15
-    # The last good values, their timestamp, and up 1: the last finished sweep succeeded.
-    assert value(during, "ucdn_domain_quota_up", project_id="p1") == 1
-    assert value(during, "ucdn_domain_quota_used", project_id="p1", domain="a.example.com",
-                 kind="prefetch") == 7  # fmt: skip
-    assert value(during, "ucdn_domain_quota_last_success_timestamp_seconds", project_id="p1") == (
-        good_at
-    )
-    # A scrape that joins a sweep some other scrape started does not wait for it at all.
-    started = time.monotonic()
-    sweeper.families(soon())
-    assert time.monotonic() - started < 0.1
-    # The slow sweep ends; scrapes that wait for nothing see its answers once it has.
-    give_up = time.monotonic() + WAIT
-    while time.monotonic() < give_up:
-        after = sweeper.families(soon(0.01))
-        used = value(after, "ucdn_domain_quota_used", project_id="p1", domain="a.example.com",
-                     kind="prefetch")  # fmt: skip
-        if used != 7:
-            break
-        time.sleep(0.05)
-    assert used == 9
-    assert (value(after, "ucdn_domain_quota_last_success_timestamp_seconds", project_id="p1")
-            or 0) > good_at  # fmt: skip
+    for _ in range(2):  # the scrape that starts the slow sweep, then one that finds it running
+        started = time.monotonic()
+        during = sweeper.families(soon(0.2))
+        assert time.monotonic() - started < 0.1
+        # The last good values, their timestamp, and up 1: the last finished sweep succeeded.
+        assert value(during, "ucdn_domain_quota_up", project_id="p1") == 1
+        assert prefetch_used(during) == 7
+        assert value(during, last_success, project_id="p1") == good_at
+    after = eventually(sweeper, lambda f: prefetch_used(f) != 7)
+    assert prefetch_used(after) == 9
+    assert (value(after, last_success, project_id="p1") or 0) > good_at
 
 
 def test_a_first_sweep_slower_than_the_deadline_publishes_up_0_and_nothing_else(
@@ -291,12 +296,11 @@ def test_a_failed_sweep_is_up_0_drops_the_quota_series_and_keeps_the_last_succes
 ) -> None:
     api = FakeQuotaApi({"p1": ["a.example.com"]})
     sweeper = make(sweepers, api, interval=0.2)
-    good = sweeper.families(soon())
-    assert names(good) >= QUOTA_SERIES
+    assert names(sweeper.families(soon())) >= QUOTA_SERIES
     api.fail = ApiError("api_error", "RetCode 292: project does not exist", "req-1")
     time.sleep(0.25)
     with caplog.at_level(logging.WARNING, logger="exporter.quotas"):
-        failed = sweeper.families(soon())
+        failed = eventually(sweeper, lambda f: not names(f) & QUOTA_SERIES)
     assert value(failed, "ucdn_domain_quota_up", project_id="p1") == 0
     assert not (QUOTA_SERIES | {"ucdn_domain_quota_domains_dropped"}) & names(failed)
     assert value(failed, "ucdn_domain_quota_last_success_timestamp_seconds", project_id="p1") == NOW
@@ -308,8 +312,7 @@ def test_a_failed_sweep_is_up_0_drops_the_quota_series_and_keeps_the_last_succes
         "request_id": "req-1",
     }
     api.fail = None
-    time.sleep(0.25)
-    assert names(sweeper.families(soon())) >= QUOTA_SERIES
+    assert names(eventually(sweeper, lambda f: names(f) >= QUOTA_SERIES)) >= QUOTA_SERIES
 
 
 def test_a_bug_in_a_sweep_is_up_0_and_a_log_line_not_a_crash(
