@@ -212,6 +212,10 @@ class QuotaSweeper:
         """Whether quotas are swept at all (``interval`` > 0)."""
         return self._interval > 0
 
+    def describe(self) -> list[Metric]:
+        """The families without samples (none when quotas are off): registering calls nothing."""
+        return _Families().all() if self.enabled else []
+
     def families(
         self, deadline: Deadline, project_ids: Iterable[str] | None = None
     ) -> list[Metric]:

@@ -420,6 +420,21 @@ def test_interval_0_turns_quotas_off(sweepers: list[QuotaSweeper]) -> None:
     sweeper = make(sweepers, api, interval=0)
     assert not sweeper.enabled
     assert sweeper.families(soon()) == []
+    assert sweeper.describe() == []
+    assert api.calls == 0
+
+
+def test_describe_names_the_families_and_calls_nothing(sweepers: list[QuotaSweeper]) -> None:
+    api = FakeQuotaApi({"p1": ["a.example.com"]})
+    described = make(sweepers, api).describe()
+    assert [family.name for family in described] == [
+        "ucdn_domain_quota_up",
+        "ucdn_domain_quota_last_success_timestamp_seconds",
+        "ucdn_domain_quota_domains_dropped",
+        "ucdn_domain_quota",
+        "ucdn_domain_quota_used",
+        "ucdn_domain_prefetch_enabled",
+    ]
     assert api.calls == 0
 
 
