@@ -4,6 +4,8 @@ PYTHON ?= python
 PYTHON313 ?= python3.13
 VENV313 ?= .venv-3.13
 FAST = -m "not e2e and not system"
+# Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
+FULL = HYPOTHESIS_PROFILE=full
 
 .PHONY: help install lint types test-fast test test-py313 golden dashboards rules bench ci
 
@@ -17,19 +19,20 @@ lint:  ## ruff: lint and formatting
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-types:  ## mypy strict over the package and the scripts
-	$(PYTHON) -m mypy exporter dashboards/generate.py deploy/kubernetes/generate_prometheusrule.py
+types:  ## mypy strict over the package, the scripts, the tests and the benchmarks
+	$(PYTHON) -m mypy exporter dashboards/generate.py deploy/kubernetes/generate_prometheusrule.py \
+		tests benchmarks dashboards
 
 test-fast:  ## the fast lane: no process, no Prometheus (seconds)
 	$(PYTHON) -m pytest $(FAST)
 
 test:  ## every test (the Prometheus tests need Debian's prometheus package)
-	$(PYTHON) -m pytest
+	$(FULL) $(PYTHON) -m pytest
 
 test-py313:  ## every test on Python 3.13, in $(VENV313)
 	$(PYTHON313) -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install -q -e '.[test]'
-	$(VENV313)/bin/python -m pytest
+	$(FULL) $(VENV313)/bin/python -m pytest
 
 golden:  ## rewrite tests/fixtures/golden.prom after an intended change of the exposition
 	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/test_golden.py

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
+from exposition import Samples, samples, value
 
 from exporter.simulator import SimulatedApi, StaticDataset, Task, generate_tasks
 
@@ -59,24 +59,13 @@ class Scrape:
     text: str
     seconds: float
 
-    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def samples(self) -> Samples:
         """Every sample by (name, labels); parsing fails the test if the exposition is broken."""
-        found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-        for family in text_string_to_metric_families(self.text):
-            for sample in family.samples:
-                found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return found
+        return samples(self.text)
 
     def value(self, name: str, **labels: str) -> float | None:
         """The value of the one sample named ``name`` whose labels include ``labels``."""
-        matches = [
-            value
-            for (sample_name, sample_labels), value in self.samples().items()
-            if sample_name == name and set(labels.items()) <= sample_labels
-        ]
-        if len(matches) > 1:
-            raise AssertionError(f"{len(matches)} samples of {name} match {labels}")
-        return matches[0] if matches else None
+        return value(self.samples(), name, **labels)
 
     def up(self) -> float | None:
         """``ucdn_prefetch_up`` of the default CDN target."""

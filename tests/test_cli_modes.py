@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ExporterProcess, exporter_args, samples
+from conftest import REPO, ExporterProcess, exporter_args
+from exposition import samples
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, ExporterProcess, exporter_args, samples
+from conftest import FIXTURES, ExporterProcess, exporter_args
+from exposition import samples, value
 
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
 
@@ -52,10 +53,6 @@ def expected_figures(tasks: list[dict[str, Any]]) -> dict[str, Any]:
             1 for t in tasks if status_of(t.get("Status")) in {"success", "failure"}
         ),
     }
-
-
-def value(metrics: dict[Any, float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from conftest import ExporterProcess, exporter_args, samples, url_entry
+from conftest import ExporterProcess, exporter_args, url_entry
+from exposition import samples, value
 
 from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
 
@@ -63,12 +64,6 @@ def target_labels(text: str) -> set[tuple[str, str]]:
         for (_, labels) in samples(text)
         if "project_id" in dict(labels)
     }
-
-
-def value(
-    parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return parsed[(name, frozenset(labels.items()))]
 
 
 @pytest.mark.parametrize(("project", "platform"), [("org-a", "dcdn"), ("org-b", "cdn")])

@@ -18,7 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import ExporterProcess, exporter_args, samples
+from conftest import ExporterProcess, exporter_args
+from exposition import samples
 
 from exporter.cli import SHUTDOWN_GRACE_SECONDS
 from exporter.simulator import SimulatedApi, StaticDataset, generate_tasks
