@@ -20,8 +20,7 @@ lint:  ## ruff: lint and formatting
 	$(PYTHON) -m ruff format --check .
 
 types:  ## mypy strict over the package, the scripts, the tests and the benchmarks
-	$(PYTHON) -m mypy exporter dashboards/generate.py deploy/kubernetes/generate_prometheusrule.py \
-		tests benchmarks dashboards
+	$(PYTHON) -m mypy exporter dashboards deploy/kubernetes/generate_prometheusrule.py tests benchmarks
 
 test-fast:  ## the fast lane: no process, no Prometheus (seconds)
 	$(PYTHON) -m pytest $(FAST)

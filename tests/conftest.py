@@ -72,8 +72,8 @@ def _cap_examples(item: pytest.Item) -> None:
     # the settings hypothesis attached to the test (they keep everything else they set).
     test = getattr(item, "obj", None)
     own = getattr(test, "_hypothesis_internal_use_settings", None)
-    if own is not None and own.max_examples > FAST_EXAMPLES:
-        test._hypothesis_internal_use_settings = settings(own, max_examples=FAST_EXAMPLES)  # type: ignore[union-attr]
+    if test is not None and own is not None and own.max_examples > FAST_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=FAST_EXAMPLES)
 
 
 def installed(program: str) -> str:

@@ -150,10 +150,16 @@ def test_ca_bundle(capsys: pytest.CaptureFixture[str], open_dir: Path, kind: str
     assert CANARY not in line
 
 
+def written(path: Path, content: bytes) -> Path:
+    """``path``, once ``content`` is written to it."""
+    path.write_bytes(content)
+    return path
+
+
 SECRET_KINDS: dict[str, Callable[[Path], Path]] = {
     **{kind: make for kind, make in KINDS.items() if kind != "missing"},
-    "not-utf8": lambda path: path.write_bytes(b"\xff\xfe" + CANARY.encode()) and path,
-    "too-large": lambda path: path.write_text(CANARY * 10_000) and path,
+    "not-utf8": lambda path: written(path, b"\xff\xfe" + CANARY.encode()),
+    "too-large": lambda path: written(path, CANARY.encode() * 10_000),
 }
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from exporter.config import DEFAULT_PORT
+from exporter.address import DEFAULT_PORT
 
 pytestmark = pytest.mark.system
 
