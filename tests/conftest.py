@@ -7,23 +7,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from exposition import Samples, samples
+from faultkit import Exporter
 from hypothesis import settings
 
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
 from exporter.webserver import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
 # stays quick) caps every property test at FAST_EXAMPLES; "full" (make test, CI) runs each
@@ -114,7 +110,8 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it)."""
+    """A port nothing listens on right now (the OS picks it), for a program that cannot
+    bind port 0 and say which port it got (Prometheus); the exporter can (faultkit)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -133,80 +130,16 @@ def url_entry(
     }
 
 
-@dataclass
-class ExporterProcess:
-    """The exporter running as a process; its output is kept for inspection."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def scrape(
-        self, path: str = "metrics", timeout: float = 30.0, **headers: str
-    ) -> requests.Response:
-        return requests.get(self.url + path, headers=headers, timeout=timeout)
-
-    def metrics(self) -> Samples:
-        response = self.scrape()
-        response.raise_for_status()
-        return samples(response.text)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def wait_until_ready(exporter: ExporterProcess, timeout: float = 20.0) -> None:
-    """Wait for /-/ready, failing early with the exporter's log if it exits."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if exporter.process.poll() is not None:
-            raise AssertionError(
-                f"exporter exited {exporter.process.returncode}:\n{exporter.log()}"
-            )
-        try:
-            if requests.get(exporter.url + "-/ready", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"exporter not ready within {timeout}s:\n{exporter.log()}")
-
-
 @pytest.fixture
-def start_exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
-    """Start ``python -m exporter`` with the given flags on a free port; stop it afterwards."""
-    started: list[ExporterProcess] = []
+def start_exporter() -> Iterator[Callable[..., Exporter]]:
+    """Start ``python -m exporter`` with the given flags (:class:`faultkit.Exporter`, on port
+    0); unless ``wait=False``, wait for its ``started`` line. Every one is stopped afterwards."""
+    started: list[Exporter] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> ExporterProcess:
-        port = free_port()
-        log_path = tmp_path / f"exporter-{len(started)}.log"
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("UCDN_", "UCLOUD_"))
-        }
-        environment.update(env or {})
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{port}", *args],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                cwd=REPO,
-            )
-        exporter = ExporterProcess(process, port, log_path, environment)
+    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> Exporter:
+        exporter = Exporter(args, env=env)
         started.append(exporter)
-        if wait:
-            wait_until_ready(exporter)
-        return exporter
+        return exporter.wait_started() if wait else exporter
 
     yield start
     for exporter in started:

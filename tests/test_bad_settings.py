@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ExporterProcess, exporter_args
+from conftest import REPO, exporter_args
+from faultkit import Exporter
 
 from exporter.cli import main
 from exporter.simulator import SimulatedApi
@@ -315,11 +316,11 @@ def test_help_keeps_numbers_whole_and_lists_choices_and_key_sources(
 
 @pytest.mark.e2e
 def test_the_largest_max_requests_really_starts(
-    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
 ) -> None:
     exporter = start_exporter(*exporter_args(simulator()), "--max-requests", "1024")
-    assert exporter.scrape("-/healthy").status_code == 200
-    assert exporter.scrape().status_code == 200
+    assert exporter.get("-/healthy").status_code == 200
+    assert exporter.get().status_code == 200
 
 
 @pytest.mark.e2e

@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from conftest import ExporterProcess, exporter_args, url_entry
+from conftest import exporter_args, url_entry
 from exposition import samples, value
+from faultkit import Exporter
 
 from exporter.simulator import SimulatedApi, StaticDataset, Target, Task
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.e2e
 NOW = int(time.time())  # the exporter's window ends at its own wall clock
 STATUSES = ("success", "failure", "process", "wait", "unknow")
 TARGETS: dict[Target, int] = {("org-a", False): 7, ("org-a", True): 4, ("org-b", False): 9}
-Start = Callable[..., ExporterProcess]
+Start = Callable[..., Exporter]
 
 
 def tasks_for(target: Target, count: int) -> list[Task]:
@@ -50,7 +51,7 @@ def api(simulator: Callable[..., SimulatedApi]) -> SimulatedApi:
 
 
 @pytest.fixture
-def exporter(api: SimulatedApi, start_exporter: Start) -> ExporterProcess:
+def exporter(api: SimulatedApi, start_exporter: Start) -> Exporter:
     # org-b on dcdn is a configured target with no tasks: it must answer, with zeros.
     return start_exporter(
         *exporter_args(api, "--project-ids", "org-a,org-b", "--platforms", "cdn,dcdn",
@@ -68,10 +69,10 @@ def target_labels(text: str) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize(("project", "platform"), [("org-a", "dcdn"), ("org-b", "cdn")])
 def test_a_configured_target_answers_with_only_its_series(
-    api: SimulatedApi, exporter: ExporterProcess, project: str, platform: str
+    api: SimulatedApi, exporter: Exporter, project: str, platform: str
 ) -> None:
     api.reset_log()
-    response = exporter.scrape(f"probe?project_id={project}&platform={platform}")
+    response = exporter.get(f"probe?project_id={project}&platform={platform}")
     assert response.status_code == 200
     assert target_labels(response.text) == {(project, platform)}
     parsed = samples(response.text)
@@ -91,9 +92,9 @@ def test_a_configured_target_answers_with_only_its_series(
 
 
 def test_a_configured_target_with_no_tasks_answers_zeros(
-    api: SimulatedApi, exporter: ExporterProcess
+    api: SimulatedApi, exporter: Exporter
 ) -> None:
-    response = exporter.scrape("probe?project_id=org-b&platform=dcdn")
+    response = exporter.get("probe?project_id=org-b&platform=dcdn")
     assert response.status_code == 200
     parsed = samples(response.text)
     assert value(parsed, "ucdn_prefetch_up", project_id="org-b", platform="dcdn") == 1
@@ -105,23 +106,23 @@ def test_a_configured_target_with_no_tasks_answers_zeros(
 
 
 def test_a_refused_probe_is_400_over_http_and_never_reaches_the_api(
-    api: SimulatedApi, exporter: ExporterProcess
+    api: SimulatedApi, exporter: Exporter
 ) -> None:
     # Every refusal, exactly, is in test_app_wsgi.py (in process); this one checks the way
     # through the real server.
     api.reset_log()
-    response = exporter.scrape("probe?project_id=org-a&project_id=org-a&platform=cdn")
+    response = exporter.get("probe?project_id=org-a&project_id=org-a&platform=cdn")
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert "project_id=org-a&platform=dcdn" in response.text  # says what is allowed
     assert api.request_count() == 0
 
 
-def test_metrics_is_unaffected_by_probes(api: SimulatedApi, exporter: ExporterProcess) -> None:
+def test_metrics_is_unaffected_by_probes(api: SimulatedApi, exporter: Exporter) -> None:
     for query in ("project_id=org-z&platform=cdn", "project_id=org-a&platform=cdn"):
-        exporter.scrape(f"probe?{query}")
+        exporter.get(f"probe?{query}")
     api.reset_log()
-    response = exporter.scrape("metrics")
+    response = exporter.get("metrics")
     assert response.status_code == 200
     configured = {(p, f) for p in ("org-a", "org-b") for f in ("cdn", "dcdn")}
     assert target_labels(response.text) == configured
