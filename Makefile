@@ -7,7 +7,7 @@ FAST = -m "not e2e and not system"
 # Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
 FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards rules bench ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -42,6 +42,16 @@ dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py
 rules:  ## regenerate the PrometheusRule and run the rules' unit tests
 	$(PYTHON) deploy/kubernetes/generate_prometheusrule.py
 	promtool test rules prometheus/rules_test.yml
+
+# pip-tools runs from a virtualenv of its own: it is needed here only, not by the tests.
+LOCK_VENV ?= $(or $(TMPDIR),/tmp)/ucdn-prefetch-exporter-lock
+# It keeps the pins that still fit pyproject.toml; `make lock LOCK_FLAGS=--upgrade` moves them.
+lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with hashes (Dockerfile)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet $(LOCK_FLAGS) \
+		--generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py

@@ -4,9 +4,9 @@ The Dockerfile is parsed into stages and instructions and held to the convention
 operators expect (non-root numeric user, the default port, the console script, a
 health check that never scrapes). Then the image's build is replayed on this machine:
 the build context that ``.dockerignore`` lets through, ``pip wheel --no-deps`` on it,
-the wheel installed into a fresh venv, and the ENTRYPOINT run from that venv with the
-image's environment, once plainly and once on a read-only root filesystem as the
-image's user.
+the locked dependencies (hash-checked) and the wheel installed into a fresh venv, and
+the ENTRYPOINT run from that venv with the image's environment, once plainly and once
+on a read-only root filesystem as the image's user.
 """
 
 import json
@@ -293,6 +293,7 @@ def test_dockerignore_keeps_tests_git_and_caches_out() -> None:
 def test_build_context_holds_the_package() -> None:
     sent = build_context()
     assert "pyproject.toml" in sent and "exporter/__init__.py" in sent
+    assert "requirements.lock" in sent  # the build stage installs the dependencies from it
     assert not any(path.startswith(("tests/", ".git/")) for path in sent)
 
 
@@ -341,7 +342,11 @@ def installed() -> Iterator[Installed]:
         (wheel,) = (work / "wheels").glob("*.whl")
         venv = work / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
-        subprocess.run([*pip, "--python", venv / "bin" / "python", "install", wheel], check=True)
+        # As the build stage does: the locked dependencies, hash-checked, then the wheel alone.
+        into = [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps"]
+        lock = context / "requirements.lock"
+        subprocess.run([*into, "--require-hashes", "-r", str(lock)], check=True)
+        subprocess.run([*into, str(wheel)], check=True)
         yield Installed(wheel=wheel, venv=venv, env=image_environment(venv))
     finally:
         shutil.rmtree(work, ignore_errors=True)
