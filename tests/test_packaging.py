@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import string
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
+from faultkit import closed_port
 
 from exporter.address import DEFAULT_PORT
 
@@ -373,13 +374,6 @@ def test_version_prints_the_pyproject_version(installed: Installed) -> None:
     assert PYPROJECT["project"]["version"] in result.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -460,7 +454,7 @@ def test_demo_starts_and_the_healthcheck_passes(
 
 
 def test_healthcheck_fails_when_nothing_listens(installed: Installed) -> None:
-    assert run_healthcheck(installed, free_port()) != 0
+    assert run_healthcheck(installed, closed_port()) != 0
 
 
 def read_only_root_as(uid: int, gid: int) -> list[str]:
