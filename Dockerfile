@@ -13,9 +13,12 @@ WORKDIR /src
 # .dockerignore is an allow-list: only the package sources and their metadata arrive here.
 COPY . .
 RUN pip wheel --no-deps --wheel-dir /wheels .
-# The venv gets no pip or setuptools of its own: the runtime image needs neither.
+# The venv gets no pip or setuptools of its own: the runtime image needs neither. Its
+# dependencies are exactly those of requirements.lock, every file checked against its hash
+# (make lock regenerates it); the package itself then adds none (--no-deps).
 RUN python -m venv --without-pip /opt/venv \
-    && pip --python /opt/venv/bin/python install /wheels/*.whl
+    && pip --python /opt/venv/bin/python install --require-hashes --no-deps -r requirements.lock \
+    && pip --python /opt/venv/bin/python install --no-deps /wheels/*.whl
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VERSION=0.1.0

@@ -4,8 +4,10 @@ PYTHON ?= python
 PYTHON313 ?= python3.13
 VENV313 ?= .venv-3.13
 FAST = -m "not e2e and not system"
+# Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
+FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards rules bench ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -17,19 +19,19 @@ lint:  ## ruff: lint and formatting
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-types:  ## mypy strict over the package and the scripts
-	$(PYTHON) -m mypy exporter dashboards/generate.py deploy/kubernetes/generate_prometheusrule.py
+types:  ## mypy strict over the package, the scripts, the tests and the benchmarks
+	$(PYTHON) -m mypy exporter dashboards deploy/kubernetes/generate_prometheusrule.py tests benchmarks
 
 test-fast:  ## the fast lane: no process, no Prometheus (seconds)
 	$(PYTHON) -m pytest $(FAST)
 
 test:  ## every test (the Prometheus tests need Debian's prometheus package)
-	$(PYTHON) -m pytest
+	$(FULL) $(PYTHON) -m pytest
 
 test-py313:  ## every test on Python 3.13, in $(VENV313)
 	$(PYTHON313) -m venv $(VENV313)
 	$(VENV313)/bin/python -m pip install -q -e '.[test]'
-	$(VENV313)/bin/python -m pytest
+	$(FULL) $(VENV313)/bin/python -m pytest
 
 golden:  ## rewrite tests/fixtures/golden.prom after an intended change of the exposition
 	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/test_golden.py
@@ -40,6 +42,16 @@ dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py
 rules:  ## regenerate the PrometheusRule and run the rules' unit tests
 	$(PYTHON) deploy/kubernetes/generate_prometheusrule.py
 	promtool test rules prometheus/rules_test.yml
+
+# pip-tools runs from a virtualenv of its own: it is needed here only, not by the tests.
+LOCK_VENV ?= $(or $(TMPDIR),/tmp)/ucdn-prefetch-exporter-lock
+# It keeps the pins that still fit pyproject.toml; `make lock LOCK_FLAGS=--upgrade` moves them.
+lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with hashes (Dockerfile)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet $(LOCK_FLAGS) \
+		--generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py

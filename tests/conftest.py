@@ -1,27 +1,76 @@
-"""Shared test equipment: a simulated API on loopback and the exporter as a real process."""
+"""Shared test equipment: a simulated API on loopback, the exporter as a real process, and the
+tiers: hypothesis profiles and the slow tests that leave the fast lane.
+"""
 
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
+from faultkit import Exporter
+from hypothesis import settings
 from simfaults import SimulatedApi
 
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
 from exporter.webserver import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
+# stays quick) caps every property test at FAST_EXAMPLES; "full" (make test, CI) runs each
+# with the examples its own @settings asks for. The examples stay derandomized in both, so a
+# failure found in CI is found again by the same command.
+FAST_EXAMPLES = 25
+settings.register_profile("fast", max_examples=FAST_EXAMPLES, derandomize=True)
+settings.register_profile("full", derandomize=True)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fast")
+settings.load_profile(PROFILE)
+
+# Tests that take seconds by design: they wait out real timeouts or rates on loopback (a
+# slow client, a rate limit, a Retry-After) or time bcrypt at its real cost. They run in
+# the full suite, not the fast lane.
+# Node ids without parameters; each belongs to another module's owner, who may move the
+# marker into the module itself.
+SLOW_ON_LOOPBACK = {
+    "tests/test_webserver.py::test_slowloris_is_cut_off_while_others_are_served",
+    "tests/test_gateway_signals.py::test_n_requests_take_about_n_over_rate_seconds_from_many_threads",
+    "tests/test_gateway_signals.py::test_the_rate_limit_is_shared_by_the_pages_of_every_target",
+    "tests/test_gateway_signals.py::test_a_wait_for_a_slot_past_the_deadline_fails_at_once_and_none_overruns",
+    "tests/test_gateway_signals.py::test_a_short_retry_after_is_waited_for",
+    "tests/test_gateway_signals.py::test_a_failed_page_past_the_short_one_does_not_fail_the_target",
+    "tests/test_simulator.py::test_delay_holds_each_answer_and_requests_run_in_parallel",
+    "tests/test_simulator.py::test_drip_sends_headers_then_the_body_slowly",
+    "tests/test_simulator.py::test_hang_never_answers_until_stop",
+    "tests/test_singleflight.py::test_a_patient_scrape_joining_a_hasty_scrapes_fetch_gets_its_answer",
+    "tests/test_client.py::test_promised_pages_come_in_parallel_as_slots_free",
+    "tests/test_webconfig.py::test_basic_auth_remembers_successes_only_and_stays_bounded",
+    "tests/test_webconfig.py::test_basic_auth_is_busy_at_once_when_checks_are_queued",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the slow loopback tests ``e2e``; cap property tests' examples in the fast profile."""
+    for item in items:
+        if item.nodeid.split("[")[0] in SLOW_ON_LOOPBACK:
+            item.add_marker(pytest.mark.e2e)
+        if PROFILE == "fast":
+            _cap_examples(item)
+
+
+def _cap_examples(item: pytest.Item) -> None:
+    # A test's own @settings(max_examples=...) outranks any profile, so the cap is applied to
+    # the settings hypothesis attached to the test (they keep everything else they set).
+    test = getattr(item, "obj", None)
+    own = getattr(test, "_hypothesis_internal_use_settings", None)
+    if test is not None and own is not None and own.max_examples > FAST_EXAMPLES:
+        test._hypothesis_internal_use_settings = settings(own, max_examples=FAST_EXAMPLES)
 
 
 def installed(program: str) -> str:
@@ -62,7 +111,8 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it)."""
+    """A port nothing listens on right now (the OS picks it), for a program that cannot
+    bind port 0 and say which port it got (Prometheus); the exporter can (faultkit)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -81,89 +131,16 @@ def url_entry(
     }
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of an exposition, keyed by name and label set."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-@dataclass
-class ExporterProcess:
-    """The exporter running as a process; its output is kept for inspection."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def scrape(
-        self, path: str = "metrics", timeout: float = 30.0, **headers: str
-    ) -> requests.Response:
-        return requests.get(self.url + path, headers=headers, timeout=timeout)
-
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        response = self.scrape()
-        response.raise_for_status()
-        return samples(response.text)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-def wait_until_ready(exporter: ExporterProcess, timeout: float = 20.0) -> None:
-    """Wait for /-/ready, failing early with the exporter's log if it exits."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if exporter.process.poll() is not None:
-            raise AssertionError(
-                f"exporter exited {exporter.process.returncode}:\n{exporter.log()}"
-            )
-        try:
-            if requests.get(exporter.url + "-/ready", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"exporter not ready within {timeout}s:\n{exporter.log()}")
-
-
 @pytest.fixture
-def start_exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
-    """Start ``python -m exporter`` with the given flags on a free port; stop it afterwards."""
-    started: list[ExporterProcess] = []
+def start_exporter() -> Iterator[Callable[..., Exporter]]:
+    """Start ``python -m exporter`` with the given flags (:class:`faultkit.Exporter`, on port
+    0); unless ``wait=False``, wait for its ``started`` line. Every one is stopped afterwards."""
+    started: list[Exporter] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> ExporterProcess:
-        port = free_port()
-        log_path = tmp_path / f"exporter-{len(started)}.log"
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("UCDN_", "UCLOUD_"))
-        }
-        environment.update(env or {})
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{port}", *args],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                cwd=REPO,
-            )
-        exporter = ExporterProcess(process, port, log_path, environment)
+    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> Exporter:
+        exporter = Exporter(args, env=env)
         started.append(exporter)
-        if wait:
-            wait_until_ready(exporter)
-        return exporter
+        return exporter.wait_started() if wait else exporter
 
     yield start
     for exporter in started:

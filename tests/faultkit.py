@@ -1,10 +1,11 @@
-"""Shared helpers for the fault, secret and concurrency tests: a real exporter process, scraped.
+"""The one process harness: the exporter as a real process, scraped; and the fault helpers.
 
 The exporter runs as ``python -m exporter`` so that what is tested is what Prometheus
 sees: the HTTP status, the exposition, stdout, stderr and the exit code. It listens on
 port 0 and the test reads the bound address from its ``started`` log line, so tests
 never race each other for ports. Every wait is bounded; :meth:`Exporter.stop`
-terminates, then kills.
+terminates, then kills. Every test that starts the exporter uses :class:`Exporter`,
+directly or through conftest's ``start_exporter`` fixture.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
+from exposition import Samples, samples, value
 from simfaults import SimulatedApi
 
 from exporter.simulator import StaticDataset, Task, generate_tasks
 
+REPO = Path(__file__).resolve().parent.parent
 PUBLIC_KEY = "faultkit-public"
 # Distinctive enough that any occurrence in output can only be a leak.
 CANARY = "canary-PRIVATE-0f9e8d7c"
@@ -44,12 +48,16 @@ def simulator(tasks: Sequence[Task] | None = None, private_key: str = CANARY) ->
     return SimulatedApi(PUBLIC_KEY, private_key, StaticDataset({("", False): listed})).start()
 
 
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on: bound then closed, so connecting is refused."""
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound then closed, so connecting is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+        return int(sock.getsockname()[1])
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (see :func:`closed_port`)."""
+    return f"http://127.0.0.1:{closed_port()}/"
 
 
 @dataclass(frozen=True)
@@ -60,24 +68,13 @@ class Scrape:
     text: str
     seconds: float
 
-    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def samples(self) -> Samples:
         """Every sample by (name, labels); parsing fails the test if the exposition is broken."""
-        found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-        for family in text_string_to_metric_families(self.text):
-            for sample in family.samples:
-                found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return found
+        return samples(self.text)
 
     def value(self, name: str, **labels: str) -> float | None:
         """The value of the one sample named ``name`` whose labels include ``labels``."""
-        matches = [
-            value
-            for (sample_name, sample_labels), value in self.samples().items()
-            if sample_name == name and set(labels.items()) <= sample_labels
-        ]
-        if len(matches) > 1:
-            raise AssertionError(f"{len(matches)} samples of {name} match {labels}")
-        return matches[0] if matches else None
+        return value(self.samples(), name, **labels)
 
     def up(self) -> float | None:
         """``ucdn_prefetch_up`` of the default CDN target."""
@@ -91,18 +88,27 @@ class Scrape:
 
 
 class Exporter:
-    """``python -m exporter`` as a child process, its output captured line by line."""
+    """``python -m exporter`` as a child process, its output captured line by line.
+
+    It listens on 127.0.0.1 port 0 unless ``args`` name another address. The test's own
+    ``UCDN_*``/``UCLOUD_*`` variables are not inherited: only ``env`` configures it.
+    """
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1:0", *args]
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("COVERAGE_PROCESS_START", None)
+        full_env = {
+            key: content
+            for key, content in os.environ.items()
+            if not key.startswith(("UCDN_", "UCLOUD_")) and key != "COVERAGE_PROCESS_START"
+        }
+        full_env.update(env or {})
         self._process = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
+            cwd=REPO,
         )
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._lock = threading.Lock()
@@ -128,11 +134,38 @@ class Exporter:
                 self._started.set()
 
     def wait_started(self, timeout: float = START_SECONDS) -> Exporter:
-        """Block until the exporter logged its address; fail with its output otherwise."""
-        if not self._started.wait(timeout):
-            self.stop()
-            raise AssertionError(f"exporter did not start:\n{self.stderr}")
+        """Block until the exporter logged its address; fail with its output otherwise,
+        at once if it exited."""
+        give_up = time.monotonic() + timeout
+        while not self._started.wait(0.05):
+            if self._process.poll() is not None or time.monotonic() > give_up:
+                self.stop()
+                raise AssertionError(f"exporter did not start:\n{self.log()}")
         return self
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The child process, for tests that signal it or wait for it themselves."""
+        return self._process
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (once started)."""
+        port = urlsplit(self.url).port
+        assert port is not None, f"no address logged yet:\n{self.log()}"
+        return port
+
+    def get(
+        self, path: str = "metrics", timeout: float = 30.0, **headers: str
+    ) -> requests.Response:
+        """GET ``path`` as it is, for tests that check the HTTP answer itself."""
+        return requests.get(self.url + path, headers=headers, timeout=timeout)
+
+    def metrics(self) -> Samples:
+        """Every sample of a successful GET /metrics."""
+        response = self.get()
+        response.raise_for_status()
+        return samples(response.text)
 
     def scrape(
         self, timeout_header: float | None = None, path: str = "metrics", wait: float = 12.0
@@ -189,6 +222,10 @@ class Exporter:
     def stderr(self) -> str:
         with self._lock:
             return "\n".join(self._lines["stderr"])
+
+    def log(self) -> str:
+        """Everything it wrote: stdout, then stderr (where its log records go)."""
+        return "\n".join(text for text in (self.stdout, self.stderr) if text)
 
     def log_records(self) -> list[dict[str, str]]:
         """stderr parsed as logfmt or JSON lines; lines in neither format are kept as ``raw``."""

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ExporterProcess, exporter_args
+from conftest import REPO, exporter_args
+from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.cli import main
@@ -150,10 +151,16 @@ def test_ca_bundle(capsys: pytest.CaptureFixture[str], open_dir: Path, kind: str
     assert CANARY not in line
 
 
+def written(path: Path, content: bytes) -> Path:
+    """``path``, once ``content`` is written to it."""
+    path.write_bytes(content)
+    return path
+
+
 SECRET_KINDS: dict[str, Callable[[Path], Path]] = {
     **{kind: make for kind, make in KINDS.items() if kind != "missing"},
-    "not-utf8": lambda path: path.write_bytes(b"\xff\xfe" + CANARY.encode()) and path,
-    "too-large": lambda path: path.write_text(CANARY * 10_000) and path,
+    "not-utf8": lambda path: written(path, b"\xff\xfe" + CANARY.encode()),
+    "too-large": lambda path: written(path, CANARY.encode() * 10_000),
 }
 
 
@@ -310,11 +317,11 @@ def test_help_keeps_numbers_whole_and_lists_choices_and_key_sources(
 
 @pytest.mark.e2e
 def test_the_largest_max_requests_really_starts(
-    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
 ) -> None:
     exporter = start_exporter(*exporter_args(simulator()), "--max-requests", "1024")
-    assert exporter.scrape("-/healthy").status_code == 200
-    assert exporter.scrape().status_code == 200
+    assert exporter.get("-/healthy").status_code == 200
+    assert exporter.get().status_code == 200
 
 
 @pytest.mark.e2e

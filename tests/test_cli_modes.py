@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ExporterProcess, exporter_args, samples
+from conftest import REPO, exporter_args
+from exposition import samples
+from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.simulator import StaticDataset, generate_tasks
@@ -129,12 +131,12 @@ def test_once_replaces_the_output_file_atomically_and_exits_1_on_failure(
 
 
 def test_json_logs_are_one_object_per_line(
-    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
 ) -> None:
     api = simulator(dataset(0))
     api.faults.bad_json()
     exporter = start_exporter(*exporter_args(api), "--log-format", "json", "--max-retries", "0")
-    assert exporter.scrape().status_code == 200
+    assert exporter.get().status_code == 200
     exporter.stop()
     records = [json.loads(line) for line in exporter.log().splitlines() if line.strip()]
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
@@ -146,13 +148,13 @@ def test_json_logs_are_one_object_per_line(
 
 
 def test_credentials_in_the_api_url_stay_out_of_the_start_up_log(
-    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
 ) -> None:
     api = simulator(dataset(0))
     password = "url-password-3b9f1c"
     url = api.url.replace("http://", f"http://gateway-user:{password}@")
     exporter = start_exporter(*exporter_args(api), "--api-url", url)
-    assert exporter.scrape().status_code == 200
+    assert exporter.get().status_code == 200
     exporter.stop()
     log = exporter.log()
     assert "msg=started" in log and "<redacted>@127.0.0.1" in log

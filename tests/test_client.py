@@ -150,7 +150,7 @@ def test_tasks_repeated_by_a_changing_set_count_once(
     simulator: Callable[..., SimulatedApi], client_for: Callable[..., ApiClient]
 ) -> None:
     original = served(40)
-    api = simulator(GrowingDataset(original))  # type: ignore[arg-type]
+    api = simulator(GrowingDataset(original))
     # One page at a time, a task inserted per request shifts the set by one: every page
     # repeats the last task of the page before, and none can be skipped.
     handed_on: list[list[Any]] = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.address import parse_listen_address
 from exporter.config import (
     ConfigError,
     Settings,
@@ -15,7 +16,6 @@ from exporter.config import (
     env_name,
     flag_name,
     load_settings,
-    parse_listen_address,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from exporter.config import DEFAULT_PORT, ENV_PREFIX, Settings, env_name, load_settings
+from exporter.address import DEFAULT_PORT
+from exporter.config import ENV_PREFIX, Settings, env_name, load_settings
 
 pytestmark = pytest.mark.system
 

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, ExporterProcess, exporter_args, samples
+from conftest import FIXTURES, exporter_args
+from exposition import samples, value
+from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.simulator import StaticDataset, generate_tasks
@@ -55,10 +57,6 @@ def expected_figures(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def value(metrics: dict[Any, float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
-
-
 @pytest.fixture
 def dataset() -> dict[tuple[str, bool], list[dict[str, Any]]]:
     now = int(time.time())
@@ -72,7 +70,7 @@ def dataset() -> dict[tuple[str, bool], list[dict[str, Any]]]:
 
 def test_every_exported_value_matches_the_simulators_data(
     simulator: Callable[..., SimulatedApi],
-    start_exporter: Callable[..., ExporterProcess],
+    start_exporter: Callable[..., Exporter],
     dataset: dict[tuple[str, bool], list[dict[str, Any]]],
 ) -> None:
     api = simulator(StaticDataset(dataset))
@@ -153,7 +151,7 @@ def test_every_exported_value_matches_the_simulators_data(
 
 def test_a_failing_target_publishes_up_and_duration_only(
     simulator: Callable[..., SimulatedApi],
-    start_exporter: Callable[..., ExporterProcess],
+    start_exporter: Callable[..., Exporter],
     dataset: dict[tuple[str, bool], list[dict[str, Any]]],
 ) -> None:
     api = simulator(StaticDataset(dataset))
@@ -162,7 +160,7 @@ def test_a_failing_target_publishes_up_and_duration_only(
     )
     assert value(exporter.metrics(), "ucdn_prefetch_up", project_id="beta", platform="cdn") == 1
     api.faults.ret_code(8000, "backend busy", target=("beta", False))
-    response = exporter.scrape()
+    response = exporter.get()
     assert response.status_code == 200
     metrics = samples(response.text)
     beta = {"project_id": "beta", "platform": "cdn"}
@@ -212,9 +210,16 @@ def sample_server() -> Iterator[str]:
 
 
 def test_the_providers_sample_is_exported_with_its_anomalies_counted(
-    sample_server: str, start_exporter: Callable[..., ExporterProcess]
+    sample_server: str, start_exporter: Callable[..., Exporter]
 ) -> None:
-    exporter = start_exporter("--api-url", sample_server, "--public-key", "p", "--private-key", "s")
+    exporter = start_exporter(
+        "--api-url",
+        sample_server,
+        "--public-key",
+        "sample-public",
+        "--private-key",
+        "sample-private",
+    )
     metrics = exporter.metrics()
     target = {"project_id": "default", "platform": "cdn"}
     assert value(metrics, "ucdn_prefetch_up", **target) == 1
@@ -246,7 +251,7 @@ def test_the_providers_sample_is_exported_with_its_anomalies_counted(
 
 
 def test_demo_mode_serves_moving_data_with_no_account(
-    start_exporter: Callable[..., ExporterProcess],
+    start_exporter: Callable[..., Exporter],
 ) -> None:
     exporter = start_exporter("--demo", "--project-ids", "web,downloads", "--platforms", "cdn,dcdn")
     metrics = exporter.metrics()
@@ -255,7 +260,7 @@ def test_demo_mode_serves_moving_data_with_no_account(
     total = sum(v for (name, _), v in metrics.items() if name == "ucdn_prefetch_tasks")
     assert total > 4 * 100  # a day of history, one task a minute or so per target
     assert any(name == "ucdn_prefetch_url_progress_ratio" for name, _ in metrics)
-    assert exporter.scrape("").status_code == 200
-    assert "/metrics" in exporter.scrape("").text or "metrics" in exporter.scrape("").text
-    assert exporter.scrape("-/healthy").text == "OK\n"
-    assert exporter.scrape("nothing-here").status_code == 404
+    assert exporter.get("").status_code == 200
+    assert "/metrics" in exporter.get("").text or "metrics" in exporter.get("").text
+    assert exporter.get("-/healthy").text == "OK\n"
+    assert exporter.get("nothing-here").status_code == 404

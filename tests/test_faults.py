@@ -27,7 +27,8 @@ from faultkit import (
     signatures,
     simulator,
 )
-from simfaults import SimulatedApi, WrongTypes
+from simanswers import WrongTypes
+from simfaults import SimulatedApi
 
 from exporter.simulator import generate_tasks
 

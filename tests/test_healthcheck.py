@@ -1,7 +1,6 @@
 """The healthcheck mode against a real exporter process: plain, TLS + basic auth, mTLS, none."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 import trustme
-from conftest import REPO, ExporterProcess, exporter_args, free_port
+from conftest import REPO, exporter_args
+from faultkit import Exporter, closed_port
 from simfaults import SimulatedApi
 
 pytestmark = pytest.mark.e2e
@@ -31,19 +31,6 @@ def healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
-def wait_for_port(exporter: ExporterProcess) -> None:
-    """Wait until the port accepts connections (not with the check under test)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert exporter.process.poll() is None, exporter.log()
-        try:
-            socket.create_connection(("127.0.0.1", exporter.port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"never listened:\n{exporter.log()}")
-
-
 def tls_web_config(tmp_path: Path, extra: str = "", auth: bool = True) -> tuple[Path, trustme.CA]:
     ca = trustme.CA()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
@@ -60,7 +47,7 @@ def tls_web_config(tmp_path: Path, extra: str = "", auth: bool = True) -> tuple[
 
 
 def test_plain_http_by_environment(
-    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., ExporterProcess]
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
 ) -> None:
     exporter = start_exporter(*exporter_args(simulator()))
     result = healthcheck(env={"UCDN_EXPORTER_LISTEN_ADDRESS": f":{exporter.port}"})
@@ -76,13 +63,10 @@ def test_tls_is_followed_from_the_web_config_and_needs_no_password_or_api_key(
     auth: bool,
     tmp_path: Path,
     simulator: Callable[..., SimulatedApi],
-    start_exporter: Callable[..., ExporterProcess],
+    start_exporter: Callable[..., Exporter],
 ) -> None:
     web_config, _ = tls_web_config(tmp_path, auth=auth)
-    exporter = start_exporter(
-        *exporter_args(simulator()), "--web.config.file", str(web_config), wait=False
-    )
-    wait_for_port(exporter)
+    exporter = start_exporter(*exporter_args(simulator()), "--web.config.file", str(web_config))
     result = healthcheck(
         env={
             "UCDN_EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{exporter.port}",
@@ -100,7 +84,7 @@ def test_tls_is_followed_from_the_web_config_and_needs_no_password_or_api_key(
 def test_required_client_certificate_is_checked_at_the_tls_level(
     tmp_path: Path,
     simulator: Callable[..., SimulatedApi],
-    start_exporter: Callable[..., ExporterProcess],
+    start_exporter: Callable[..., Exporter],
 ) -> None:
     client_ca = trustme.CA()
     client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
@@ -108,10 +92,7 @@ def test_required_client_certificate_is_checked_at_the_tls_level(
         tmp_path,
         "  client_ca_file: client-ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n",
     )
-    exporter = start_exporter(
-        *exporter_args(simulator()), "--web.config.file", str(web_config), wait=False
-    )
-    wait_for_port(exporter)
+    exporter = start_exporter(*exporter_args(simulator()), "--web.config.file", str(web_config))
     result = healthcheck(
         "--web.listen-address", f"127.0.0.1:{exporter.port}", "--web.config.file", str(web_config)
     )
@@ -125,7 +106,7 @@ def test_required_client_certificate_is_checked_at_the_tls_level(
 
 
 def test_nothing_listening_exits_1_in_one_line_within_the_timeout() -> None:
-    port = free_port()
+    port = closed_port()
     started = time.monotonic()
     result = healthcheck("--listen-address", f"127.0.0.1:{port}", "--timeout-seconds", "2")
     assert time.monotonic() - started < 2 + 5  # generous: a Python start on a busy machine

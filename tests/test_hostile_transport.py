@@ -9,8 +9,9 @@ process for ``--once``, ``--check-config`` and its resident memory.
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultkit import Exporter, exporter_args
@@ -65,7 +66,7 @@ def _gateway(started: list[HostileGateway], behaviour: Behaviour) -> HostileGate
     return gateway
 
 
-def _client(gateway: HostileGateway, **options: int) -> ApiClient:
+def _client(gateway: HostileGateway, **options: Any) -> ApiClient:
     return ApiClient(gateway.url, "public", SecretStr("private"), options=ClientOptions(**options))
 
 
@@ -86,7 +87,7 @@ def _cpu_over(seconds: float) -> float:
 
 @pytest.mark.parametrize("behaviour", list(HOLDERS.values()), ids=list(HOLDERS))
 def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
-    gateways: list[HostileGateway], behaviour: Behaviour
+    gateways: list[HostileGateway], behaviour: Callable[[], Behaviour]
 ) -> None:
     gateway = _gateway(gateways, in_turn(behaviour(), valid_answer([TASK])))
     client = _client(gateway)

@@ -13,14 +13,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import exposition
 import msgspec
 import pytest
 from conftest import url_entry
+from exposition import samples
 from faultkit import CANARY, NOW, PUBLIC_KEY
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from simfaults import SimulatedApi
 
@@ -148,30 +149,23 @@ def huge_exposition() -> Iterator[str]:
         api.stop()
 
 
-def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [
-        (sample.name, sample.labels, sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
 def test_fifty_megabyte_values_give_a_bounded_exposition_with_the_counts_right(
     huge_exposition: str,
 ) -> None:
     assert len(huge_exposition.encode()) < 64 * 1024
     parsed = samples(huge_exposition)
-    assert all(len(v.encode()) <= LIMIT for _, labels, _ in parsed for v in labels.values())
+    assert all(len(v.encode()) <= LIMIT for _, labels in parsed for _, v in labels)
 
-    def value(name: str, **labels: str) -> float:
-        [found] = [v for n, ls, v in parsed if n == name and labels.items() <= ls.items()]
-        return found
+    def value(name: str, **labels: str) -> float | None:
+        return exposition.value(parsed, name, **labels)
 
     for platform in ("cdn", "dcdn"):
         assert value("ucdn_prefetch_up", platform=platform) == 1
 
     def label(name: str, platform: str, key: str) -> str:
-        [found] = [ls[key] for n, ls, _ in parsed if n == name and ls["platform"] == platform]
+        [found] = [
+            dict(ls)[key] for n, ls in parsed if n == name and dict(ls)["platform"] == platform
+        ]
         return found
 
     # The URL: one progress series, cut; the figures are those of the whole data.

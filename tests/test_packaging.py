@@ -4,9 +4,9 @@ The Dockerfile is parsed into stages and instructions and held to the convention
 operators expect (non-root numeric user, the default port, the console script, a
 health check that never scrapes). Then the image's build is replayed on this machine:
 the build context that ``.dockerignore`` lets through, ``pip wheel --no-deps`` on it,
-the wheel installed into a fresh venv, and the ENTRYPOINT run from that venv with the
-image's environment, once plainly and once on a read-only root filesystem as the
-image's user.
+the locked dependencies (hash-checked) and the wheel installed into a fresh venv, and
+the ENTRYPOINT run from that venv with the image's environment, once plainly and once
+on a read-only root filesystem as the image's user.
 """
 
 import json
@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import string
 import subprocess
 import sys
@@ -30,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
+from faultkit import closed_port
 
-from exporter.config import DEFAULT_PORT
+from exporter.address import DEFAULT_PORT
 
 pytestmark = pytest.mark.system
 
@@ -293,6 +294,7 @@ def test_dockerignore_keeps_tests_git_and_caches_out() -> None:
 def test_build_context_holds_the_package() -> None:
     sent = build_context()
     assert "pyproject.toml" in sent and "exporter/__init__.py" in sent
+    assert "requirements.lock" in sent  # the build stage installs the dependencies from it
     assert not any(path.startswith(("tests/", ".git/")) for path in sent)
 
 
@@ -341,7 +343,11 @@ def installed() -> Iterator[Installed]:
         (wheel,) = (work / "wheels").glob("*.whl")
         venv = work / "venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
-        subprocess.run([*pip, "--python", venv / "bin" / "python", "install", wheel], check=True)
+        # As the build stage does: the locked dependencies, hash-checked, then the wheel alone.
+        into = [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps"]
+        lock = context / "requirements.lock"
+        subprocess.run([*into, "--require-hashes", "-r", str(lock)], check=True)
+        subprocess.run([*into, str(wheel)], check=True)
         yield Installed(wheel=wheel, venv=venv, env=image_environment(venv))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -366,13 +372,6 @@ def test_version_prints_the_pyproject_version(installed: Installed) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert PYPROJECT["project"]["version"] in result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http_status(url: str) -> int:
@@ -455,7 +454,7 @@ def test_demo_starts_and_the_healthcheck_passes(
 
 
 def test_healthcheck_fails_when_nothing_listens(installed: Installed) -> None:
-    assert run_healthcheck(installed, free_port()) != 0
+    assert run_healthcheck(installed, closed_port()) != 0
 
 
 def read_only_root_as(uid: int, gid: int) -> list[str]:

@@ -11,10 +11,8 @@ install does, so no panel may rely on one.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +22,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import ExporterProcess, free_port, installed, stop_process, wait_until_ready
+from conftest import free_port, installed, stop_process
+from faultkit import Exporter
 
 pytestmark = pytest.mark.system
 
@@ -99,25 +98,15 @@ def recorded_names() -> list[str]:
     return sorted({rule["record"] for g in groups for rule in g["rules"] if "record" in rule})
 
 
-def start_exporter(log_path: Path) -> ExporterProcess:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("UCDN_", "UCLOUD_"))}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "exporter", "--demo"),
-                *("--listen-address", f"127.0.0.1:{port}"),
-                *("--project-ids", ",".join(PROJECTS)),
-                *("--platforms", ",".join(PLATFORMS)),
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            cwd=ROOT,
-        )
-    exporter = ExporterProcess(process, port, log_path, environment)
-    wait_until_ready(exporter, timeout=30)
-    return exporter
+def start_exporter() -> Exporter:
+    exporter = Exporter(
+        [
+            "--demo",
+            *("--project-ids", ",".join(PROJECTS)),
+            *("--platforms", ",".join(PLATFORMS)),
+        ]
+    )
+    return exporter.wait_started(timeout=30)
 
 
 def start_prometheus(
@@ -160,7 +149,7 @@ def settled(prometheus: Prometheus) -> bool:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     directory = tmp_path_factory.mktemp("prometheus")
     installed("prometheus")  # skip or fail before starting anything
-    exporter = start_exporter(directory / "exporter.log")
+    exporter = start_exporter()
     try:
         process, server = start_prometheus(directory, exporter.port)
         try:

@@ -18,7 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import ExporterProcess, exporter_args, samples
+from conftest import exporter_args
+from exposition import samples
+from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.cli import SHUTDOWN_GRACE_SECONDS
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 MARGIN = 1.5  # seconds on top of the bound: process start-up noise on a busy machine
 NOW = int(time.time())
-Start = Callable[..., ExporterProcess]
+Start = Callable[..., Exporter]
 
 
 @pytest.fixture
@@ -37,11 +39,11 @@ def api(simulator: Callable[..., SimulatedApi]) -> SimulatedApi:
 
 
 def scrape_in_flight(
-    pool: ThreadPoolExecutor, api: SimulatedApi, exporter: ExporterProcess
+    pool: ThreadPoolExecutor, api: SimulatedApi, exporter: Exporter
 ) -> Future[requests.Response]:
     """A scrape with 25 s to go, once its request has reached the gateway."""
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": "25"}
-    scrape = pool.submit(exporter.scrape, "metrics", 40.0, **headers)
+    scrape = pool.submit(exporter.get, "metrics", 40.0, **headers)
     give_up = time.monotonic() + 10
     while api.request_count() == 0 and time.monotonic() < give_up:
         time.sleep(0.02)
@@ -50,7 +52,7 @@ def scrape_in_flight(
     return scrape
 
 
-def terminate(exporter: ExporterProcess) -> tuple[int, float]:
+def terminate(exporter: Exporter) -> tuple[int, float]:
     """SIGTERM to the process, as Kubernetes sends it; the exit status and seconds taken."""
     sent = time.monotonic()
     exporter.process.send_signal(signal.SIGTERM)
@@ -99,7 +101,7 @@ def test_sigterm_with_a_slow_but_answering_gateway_needs_no_last_resort(
 
 def test_sigterm_when_idle_exits_at_once(api: SimulatedApi, start_exporter: Start) -> None:
     exporter = start_exporter(*exporter_args(api))
-    assert exporter.scrape().status_code == 200
+    assert exporter.get().status_code == 200
     code, seconds = terminate(exporter)
     assert code == 0
     assert seconds < 2.5, f"exited {seconds:.1f} s after SIGTERM"

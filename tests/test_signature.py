@@ -8,7 +8,7 @@ from exporter.signature import sign, signed_form, wire_value
 
 KNOWN_PUBLIC = "ucloudsomeone@example.com1296235120854146120"
 KNOWN_PRIVATE = "46f09bb9fab4f12dfc160dae12273d5332b5debe"
-KNOWN_PARAMS = {
+KNOWN_PARAMS: dict[str, str | int] = {
     "Action": "DescribeUHostInstance",
     "Region": "cn-bj2",
     "Limit": 10,

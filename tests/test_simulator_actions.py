@@ -4,7 +4,7 @@ Real servers on loopback, real HTTP, signed requests; the answers are decoded wi
 exporter's own answer shapes, so a field the exporter cannot read fails here.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -285,11 +285,16 @@ def test_the_live_world_has_the_demos_special_domains() -> None:
     assert ratios[FAILING_DOMAIN] > 3 * others
 
 
+def _fixed(moment: int) -> Callable[[], float]:
+    """A clock stopped at ``moment``."""
+    return lambda: moment
+
+
 def test_live_quotas_fill_during_the_day_and_one_domain_is_near_its_prefetch_quota() -> None:
     midnight = NOW - NOW % DAY_SECONDS
     moments = [midnight + hour * 3600 for hour in range(0, 24, 3)] + [midnight + DAY_SECONDS - 1]
     for domain in LiveDataset(0).domains(""):
-        quotas = [LiveDataset(0, clock=lambda m=m: m).quota("", domain.domain_id) for m in moments]
+        quotas = [LiveDataset(0, clock=_fixed(m)).quota("", domain.domain_id) for m in moments]
         assert all(quota is not None for quota in quotas)
         used = [quota.submit_prefetch_count for quota in quotas if quota is not None]
         assert used == sorted(used) and used[-1] > used[0], domain.name
@@ -306,7 +311,7 @@ def test_live_quotas_fill_during_the_day_and_one_domain_is_near_its_prefetch_quo
 
 def test_live_refreshes_finish_in_minutes_and_one_is_always_overdue() -> None:
     for now in range(NOW, NOW + 6 * 3600, 1800):
-        tasks = live_day(LiveDataset(2, clock=lambda n=now: n), "refresh", now)
+        tasks = live_day(LiveDataset(2, clock=_fixed(now)), "refresh", now)
         assert {task["Type"] for task in tasks} == {"file", "dir"}
         overdue = [
             task

@@ -1,6 +1,5 @@
 """The exporter process behind its web configuration: TLS, basic auth, and a bad file."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import bcrypt
 import pytest
 import requests
 import trustme
-from conftest import REPO, ExporterProcess, free_port
+from conftest import REPO
+from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.simulator import StaticDataset, generate_tasks
@@ -23,7 +23,11 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def secured(tmp_path: Path, simulator: Callable[..., SimulatedApi]) -> Iterator[tuple[str, str]]:
+def secured(
+    tmp_path: Path,
+    simulator: Callable[..., SimulatedApi],
+    start_exporter: Callable[..., Exporter],
+) -> Iterator[tuple[str, str]]:
     """The exporter serving HTTPS with basic auth; yields its base URL and the CA bundle."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -38,42 +42,18 @@ def secured(tmp_path: Path, simulator: Callable[..., SimulatedApi]) -> Iterator[
         f"  prometheus: {hashed}\n"
     )
     api = simulator(StaticDataset({("", False): generate_tasks(20, 3, now=int(time.time()))}))
-    port = free_port()
-    log = (tmp_path / "exporter.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--listen-address",
-            f"127.0.0.1:{port}",
-            "--web.config.file",
-            str(tmp_path / "web.yml"),
-            "--api-url",
-            api.url,
-        ],
+    exporter = start_exporter(
+        "--web.config.file",
+        str(tmp_path / "web.yml"),
+        "--api-url",
+        api.url,
         env={
-            **{k: v for k, v in os.environ.items() if not k.startswith(("UCDN_", "UCLOUD_"))},
             "UCDN_EXPORTER_PUBLIC_KEY": "demo-public-key",
             "UCDN_EXPORTER_PRIVATE_KEY": "demo-private-key-not-a-secret",
         },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
     )
-    exporter = ExporterProcess(process, port, tmp_path / "exporter.log")
-    url = f"https://127.0.0.1:{port}/"
-    bundle = str(tmp_path / "ca.pem")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "-/healthy", verify=bundle, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    yield url, bundle
-    exporter.stop()
-    log.close()
+    assert exporter.url.startswith("https://127.0.0.1:")
+    yield exporter.url, str(tmp_path / "ca.pem")
 
 
 def test_scrape_over_tls_with_the_right_password(secured: tuple[str, str]) -> None:

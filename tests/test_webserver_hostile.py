@@ -317,7 +317,7 @@ def test_a_wrong_password_flood_costs_the_real_scraper_no_503(
         flooders = [pool.submit(flood) for _ in range(30)]
         try:
             time.sleep(1.0)
-            statuses = Counter()
+            statuses: Counter[int] = Counter()
             worst = 0.0
             for _ in range(10):
                 begin = time.monotonic()
