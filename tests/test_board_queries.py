@@ -86,8 +86,9 @@ def per_target(project: str, platform: str, now: float) -> Iterator[str]:
     yield line("ucdn_refresh_url_series_dropped", 0, **target)
     for index, le in enumerate(BUCKETS):
         count = min(index * 2, 6)
-        yield line("ucdn_refresh_url_completion_seconds_bucket", count, **target,
-                   status="success", le=le)  # fmt: skip
+        yield line(
+            "ucdn_refresh_url_completion_seconds_bucket", count, **target, status="success", le=le
+        )
     yield line("ucdn_refresh_url_completion_seconds_gcount", 6, **target, status="success")
     yield line("ucdn_refresh_url_completion_seconds_gsum", 120, **target, status="success")
     yield line("ucdn_refresh_task_completion_seconds", 30, **target, task_id="r-2")
@@ -100,8 +101,13 @@ def per_target(project: str, platform: str, now: float) -> Iterator[str]:
     for kind in ("prefetch", "refresh"):
         for domain, counts in DOMAIN_URLS.items():
             for status in STATUSES:
-                yield line(f"ucdn_{kind}_domain_urls", counts.get(status, 0), **target,
-                           domain=domain, status=status)  # fmt: skip
+                yield line(
+                    f"ucdn_{kind}_domain_urls",
+                    counts.get(status, 0),
+                    **target,
+                    domain=domain,
+                    status=status,
+                )
 
 
 def per_project(project: str, now: float) -> Iterator[str]:
