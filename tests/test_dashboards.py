@@ -25,12 +25,50 @@ RULES = ROOT / "prometheus" / "rules.yml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 # The metric contract (exporter/metrics.py), as the dashboard may query it (samples).
 CONTRACT = metrics.sample_names()
+# --- boards helper (issue 12, item 6): the refresh, domain and quota rows -----------
+# The metric names of issue 12 those rows query, kept apart from the contract above.
+BOARDS_CONTRACT = {
+    "ucdn_api_requests_total",
+    "ucdn_refresh_up",
+    "ucdn_refresh_tasks",
+    "ucdn_refresh_urls",
+    "ucdn_refresh_url_completion_seconds_bucket",
+    "ucdn_refresh_oldest_unfinished_task_created_timestamp_seconds",
+    "ucdn_refresh_records_invalid",
+    "ucdn_prefetch_domain_urls",
+    "ucdn_refresh_domain_urls",
+    "ucdn_domain_quota",
+    "ucdn_domain_quota_used",
+    "ucdn_domain_prefetch_enabled",
+    "ucdn_domain_quota_up",
+    "ucdn_domain_quota_domains_dropped",
+}
+# Recording rules only alerts read: the domain tables keep the platform variable, which
+# the per-domain rules (platforms summed) cannot follow.
+BOARDS_ALERT_ONLY_RECORDS = {
+    "project_id_domain_kind_status:ucdn_domain_urls:sum",
+    "project_id_domain_kind:ucdn_domain_urls_finished:sum",
+    "project_id_domain_kind:ucdn_domain_url_failures_per_finished:ratio",
+    "project_id_kind:ucdn_domain_url_failures_per_finished:ratio",
+}
+# Rows whose series are per project only (no platform label).
+PER_PROJECT = {
+    "Daily quota used by domain",
+    "Prefetch switch per domain",
+    "Quota collection up per project",
+    "Domains dropped from the quota panels",
+}
+# ------------------------------------------------------------------------------------
 # Series a stock Prometheus writes for every scrape, without any feature flag.
 PROMETHEUS_OWN = {"scrape_duration_seconds"}
 # Series only --enable-feature=extra-scrape-metrics adds: no panel may need them.
 EXTRA_SCRAPE_METRICS = {"scrape_timeout_seconds", "scrape_sample_limit", "scrape_body_size_bytes"}
 # Queries about the exporter process rather than one project and platform.
-EXPORTER_WIDE = {"API requests by outcome", "Scrape duration against the scrape timeout"}
+EXPORTER_WIDE = {
+    "API requests by outcome",
+    "Scrape duration against the scrape timeout",
+    "Refresh API requests by outcome",
+}
 # A metric name, not a dashboard variable such as $scrape_timeout.
 METRIC = re.compile(
     r"(?<!\$)\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_prefetch_[a-z0-9_]+|scrape_[a-z_]+)\b"
@@ -158,7 +196,15 @@ def test_variables(board: dict[str, Any]) -> None:
 
 def test_rows_in_order(board: dict[str, Any]) -> None:
     rows = [panel["title"] for panel in board["panels"] if panel["type"] == "row"]
-    assert rows == ["Now", "In flight", "Speed", "Exporter health"]
+    assert rows == [
+        "Now",
+        "In flight",
+        "Speed",
+        "Refresh",
+        "Domains",
+        "Daily quotas",
+        "Exporter health",
+    ]
 
 
 def test_every_panel_has_a_description_a_query_and_a_unit(board: dict[str, Any]) -> None:
@@ -193,7 +239,7 @@ def test_panel_ids_unique_and_grid_without_overlap(board: dict[str, Any]) -> Non
 
 
 def test_queries_use_only_metrics_that_exist(board: dict[str, Any]) -> None:
-    known = CONTRACT | recorded_names() | PROMETHEUS_OWN
+    known = CONTRACT | BOARDS_CONTRACT | recorded_names() | PROMETHEUS_OWN
     used = {name for _, target in targets(board) for name in METRIC.findall(target["expr"])}
     assert used
     assert used <= known, used - known
@@ -237,7 +283,8 @@ def test_panels_prefer_the_recording_rules(board: dict[str, Any]) -> None:
     # These two serve alerts only: the panels show their inputs in more detail.
     assert unused == {
         "project_id_platform:ucdn_prefetch_urls_finished:sum",
-        "job:ucdn_prefetch_api_request_errors_per_requests:ratio_rate5m",
+        "job:ucdn_api_request_errors_per_requests:ratio_rate5m",
+        *BOARDS_ALERT_ONLY_RECORDS,
     }
     assert "histogram_quantile(" not in exprs
     assert "rate(" not in exprs
@@ -248,7 +295,8 @@ def test_per_target_queries_follow_the_variables(board: dict[str, Any]) -> None:
         if title in EXPORTER_WIDE:
             continue
         assert 'project_id=~"$project_id"' in target["expr"], title
-        assert 'platform=~"$platform"' in target["expr"], title
+        if title not in PER_PROJECT:
+            assert 'platform=~"$platform"' in target["expr"], title
 
 
 def by_title(board: dict[str, Any], title: str) -> dict[str, Any]:

@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "rules.yml"
 RULES_TEST = ROOT / "prometheus" / "rules_test.yml"
 RUNBOOK_PREFIX = "https://github.com/ucdn-prefetch-exporter/ucdn-prefetch-exporter/blob/main/docs/runbook.md#alert-"
-# level:metric:operations, each part snake_case; the metric keeps our prefix.
-RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:ucdn_prefetch_[a-z0-9_]+:[a-z0-9_]+$")
+# level:metric:operations, each part snake_case; the metric keeps one of our prefixes.
+RECORD_NAME = re.compile(
+    r"^[a-z][a-z0-9_]*:ucdn_(prefetch|refresh|domain|api)_[a-z0-9_]+:[a-z0-9_]+$"
+)
 
 
 def load_rules() -> list[dict[str, Any]]:
@@ -74,6 +76,11 @@ def test_the_expected_alerts_exist() -> None:
         "UcdnPrefetchTaskStuck",
         "UcdnPrefetchFailureRatioHigh",
         "UcdnPrefetchCompletionSlow",
+        "UcdnRefreshTaskStuck",
+        "UcdnDomainQuotaNearlyUsed",
+        "UcdnDomainPrefetchDisabled",
+        "UcdnDomainFailureRatioHigh",
+        "UcdnDomainQuotaCollectionDown",
     }
 
 

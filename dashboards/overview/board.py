@@ -17,7 +17,7 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
 
-from overview import health, in_flight, now, speed
+from overview import domains, health, in_flight, now, quota, refresh, speed
 from overview.common import DATASOURCE, Panel
 from overview.variables import variables
 
@@ -27,6 +27,9 @@ ROWS: tuple[tuple[str, Callable[[], Iterator[Panel]]], ...] = (
     (now.TITLE, now.panels),
     (in_flight.TITLE, in_flight.panels),
     (speed.TITLE, speed.panels),
+    (refresh.TITLE, refresh.panels),
+    (domains.TITLE, domains.panels),
+    (quota.TITLE, quota.panels),
     (health.TITLE, health.panels),
 )
 # Decoded JSON: the SDK's encoder yields plain dicts, lists and scalars.

@@ -99,14 +99,17 @@ def api_requests() -> timeseries.Panel:
         .title("API requests by outcome")
         .description(
             "Calls per second the exporter made to the UCDN API, by outcome (5-minute rate, "
-            "recording rule; all targets together, this counter has no per-target labels). "
+            "recording rule; all targets and API actions together, this counter has no "
+            "per-target labels). "
             "timeout or connection_error: network or gateway trouble; http_error: the "
             "gateway answered 4xx/5xx; api_error: a non-zero RetCode (keys, permissions, "
             "project id); invalid_response: an answer the exporter could not parse; "
             "rate_limited: the gateway's rate limit (RetCode 153), see "
             "MAX_API_REQUESTS_PER_SECOND."
         )
-        .with_target(query("job_outcome:ucdn_prefetch_api_requests:rate5m", "{{outcome}}"))
+        .with_target(
+            query("sum by (outcome) (job_action_outcome:ucdn_api_requests:rate5m)", "{{outcome}}")
+        )
         .unit(units.RequestsPerSecond)
         .min(0)
         .fill_opacity(20)
