@@ -1,12 +1,18 @@
-"""The column-wise ``summarize`` must publish exactly what the one-URL-at-a-time reference does.
+"""The column-wise ``summarize`` must publish exactly what the one-URL-at-a-time oracle does.
 
-``summarize_reference`` states the metric contract plainly; ``summarize`` is the fast
-path the exporter runs (see benchmarks/). Any difference, on clean, generated, demo or
-deliberately dirty data, would change a published number, so every field is compared.
+``tests/reference.py`` states the metric contract plainly; ``summarize`` is the only
+implementation the exporter runs (see benchmarks/). Any difference, on clean, generated,
+demo or deliberately dirty data, would change a published number, so every field is
+compared. The random tests count the cases that hit each input the summary once handed
+to a slower path (a CreateTime of 0 or less, sums beyond a float's exact integers,
+unsorted buckets) and fail unless each was generated, so they cannot pass by comparing
+easy cases only.
 """
 
 import json
 import math
+from collections import Counter
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -14,14 +20,9 @@ from typing import Any
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import FINISHED, STATUS_OF, summarize_reference
 
-from exporter.aggregate import (
-    Summarizer,
-    SummaryLimits,
-    TargetSummary,
-    summarize,
-    summarize_reference,
-)
+from exporter.aggregate import Summarizer, SummaryLimits, TargetSummary, summarize
 from exporter.client import TaskWindow
 from exporter.model import TaskInfo, decode_response
 from exporter.simulator import LiveDataset, generate_tasks
@@ -70,16 +71,80 @@ def test_tiny_caps_and_unsorted_buckets() -> None:
     assert_same(window_of([]), SummaryLimits())
 
 
-def test_sums_beyond_exact_floats_take_the_reference_path() -> None:
-    url = {"Url": "u", "CreateTime": 1, "FinishTime": 2**60, "Status": "success", "Progress": 100}
-    task = {"TaskId": "t", "CreateTime": 1, "Status": "success", "UrlLists": [url, dict(url)]}
-    assert_same(window_of([task]), SummaryLimits())
+def test_sums_beyond_exact_floats_are_the_float_nearest_the_exact_sum() -> None:
+    # A float step is 256 here: one at a time, each small time is rounded away; their
+    # exact sum, 406, makes the nearest float 2**60 + 512.
+    times = [2**60, 100, 101, 102, 103]
+    urls = [
+        {"Url": f"u{i}", "CreateTime": 1, "FinishTime": 1 + time, "Status": "success"}
+        for i, time in enumerate(times)
+    ]
+    task = {"TaskId": "t", "CreateTime": 1, "Status": "success", "UrlLists": urls}
+    summary = assert_same(window_of([task]), SummaryLimits())
+    assert summary.url_completion["success"].total == 2**60 + 512
+
+
+def test_unfinished_urls_created_at_zero_or_before_are_not_late_nor_completed() -> None:
+    urls = [
+        {"Url": "a", "CreateTime": -5, "Status": "success"},  # FinishTime 0: not finished
+        {"Url": "b", "Status": "failure"},  # timed from its task, created at 0
+        {"Url": "c", "CreateTime": -5, "FinishTime": -9, "Status": "success"},  # late
+        {"Url": "d", "CreateTime": -5, "FinishTime": 5, "Status": "success"},  # 10 s
+    ]
+    task = {"TaskId": "t", "Status": "success", "UrlLists": urls}
+    summary = assert_same(window_of([task]), SummaryLimits())
+    assert summary.anomalies["finish_before_create"] == 1
+    assert summary.url_completion["success"].count == 1
+    assert summary.url_completion["failure"].count == 0
 
 
 _statuses = st.sampled_from(
     ["success", "failure", "wait", "process", "unknow", "unknown", "odd", None]
 )
-_times = st.one_of(st.integers(-5, 40), st.just(0), st.integers(NOW - 100, NOW))
+_times = st.one_of(
+    st.integers(-5, 40), st.just(0), st.integers(NOW - 100, NOW), st.integers(2**53, 2**62)
+)
+_buckets = st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9), (30.0, 10.0), (math.nan, 5.0)])
+
+# What each random test must have generated at least once: the inputs the summary used
+# to leave to a slower path, and the ordinary case.
+CONDITIONS = (
+    "url_created_at_zero_or_before",
+    "unfinished_url_created_at_zero_or_before",
+    "completion_sum_beyond_exact_floats",
+    "unsorted_buckets",
+    "every_url_created_after_zero",
+)
+
+
+def conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
+    """The entries of :data:`CONDITIONS` that ``window`` and ``limits`` hit."""
+    hit = set()
+    sums = dict.fromkeys(FINISHED, 0)
+    for task in window.tasks:
+        for url in task.url_lists:
+            created = url.create_time or task.create_time
+            if created <= 0:
+                hit.add("url_created_at_zero_or_before")
+                if url.finish_time == 0:
+                    hit.add("unfinished_url_created_at_zero_or_before")
+            status = STATUS_OF.get(url.status or "")
+            if status in sums and url.finish_time and url.finish_time >= created:
+                sums[status] += url.finish_time - created
+    if max(sums.values()) >= 2**53:
+        hit.add("completion_sum_beyond_exact_floats")
+    if not all(low < high for low, high in pairwise(limits.buckets)):  # NaN is unsorted too
+        hit.add("unsorted_buckets")
+    if "url_created_at_zero_or_before" not in hit:
+        hit.add("every_url_created_after_zero")
+    return hit
+
+
+def assert_every_condition_hit(run: Callable[[Counter[str]], None]) -> None:
+    """Run a property test that counts into a Counter; every condition must have counts."""
+    seen: Counter[str] = Counter()
+    run(seen)
+    assert {name: seen[name] for name in CONDITIONS if not seen[name]} == {}, seen
 
 
 @st.composite
@@ -111,18 +176,28 @@ def _task(draw: st.DrawFn) -> dict[str, Any]:
     return task
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    tasks=st.lists(_task(), max_size=8),
-    max_urls=st.integers(0, 6),
-    max_tasks=st.integers(0, 3),
-    buckets=st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9)]),
-)
-def test_any_dirty_data(
-    tasks: list[dict[str, Any]], max_urls: int, max_tasks: int, buckets: tuple[float, ...]
-) -> None:
-    limits = SummaryLimits(max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets)
-    assert_same(window_of(tasks, 1, 3), limits)
+def test_any_dirty_data() -> None:
+    def run(seen: Counter[str]) -> None:
+        @settings(max_examples=400, deadline=None)
+        @given(
+            tasks=st.lists(_task(), max_size=8),
+            max_urls=st.integers(0, 6),
+            max_tasks=st.integers(0, 3),
+            buckets=_buckets,
+        )
+        def check(
+            tasks: list[dict[str, Any]], max_urls: int, max_tasks: int, buckets: tuple[float, ...]
+        ) -> None:
+            limits = SummaryLimits(
+                max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets
+            )
+            window = window_of(tasks, 1, 3)
+            seen.update(conditions(window, limits))
+            assert_same(window, limits)
+
+        check()
+
+    assert_every_condition_hit(run)
 
 
 def summary_by_pages(window: TaskWindow, limits: SummaryLimits, cuts: list[int]) -> TargetSummary:
@@ -142,21 +217,30 @@ def test_pages_of_generated_data_add_up_to_the_window() -> None:
     assert by_pages.url_series_dropped > 0
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    tasks=st.lists(_task(), max_size=10),
-    cuts=st.lists(st.integers(0, 10), max_size=4),
-    max_urls=st.integers(0, 6),
-    max_tasks=st.integers(0, 3),
-    buckets=st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9)]),
-)
-def test_any_dirty_data_in_any_pages(
-    tasks: list[dict[str, Any]],
-    cuts: list[int],
-    max_urls: int,
-    max_tasks: int,
-    buckets: tuple[float, ...],
-) -> None:
-    limits = SummaryLimits(max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets)
-    window = window_of(tasks, 2, 5)
-    assert summary_by_pages(window, limits, cuts) == summarize_reference(window, limits)
+def test_any_dirty_data_in_any_pages() -> None:
+    def run(seen: Counter[str]) -> None:
+        @settings(max_examples=300, deadline=None)
+        @given(
+            tasks=st.lists(_task(), max_size=10),
+            cuts=st.lists(st.integers(0, 10), max_size=4),
+            max_urls=st.integers(0, 6),
+            max_tasks=st.integers(0, 3),
+            buckets=_buckets,
+        )
+        def check(
+            tasks: list[dict[str, Any]],
+            cuts: list[int],
+            max_urls: int,
+            max_tasks: int,
+            buckets: tuple[float, ...],
+        ) -> None:
+            limits = SummaryLimits(
+                max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets
+            )
+            window = window_of(tasks, 2, 5)
+            seen.update(conditions(window, limits))
+            assert summary_by_pages(window, limits, cuts) == summarize_reference(window, limits)
+
+        check()
+
+    assert_every_condition_hit(run)
