@@ -10,7 +10,6 @@ This is also where the series are picked, so it is where label values are bounde
 :func:`bounded_label_value`), and each one cut is counted as ``label_value_truncated``.
 """
 
-import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +20,9 @@ from typing import Final
 
 from exporter.client import TaskWindow
 from exporter.config import DEFAULT_BUCKETS, Settings
+from exporter.histogram import Histogram
 from exporter.model import FINISHED, STATUSES, UNFINISHED, TaskInfo, UrlProgress
+from exporter.summary_domains import DomainCounter, domain_urls
 from exporter.summary_labels import bounded_label_value
 
 __all__ = [
@@ -55,34 +56,6 @@ _STATUS_OF: Final[dict[object, str]] = {
 }
 
 
-@dataclass
-class Histogram:
-    """Observations counted into buckets by upper bound (not cumulative), with their sum."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(init=False)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-
-    def observe(self, value: float) -> None:
-        """Count ``value`` in the first bucket whose bound is at least ``value``."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """``(upper bound, cumulative count)`` pairs ending with infinity, like ``le`` buckets."""
-        running = 0
-        pairs = []
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            running += count
-            pairs.append((bound, running))
-        return pairs
-
-
 @dataclass(frozen=True)
 class UnfinishedUrl:
     """One unfinished URL and how far it has got (0..1)."""
@@ -104,6 +77,8 @@ class TargetSummary:
     task_completion: list[tuple[str, float]]
     oldest_unfinished_created: int | None
     anomalies: dict[str, int]
+    # domain -> status -> URLs, the domains with most URLs first and ``_other`` last
+    domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _setting_default(name: str) -> int:
@@ -120,6 +95,7 @@ class SummaryLimits:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     # UTF-8 bytes of a url or task_id label value
     max_label_value_length: int = _setting_default("max_label_value_length")
+    max_domain_series: int = 100  # most domains by URL count; the rest are summed as _other
 
 
 def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
@@ -146,6 +122,7 @@ _STATUS: Final = attrgetter("status")
 _CREATE_TIME: Final = attrgetter("create_time")
 _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
+_URL: Final = attrgetter("url")
 
 
 # A task's URLs in its page's columns: the page's URLs, their statuses, start and stop.
@@ -175,6 +152,7 @@ class Summarizer:
         self._task_statuses: Counter[str | None] = Counter()
         self._url_statuses: Counter[str | None] = Counter()
         self._completion_sums = dict.fromkeys(_FINISHED_RAW, 0)
+        self._domains = DomainCounter()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
@@ -183,6 +161,7 @@ class Summarizer:
     def summary(self, window: TaskWindow) -> TargetSummary:
         """The summary of every page added; ``window`` holds the same tasks and the paging."""
         builder = self._builder
+        limits = self._limits
         _count_statuses(builder, self._task_statuses, builder.tasks_by_status)
         _count_statuses(builder, self._url_statuses, builder.urls_by_status)
         for status, total in self._completion_sums.items():
@@ -192,6 +171,9 @@ class Summarizer:
         _task_completion(builder, newest_first, [task.create_time for task in newest_first])
         self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
         summary = builder.summary()
+        summary.domain_urls = domain_urls(
+            self._domains.counts.items(), _published_status, STATUSES, limits.max_domain_series
+        )
         _count_window_anomalies(summary, window)
         return summary
 
@@ -211,6 +193,7 @@ class Summarizer:
         self._task_statuses.update(map(_STATUS, tasks))
         url_statuses = Counter(raw_statuses)
         self._url_statuses.update(url_statuses)
+        self._domains.add_page(list(map(_URL, urls)), raw_statuses, url_statuses)
         progresses: list[int] = list(map(_PROGRESS, urls))
         if progresses and (min(progresses) < 0 or max(progresses) > 100):
             anomalies["progress_out_of_range"] += sum(1 for p in progresses if not 0 <= p <= 100)
@@ -285,6 +268,11 @@ def _completion_durations(finishes: list[int], creates: list[int]) -> list[int]:
             duration if finish else -1 for duration, finish in zip(durations, finishes, strict=True)
         ]
     return durations
+
+
+def _published_status(raw: str | None) -> str:
+    """The status a raw one is published as; ``_count_statuses`` counts the unknown ones."""
+    return _STATUS_OF.get(raw, "unknown")
 
 
 def _count_statuses(

@@ -7,7 +7,9 @@ product (``Histogram``, ``TargetSummary``, ``SummaryLimits``, ``bounded_label_va
 not its status mapping or its arithmetic.
 """
 
+from collections import Counter
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from exporter.aggregate import (
     ANOMALIES,
@@ -39,10 +41,38 @@ def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSumm
     for task in sorted(window.tasks, key=lambda task: (-task.create_time, task.task_id or "")):
         builder.add_task(task)
     summary = builder.summary()
+    summary.domain_urls = capped_domains(builder.domain_counts, limits.max_domain_series)
     summary.anomalies["duplicate_task"] = window.duplicate_tasks
     if window.total_count is not None and window.total_count != len(window.tasks):
         summary.anomalies["total_count_mismatch"] = 1
     return summary
+
+
+def domain_of(url: str) -> str:
+    """The URL's host as ``urlsplit`` reads it (lower case, no port); ``_other`` if none."""
+    try:
+        return urlsplit(url).hostname or "_other"
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "_other"
+
+
+def capped_domains(counts: dict[str, Counter[str]], max_domains: int) -> dict[str, dict[str, int]]:
+    """The ``max_domains`` domains with most URLs (ties by name), then ``_other``: the rest."""
+    named = sorted(
+        (domain for domain in counts if domain != "_other"),
+        key=lambda domain: (-counts[domain].total(), domain),
+    )
+    published = {domain: _all_statuses(counts[domain]) for domain in named[:max_domains]}
+    rest: Counter[str] = Counter(counts.get("_other", Counter()))
+    for domain in named[max_domains:]:
+        rest += counts[domain]
+    if "_other" in counts or named[max_domains:]:
+        published["_other"] = _all_statuses(rest)
+    return published
+
+
+def _all_statuses(counts: Counter[str]) -> dict[str, int]:
+    return {status: counts[status] for status in STATUSES}
 
 
 class _Builder:
@@ -61,6 +91,7 @@ class _Builder:
         self.completion_sums = dict.fromkeys(FINISHED, 0)
         self.task_completion: list[tuple[str, float]] = []
         self.oldest_unfinished: int | None = None
+        self.domain_counts: dict[str, Counter[str]] = {}
 
     def summary(self) -> TargetSummary:
         for status, total in self.completion_sums.items():
@@ -109,6 +140,7 @@ class _Builder:
         for url in urls:
             status = self.status_of(url.status)
             self.urls_by_status[status] += 1
+            self.domain_counts.setdefault(domain_of(url.url), Counter())[status] += 1
             if not 0 <= url.progress <= 100:
                 self.anomalies["progress_out_of_range"] += 1
             finish = url.finish_time

@@ -11,6 +11,7 @@ easy cases only.
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 from itertools import pairwise
@@ -20,7 +21,7 @@ from typing import Any
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import FINISHED, STATUS_OF, summarize_reference
+from reference import FINISHED, STATUS_OF, domain_of, summarize_reference
 
 from exporter.aggregate import Summarizer, SummaryLimits, TargetSummary, summarize
 from exporter.client import TaskWindow
@@ -35,9 +36,16 @@ def assert_same(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     fast = summarize(window, limits)
     reference = summarize_reference(window, limits)
     assert fast == reference
+    assert_domains_add_up(fast)
     for status, histogram in fast.url_completion.items():  # floats: equal, and equally typed
         assert type(histogram.total) is type(reference.url_completion[status].total)
     return fast
+
+
+def assert_domains_add_up(summary: TargetSummary) -> None:
+    """Summed over domains, each status's URLs are exactly its ``urls_by_status``."""
+    for status, total in summary.urls_by_status.items():
+        assert sum(row[status] for row in summary.domain_urls.values()) == total
 
 
 def window_of(tasks: list[Any], duplicates: int = 0, total: int | None = None) -> TaskWindow:
@@ -104,6 +112,19 @@ _statuses = st.sampled_from(
 _times = st.one_of(
     st.integers(-5, 40), st.just(0), st.integers(NOW - 100, NOW), st.integers(2**53, 2**62)
 )
+# Hosts with capitals, ports, IPv6, userinfo, none at all, or one that cannot be read.
+_hosts = st.sampled_from(
+    ["a.example", "A.Example", "a.example:8080", "b.example", "[::1]:80", "[::1", "u@B.example"]
+)
+_url_text = st.one_of(
+    st.sampled_from(["a", "b", "c", "", "/path", "http:/x", "mailto:x@y"]),
+    st.builds(
+        "{}//{}{}".format,
+        st.sampled_from(["https:", "http:", "", "HTTP:"]),
+        _hosts,
+        st.sampled_from(["", "/", "/f", "?q", "#f", "/a/b"]),
+    ),
+)
 _buckets = st.sampled_from([(10.0, 30.0), (1.0,), (5.0, 20.0, 1e9), (30.0, 10.0), (math.nan, 5.0)])
 
 # What each random test must have generated at least once: the inputs the summary used
@@ -114,6 +135,10 @@ CONDITIONS = (
     "completion_sum_beyond_exact_floats",
     "unsorted_buckets",
     "every_url_created_after_zero",
+    "one_host_prefix_in_the_window",
+    "several_domains",
+    "more_domains_than_the_cap",
+    "domains_tied_at_the_cap",
 )
 
 
@@ -137,6 +162,26 @@ def conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
         hit.add("unsorted_buckets")
     if "url_created_at_zero_or_before" not in hit:
         hit.add("every_url_created_after_zero")
+    return hit | domain_conditions(window, limits)
+
+
+def domain_conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
+    """Which of the domain cases ``window`` hits: one prefix (the page fast path), caps, ties."""
+    urls = [url.url for task in window.tasks for url in task.url_lists]
+    hit = set()
+    first = re.match(r"[^/?#]*//[^/?#]*[/?#]", urls[0]) if urls else None
+    if first and all(url.startswith(first.group()) for url in urls):
+        hit.add("one_host_prefix_in_the_window")
+    sizes = Counter(domain_of(url) for url in urls if domain_of(url) != "_other")
+    if len(sizes) > 1:
+        hit.add("several_domains")
+    if len(sizes) > limits.max_domain_series:
+        hit.add("more_domains_than_the_cap")
+        ranked = sorted(sizes.values(), reverse=True)
+        if limits.max_domain_series and (
+            ranked[limits.max_domain_series - 1] == ranked[limits.max_domain_series]
+        ):
+            hit.add("domains_tied_at_the_cap")
     return hit
 
 
@@ -151,7 +196,7 @@ def assert_every_condition_hit(run: Callable[[Counter[str]], None]) -> None:
 def _url(draw: st.DrawFn) -> dict[str, Any]:
     url: dict[str, Any] = {}
     for key, values in (
-        ("Url", st.sampled_from(["a", "b", "c"])),
+        ("Url", _url_text),
         ("CreateTime", _times),
         ("FinishTime", _times),
         ("Status", _statuses),
@@ -184,12 +229,20 @@ def test_any_dirty_data() -> None:
             max_urls=st.integers(0, 6),
             max_tasks=st.integers(0, 3),
             buckets=_buckets,
+            max_domains=st.integers(0, 3),
         )
         def check(
-            tasks: list[dict[str, Any]], max_urls: int, max_tasks: int, buckets: tuple[float, ...]
+            tasks: list[dict[str, Any]],
+            max_urls: int,
+            max_tasks: int,
+            buckets: tuple[float, ...],
+            max_domains: int,
         ) -> None:
             limits = SummaryLimits(
-                max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets
+                max_url_series=max_urls,
+                max_task_series=max_tasks,
+                buckets=buckets,
+                max_domain_series=max_domains,
             )
             window = window_of(tasks, 1, 3)
             seen.update(conditions(window, limits))
@@ -226,6 +279,7 @@ def test_any_dirty_data_in_any_pages() -> None:
             max_urls=st.integers(0, 6),
             max_tasks=st.integers(0, 3),
             buckets=_buckets,
+            max_domains=st.integers(0, 3),
         )
         def check(
             tasks: list[dict[str, Any]],
@@ -233,14 +287,53 @@ def test_any_dirty_data_in_any_pages() -> None:
             max_urls: int,
             max_tasks: int,
             buckets: tuple[float, ...],
+            max_domains: int,
         ) -> None:
             limits = SummaryLimits(
-                max_url_series=max_urls, max_task_series=max_tasks, buckets=buckets
+                max_url_series=max_urls,
+                max_task_series=max_tasks,
+                buckets=buckets,
+                max_domain_series=max_domains,
             )
             window = window_of(tasks, 2, 5)
             seen.update(conditions(window, limits))
-            assert summary_by_pages(window, limits, cuts) == summarize_reference(window, limits)
+            by_pages = summary_by_pages(window, limits, cuts)
+            assert by_pages == summarize_reference(window, limits)
+            assert_domains_add_up(by_pages)
 
         check()
 
     assert_every_condition_hit(run)
+
+
+def test_domains_by_host_capped_with_ties_by_name() -> None:
+    def url(text: str, status: str = "success") -> dict[str, Any]:
+        return {"Url": text, "CreateTime": 1, "FinishTime": 2, "Status": status}
+
+    urls = [
+        url("https://B.example:8443/x"),
+        url("http://b.example/y", "wait"),
+        url("https://[2001:DB8::1]:80/z"),
+        url("https://a.example/"),
+        url("https://c.example?q"),
+        url("no host", "odd"),
+        url("http://[::1/broken"),
+    ]
+    task = {"TaskId": "t", "CreateTime": 1, "Status": "success", "UrlLists": urls}
+    summary = assert_same(window_of([task]), SummaryLimits(max_domain_series=2))
+    assert list(summary.domain_urls) == ["b.example", "2001:db8::1", "_other"]
+    assert summary.domain_urls["b.example"] == {
+        "success": 1,
+        "wait": 1,
+        "process": 0,
+        "failure": 0,
+        "unknown": 0,
+    }
+    assert summary.domain_urls["_other"]["success"] == 3  # a., c. and the broken one
+    assert summary.domain_urls["_other"]["unknown"] == 1
+
+
+def test_a_page_of_one_host_is_counted_by_status() -> None:
+    tasks = generate_tasks(50, 10, now=NOW, seed=2)
+    summary = assert_same(window_of(tasks), SummaryLimits())
+    assert list(summary.domain_urls) == ["cdn.example.com"]
