@@ -8,14 +8,16 @@ C-level ``startswith`` pass tells), the page is counted by its status counts alo
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 OTHER_DOMAIN: Final = "_other"  # URLs without a host, and the domains beyond the cap
 # The start of a URL up to the end of its host: everything that decides the host.
 _HOST_PREFIX: Final = re.compile(r"[^/?#]*//[^/?#]*[/?#]")
+# That start, or the whole URL when it has none: a key for every URL.
+_KEY: Final = re.compile(_HOST_PREFIX.pattern + "|.*", re.DOTALL)
 
 
 def domain_of(url: str) -> str:
@@ -40,13 +42,16 @@ class DomainCounter:
         """Count one page's URLs; ``status_counts`` is ``Counter(statuses)``, already made."""
         if not urls:
             return
-        prefix = _host_prefix(urls[0])
-        if prefix is not None and all(map(str.startswith, urls, repeat(prefix))):
+        match = _HOST_PREFIX.match(urls[0])
+        prefix = "" if match is None else match.group()
+        if prefix and all(map(str.startswith, urls, repeat(prefix))):
             domain = self._domain(prefix)
             for status, count in status_counts.items():
                 self.counts[domain, status] += count
             return
-        by_prefix = Counter(zip(map(_prefix_or_url, urls), statuses, strict=True))
+        matches = cast("Iterator[re.Match[str]]", map(_KEY.match, urls))  # _KEY matches all
+        prefixes = map(re.Match.group, matches)
+        by_prefix = Counter(zip(prefixes, statuses, strict=True))
         for (prefix_or_url, status), count in by_prefix.items():
             self.counts[self._domain(prefix_or_url), status] += count
 
@@ -55,16 +60,6 @@ class DomainCounter:
         if domain is None:
             domain = self._domain_of_prefix[prefix] = domain_of(prefix)
         return domain
-
-
-def _host_prefix(url: str) -> str | None:
-    match = _HOST_PREFIX.match(url)
-    return None if match is None else match.group()
-
-
-def _prefix_or_url(url: str) -> str:
-    match = _HOST_PREFIX.match(url)
-    return url if match is None else match.group()
 
 
 def domain_urls(

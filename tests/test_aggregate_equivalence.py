@@ -117,7 +117,7 @@ _hosts = st.sampled_from(
     ["a.example", "A.Example", "a.example:8080", "b.example", "[::1]:80", "[::1", "u@B.example"]
 )
 _url_text = st.one_of(
-    st.sampled_from(["a", "b", "c", "", "/path", "http:/x", "mailto:x@y"]),
+    st.sampled_from(["a", "b", "c", "", "/path", "http:", "http:/x", "mailto:x@y"]),
     st.builds(
         "{}//{}{}".format,
         st.sampled_from(["https:", "http:", "", "HTTP:"]),
@@ -337,3 +337,10 @@ def test_a_page_of_one_host_is_counted_by_status() -> None:
     tasks = generate_tasks(50, 10, now=NOW, seed=2)
     summary = assert_same(window_of(tasks), SummaryLimits())
     assert list(summary.domain_urls) == ["cdn.example.com"]
+
+
+def test_a_first_url_without_host_does_not_name_the_page() -> None:
+    urls = [{"Url": "http:", "Status": "wait"}, {"Url": "http://h.example/x", "Status": "wait"}]
+    task = {"TaskId": "t", "CreateTime": 1, "Status": "wait", "UrlLists": urls}
+    summary = assert_same(window_of([task]), SummaryLimits())
+    assert list(summary.domain_urls) == ["h.example", "_other"]
