@@ -34,7 +34,7 @@ import requests
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
-from exporter.aggregate import SummaryLimits, summarize, summarize_reference
+from exporter.aggregate import SummaryLimits, summarize
 from exporter.client import ACTION, TaskWindow
 from exporter.model import decode_response
 from exporter.signature import ParamValue, signed_form
@@ -422,9 +422,6 @@ def in_process_parts(bodies: list[bytes], repeats: int) -> list[list[str]]:
         "  of which: summarize (by columns)": lambda: summarize(window, SummaryLimits()),
         "  not used, for comparison: pydantic TypeAdapter": lambda: list(
             map(pydantic_adapter.validate_json, bodies)
-        ),
-        "  not used, for comparison: summarize_reference": lambda: summarize_reference(
-            window, SummaryLimits()
         ),
     }
     # Round after round rather than part after part, so that a burst of load elsewhere

@@ -10,19 +10,31 @@ This is also where the series are picked, so it is where label values are bounde
 :func:`bounded_label_value`), and each one cut is counted as ``label_value_truncated``.
 """
 
-import hashlib
-import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, compress, pairwise, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import attrgetter, eq, lt, ne, not_, sub
 from typing import Final
 
 from exporter.client import TaskWindow
-from exporter.config import DEFAULT_BUCKETS
+from exporter.config import DEFAULT_BUCKETS, setting_default
+from exporter.histogram import Histogram
 from exporter.model import FINISHED, STATUSES, UNFINISHED, TaskInfo, UrlProgress
+from exporter.summary_domains import DomainCounter, domain_urls
+from exporter.summary_labels import bounded_label_value
+
+__all__ = [
+    "ANOMALIES",
+    "Histogram",
+    "Summarizer",
+    "SummaryLimits",
+    "TargetSummary",
+    "UnfinishedUrl",
+    "bounded_label_value",
+    "summarize",
+]
 
 ANOMALIES: Final = (
     "unknown_status",
@@ -42,34 +54,6 @@ _STATUS_OF: Final[dict[object, str]] = {
     "unknow": "unknown",
     "unknown": "unknown",
 }
-
-
-@dataclass
-class Histogram:
-    """Observations counted into buckets by upper bound (not cumulative), with their sum."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(init=False)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-
-    def observe(self, value: float) -> None:
-        """Count ``value`` in the first bucket whose bound is at least ``value``."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """``(upper bound, cumulative count)`` pairs ending with infinity, like ``le`` buckets."""
-        running = 0
-        pairs = []
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            running += count
-            pairs.append((bound, running))
-        return pairs
 
 
 @dataclass(frozen=True)
@@ -93,7 +77,7 @@ class TargetSummary:
     task_completion: list[tuple[str, float]]
     oldest_unfinished_created: int | None
     anomalies: dict[str, int]
-    # domain -> URL status -> count, every status; the rarest domains summed as "_other".
+    # domain -> status -> URLs, the domains with most URLs first and ``_other`` last
     domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -101,56 +85,23 @@ class TargetSummary:
 class SummaryLimits:
     """Caps and buckets that keep the exposition bounded however many URLs there are."""
 
-    max_url_series: int = 1000
-    max_task_series: int = 100
+    max_url_series: int = setting_default("max_url_series")
+    max_task_series: int = setting_default("max_task_series")
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    max_label_value_length: int = 1024  # UTF-8 bytes of a url or task_id label value
-
-
-_CUT_MARK: Final = "…"
-_HASH_BYTES: Final = 8  # 16 hex digits: two cut values of one target will not collide
-# What a cut value ends with: the mark, then the hash of the whole value.
-_CUT_TAIL_BYTES: Final = len(_CUT_MARK.encode()) + 2 * _HASH_BYTES
-_UTF8_MAX_BYTES: Final = 4  # per character; the most a str of n characters can take is 4n
-
-
-def bounded_label_value(value: str, max_bytes: int) -> str:
-    """``value`` if it fits in ``max_bytes`` UTF-8 bytes, else a prefix, ``…`` and a hash.
-
-    The prefix is cut on a character boundary and the hash is of the whole value, so two
-    long values that share their first ``max_bytes`` bytes stay two label values. The
-    result is never longer than ``max_bytes`` (which must exceed the tail's 19 bytes).
-    """
-    if len(value) * _UTF8_MAX_BYTES <= max_bytes:  # most values: no encoding needed
-        return value
-    # surrogatepass: a lone surrogate from a JSON escape must not fail the collection.
-    encoded = value.encode("utf-8", "surrogatepass")
-    if len(encoded) <= max_bytes:
-        return value
-    prefix = encoded[: max_bytes - _CUT_TAIL_BYTES].decode("utf-8", "ignore")
-    digest = hashlib.blake2b(encoded, digest_size=_HASH_BYTES).hexdigest()
-    return prefix + _CUT_MARK + digest
+    # UTF-8 bytes of a url or task_id label value
+    max_label_value_length: int = setting_default("max_label_value_length")
+    max_domain_series: int = setting_default("max_domain_series")  # the rest: _other
 
 
 def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     """Count, measure and cap one target's tasks; newest tasks come first where caps apply.
 
-    The whole window as one page of a :class:`Summarizer`: the figures are those of
-    :func:`summarize_reference`, computed by columns.
+    The whole window as one page of a :class:`Summarizer`; ``tests/reference.py`` states
+    the same figures one URL at a time.
     """
     summarizer = Summarizer(limits)
     summarizer.add_page(window.tasks)
     return summarizer.summary(window)
-
-
-def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
-    """The metric contract stated plainly, one URL at a time: the oracle for :func:`summarize`."""
-    builder = _SummaryBuilder(limits)
-    for task in sorted(window.tasks, key=_newest_first):
-        builder.add_task(task)
-    summary = builder.summary()
-    _count_window_anomalies(summary, window)
-    return summary
 
 
 def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
@@ -160,15 +111,13 @@ def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
         summary.anomalies["total_count_mismatch"] = 1
 
 
-# Integers up to 2**53 add up exactly in a float, so an integer sum below it equals the
-# reference's running float sum whatever the order.
-_EXACT_FLOAT_INTS: Final = 2**53
 _FINISHED_RAW: Final = tuple(sorted(FINISHED))  # the raw values _STATUS_OF maps into FINISHED
 # ``map(_STATUS, structs)`` reads one field of every struct without a Python loop.
 _STATUS: Final = attrgetter("status")
 _CREATE_TIME: Final = attrgetter("create_time")
 _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
+_URL: Final = attrgetter("url")
 
 
 # A task's URLs in its page's columns: the page's URLs, their statuses, start and stop.
@@ -178,22 +127,19 @@ _UrlSpan = tuple[list[UrlProgress], list[str | None], int, int]
 class Summarizer:
     """Summarises one target's tasks page by page, while later pages are still on the wire.
 
-    The figures are those of :func:`summarize_reference`, which states them one URL at a
-    time; this computes them column by column with C-level builtins (``map``, ``Counter``,
-    ``compress``), which costs less than that loop (see ``benchmarks/``) and lets a page
-    be summarised while the next ones are fetched. Counts, histograms and anomalies are
-    sums, so each page adds its
-    own as it arrives; what depends on the order of all tasks (the newest unfinished
-    URLs and finished tasks, up to the caps) is picked by :meth:`summary` once the last
-    page is in. Data outside the fast path's assumptions (a CreateTime that is not
-    positive, sums beyond a float's exact integers, unsorted buckets) make
-    :meth:`summary` take the reference path over the whole window instead.
+    ``tests/reference.py`` states the figures one URL at a time; this computes them
+    column by column with C-level builtins (``map``, ``Counter``, ``compress``), which
+    costs less than that loop (see ``benchmarks/``) and lets a page be summarised while
+    the next ones are fetched. Counts, histograms and anomalies are sums, so each page
+    adds its own as it arrives; what depends on the order of all tasks (the newest
+    unfinished URLs and finished tasks, up to the caps) is picked by :meth:`summary`
+    once the last page is in. A histogram's sum is kept as an exact integer and made a
+    float once, so it is the float nearest the true sum whatever the order of pages.
     """
 
     def __init__(self, limits: SummaryLimits) -> None:
         self._limits = limits
         self._builder = _SummaryBuilder(limits)
-        self._fast = all(low < high for low, high in pairwise(limits.buckets))  # NaN fails too
         self._tasks: list[TaskInfo] = []
         # Where each task's URLs are in its page's columns, to find its unfinished ones.
         self._url_spans: list[_UrlSpan] = []
@@ -201,17 +147,16 @@ class Summarizer:
         self._task_statuses: Counter[str | None] = Counter()
         self._url_statuses: Counter[str | None] = Counter()
         self._completion_sums = dict.fromkeys(_FINISHED_RAW, 0)
+        self._domains = DomainCounter()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
-        if self._fast:
-            self._fast = self._add_columns(tasks)
+        self._add_columns(tasks)
 
     def summary(self, window: TaskWindow) -> TargetSummary:
         """The summary of every page added; ``window`` holds the same tasks and the paging."""
-        if not self._fast or max(self._completion_sums.values()) >= _EXACT_FLOAT_INTS:
-            return summarize_reference(window, self._limits)
         builder = self._builder
+        limits = self._limits
         _count_statuses(builder, self._task_statuses, builder.tasks_by_status)
         _count_statuses(builder, self._url_statuses, builder.urls_by_status)
         for status, total in self._completion_sums.items():
@@ -221,11 +166,14 @@ class Summarizer:
         _task_completion(builder, newest_first, [task.create_time for task in newest_first])
         self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
         summary = builder.summary()
+        summary.domain_urls = domain_urls(
+            self._domains.counts.items(), _published_status, STATUSES, limits.max_domain_series
+        )
         _count_window_anomalies(summary, window)
         return summary
 
-    def _add_columns(self, tasks: Sequence[TaskInfo]) -> bool:
-        """Add a page's sums; False when the page is outside the fast path."""
+    def _add_columns(self, tasks: Sequence[TaskInfo]) -> None:
+        """Add a page's counts, sums and anomalies."""
         url_lists = [task.url_lists for task in tasks]
         urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
         raw_statuses: list[str | None] = list(map(_STATUS, urls))
@@ -235,19 +183,17 @@ class Summarizer:
         if 0 in creates:  # a URL without its own CreateTime is timed from its task's
             owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
             creates = [own or task for own, task in zip(creates, owners, strict=True)]
-        if urls and min(creates) <= 0:
-            return False  # a zero FinishTime would no longer fall before every CreateTime
         builder = self._builder
         anomalies = builder.anomalies
         self._task_statuses.update(map(_STATUS, tasks))
         url_statuses = Counter(raw_statuses)
         self._url_statuses.update(url_statuses)
+        self._domains.add_page(list(map(_URL, urls)), raw_statuses, url_statuses)
         progresses: list[int] = list(map(_PROGRESS, urls))
         if progresses and (min(progresses) < 0 or max(progresses) > 100):
             anomalies["progress_out_of_range"] += sum(1 for p in progresses if not 0 <= p <= 100)
-        # With every CreateTime positive, FinishTime 0 is always "before" it: take those out.
-        anomalies["finish_before_create"] += sum(map(lt, finishes, creates)) - finishes.count(0)
-        durations = list(map(sub, finishes, creates))
+        anomalies["finish_before_create"] += _finished_before_created(finishes, creates)
+        durations = _completion_durations(finishes, creates)
         for status in _FINISHED_RAW:
             chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
             self._completion_sums[status] += _count_completions(
@@ -271,7 +217,6 @@ class Summarizer:
             zip(repeat(urls), repeat(raw_statuses), starts, starts[1:], strict=False)
         )
         self._unfinished += len(urls) - sum(url_statuses[status] for status in _FINISHED_RAW)
-        return True
 
     def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
         """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
@@ -295,6 +240,36 @@ class Summarizer:
         builder.url_series_dropped = self._unfinished - seen
 
 
+def _finished_before_created(finishes: list[int], creates: list[int]) -> int:
+    """How many URLs have a FinishTime, and one before their CreateTime.
+
+    FinishTime 0 means "not finished", so it is never early. Usually every CreateTime is
+    positive and each 0 counts as "before": the count is corrected without a second pass.
+    """
+    if not creates or min(creates) > 0:
+        return int(sum(map(lt, finishes, creates))) - finishes.count(0)
+    return int(sum(map(lt, compress(finishes, finishes), compress(creates, finishes))))
+
+
+def _completion_durations(finishes: list[int], creates: list[int]) -> list[int]:
+    """Each URL's FinishTime minus CreateTime; negative (left out) when it has none.
+
+    Usually every CreateTime is positive, so a FinishTime of 0 already gives a negative
+    duration; with a CreateTime of 0 or less those URLs are marked negative explicitly.
+    """
+    durations = list(map(sub, finishes, creates))
+    if creates and min(creates) <= 0:
+        return [
+            duration if finish else -1 for duration, finish in zip(durations, finishes, strict=True)
+        ]
+    return durations
+
+
+def _published_status(raw: str | None) -> str:
+    """The status a raw one is published as; ``_count_statuses`` counts the unknown ones."""
+    return _STATUS_OF.get(raw, "unknown")
+
+
 def _count_statuses(
     builder: "_SummaryBuilder", raw_counts: Counter[str | None], into: dict[str, int]
 ) -> None:
@@ -309,10 +284,10 @@ def _count_statuses(
 def _count_completions(histogram: "Histogram", durations: Counter[int]) -> int:
     """Count ``durations`` (value: how many) into the buckets; return their sum, an integer.
 
-    Negative durations (FinishTime 0, or before CreateTime) are left out, as the reference
-    leaves them out. Looping over distinct values rather than URLs: completion times in
-    whole seconds repeat a lot. The sum stays an integer, so that the caller can tell
-    whether a float would hold it exactly.
+    Negative durations (no FinishTime, or one before CreateTime) are left out. Looping over
+    distinct values rather than URLs: completion times in whole seconds repeat a lot. The
+    sum stays an integer, so that the published float is the one nearest the exact sum
+    (beyond 2**53 a running float sum would depend on the order of the URLs).
     """
     counts = histogram.counts
     bounds = histogram.bounds
@@ -352,6 +327,8 @@ def _newest_first(task: TaskInfo) -> tuple[int, str]:
 
 
 class _SummaryBuilder:
+    """The figures of one summary while they are filled in, and the series they pick."""
+
     def __init__(self, limits: SummaryLimits) -> None:
         self.limits = limits
         self.tasks_by_status = dict.fromkeys(STATUSES, 0)
@@ -375,55 +352,6 @@ class _SummaryBuilder:
             oldest_unfinished_created=self.oldest_unfinished,
             anomalies=self.anomalies,
         )
-
-    def status_of(self, raw: object) -> str:
-        status = _STATUS_OF.get(raw)
-        if status is None:
-            self.anomalies["unknown_status"] += 1
-            return "unknown"
-        return status
-
-    def add_task(self, task: TaskInfo) -> None:
-        status = self.status_of(task.status)
-        self.tasks_by_status[status] += 1
-        created = task.create_time
-        task_id = task.task_id or ""
-        if (
-            status in UNFINISHED
-            and created > 0
-            and (self.oldest_unfinished is None or created < self.oldest_unfinished)
-        ):
-            self.oldest_unfinished = created
-        latest_finish = self.add_urls(task_id, created, task.url_lists)
-        if (
-            status in FINISHED
-            and latest_finish >= created
-            and latest_finish > 0
-            and len(self.task_completion) < self.limits.max_task_series
-        ):
-            self.add_task_completion(task_id, float(latest_finish - created))
-
-    def add_urls(self, task_id: str, task_created: int, urls: Sequence[UrlProgress]) -> int:
-        """Count the task's URLs; return the latest valid FinishTime among them (0 if none)."""
-        latest_finish = 0
-        anomalies = self.anomalies
-        for url in urls:
-            status = self.status_of(url.status)
-            self.urls_by_status[status] += 1
-            progress = url.progress
-            if not 0 <= progress <= 100:
-                anomalies["progress_out_of_range"] += 1
-            finish = url.finish_time
-            created = url.create_time or task_created
-            finished_in_time = finish >= created
-            if finish and not finished_in_time:
-                anomalies["finish_before_create"] += 1
-            if status not in FINISHED:
-                self.add_progress(task_id, url.url, progress)
-            elif finish and finished_in_time:
-                self.url_completion[status].observe(finish - created)
-                latest_finish = max(latest_finish, finish)
-        return latest_finish
 
     def add_progress(self, task_id: str, url: str, progress: int) -> None:
         if len(self.url_progress) >= self.limits.max_url_series:

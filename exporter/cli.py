@@ -238,6 +238,7 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
                 max_task_series=settings.max_task_series,
                 buckets=tuple(buckets[name]),
                 max_label_value_length=settings.max_label_value_length,
+                max_domain_series=settings.max_domain_series,
             ),
         )
         for name in settings.task_kinds

@@ -8,6 +8,7 @@ from conftest import FIXTURES, url_entry
 
 from exporter.aggregate import SummaryLimits, TargetSummary, summarize
 from exporter.client import TaskWindow
+from exporter.config import Settings
 from exporter.model import STATUSES, TaskInfo, decode_response
 
 SAMPLE_BYTES = (FIXTURES / "sample-response.json").read_bytes()
@@ -193,3 +194,14 @@ def test_duplicates_and_total_count_from_the_window() -> None:
     assert summary.anomalies["total_count_mismatch"] == 0
     summary = summarize(window_of([task("a", 1, "wait")], total_count=None), SummaryLimits())
     assert summary.anomalies["total_count_mismatch"] == 0
+
+
+def test_limits_default_to_the_settings_defaults() -> None:
+    fields = Settings.model_fields
+    limits = SummaryLimits()
+    assert limits.max_url_series == fields["max_url_series"].default
+    assert limits.max_task_series == fields["max_task_series"].default
+    assert limits.max_label_value_length == fields["max_label_value_length"].default
+    buckets = fields["histogram_buckets"].default_factory
+    assert buckets is not None
+    assert list(limits.buckets) == buckets()  # type: ignore[call-arg]

@@ -1,0 +1,88 @@
+"""A window's URLs counted by domain (the URL's host) and raw status, cheaply.
+
+Parsing every URL's host is the cost, so it is paid once per distinct *host prefix*
+(``scheme://host/``, up to the first ``/``, ``?`` or ``#`` after the host), which every
+URL of a domain shares; and when every URL of a page starts with the first one's (one
+C-level ``startswith`` pass tells), the page is counted by its status counts alone.
+"""
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+OTHER_DOMAIN: Final = "_other"  # URLs without a host, and the domains beyond the cap
+# The start of a URL up to the end of its host: everything that decides the host.
+_HOST_PREFIX: Final = re.compile(r"[^/?#]*//[^/?#]*[/?#]")
+# That start, or the whole URL when it has none: a key for every URL.
+_KEY: Final = re.compile(_HOST_PREFIX.pattern + "|.*", re.DOTALL)
+
+
+def domain_of(url: str) -> str:
+    """The URL's host, lower-cased, without port or IPv6 brackets; ``_other`` if it has none."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket: no host can be told
+        return OTHER_DOMAIN
+    return host or OTHER_DOMAIN
+
+
+class DomainCounter:
+    """URL counts by ``(domain, raw status)``, page by page."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str | None]] = Counter()
+        self._domain_of_prefix: dict[str, str] = {}
+
+    def add_page(
+        self, urls: list[str], statuses: list[str | None], status_counts: Counter[str | None]
+    ) -> None:
+        """Count one page's URLs; ``status_counts`` is ``Counter(statuses)``, already made."""
+        if not urls:
+            return
+        match = _HOST_PREFIX.match(urls[0])
+        prefix = "" if match is None else match.group()
+        if prefix and all(map(str.startswith, urls, repeat(prefix))):
+            domain = self._domain(prefix)
+            for status, count in status_counts.items():
+                self.counts[domain, status] += count
+            return
+        matches = cast("Iterator[re.Match[str]]", map(_KEY.match, urls))  # _KEY matches all
+        prefixes = map(re.Match.group, matches)
+        by_prefix = Counter(zip(prefixes, statuses, strict=True))
+        for (prefix_or_url, status), count in by_prefix.items():
+            self.counts[self._domain(prefix_or_url), status] += count
+
+    def _domain(self, prefix: str) -> str:
+        domain = self._domain_of_prefix.get(prefix)
+        if domain is None:
+            domain = self._domain_of_prefix[prefix] = domain_of(prefix)
+        return domain
+
+
+def domain_urls(
+    counts: Iterable[tuple[tuple[str, str | None], int]],
+    status_of: Callable[[str | None], str],
+    statuses: tuple[str, ...],
+    max_domains: int,
+) -> dict[str, dict[str, int]]:
+    """Counts by domain and published status: the ``max_domains`` domains with most URLs
+    (ties by name) in that order, then ``_other`` with the rest and the host-less ones."""
+    by_domain: dict[str, dict[str, int]] = {}
+    for (domain, raw), count in counts:
+        row = by_domain.get(domain)
+        if row is None:
+            row = by_domain[domain] = dict.fromkeys(statuses, 0)
+        row[status_of(raw)] += count
+    other = by_domain.pop(OTHER_DOMAIN, None)
+    ranked = sorted(by_domain.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    chosen = dict(ranked[:max_domains])
+    for _, row in ranked[max_domains:]:
+        other = other or dict.fromkeys(statuses, 0)
+        for status, count in row.items():
+            other[status] += count
+    if other is not None:
+        chosen[OTHER_DOMAIN] = other
+    return chosen
