@@ -125,7 +125,7 @@ class ExporterApp:
             message = f"unknown target: configured targets are {allowed}\n"
             return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
         deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
-        return self._expose(environ, self._collector.collect_targets(deadline, [target]))
+        return self._expose(environ, self._collector.collect_probe(deadline, target))
 
     def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
         """The configured target the query names; user-supplied values never reach the API."""

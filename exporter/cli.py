@@ -34,6 +34,7 @@ from exporter.config import ConfigError, Settings, env_name, flag_name, load_set
 from exporter.kinds import TaskKind
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
+from exporter.quotas import QuotaSweeper
 from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
@@ -250,6 +251,17 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
         lookback_seconds=settings.lookback_seconds,
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
+        extra=[_quota_sweeper(settings, client)],
+    )
+
+
+def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
+    return QuotaSweeper(
+        client,
+        sorted({target.project_id for target in settings.targets}),
+        interval=settings.quota_interval_seconds,
+        max_domains=settings.max_domains,
+        max_parallel=settings.quota_parallel_requests,
     )
 
 

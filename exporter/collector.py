@@ -35,7 +35,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.aggregate import ANOMALIES, Summarizer, SummaryLimits, TargetSummary
 from exporter.client import OUTCOMES, ApiClient, ApiError
-from exporter.config import Target, setting_default
+from exporter.config import PLATFORMS, Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES, Family, TargetFamilies
@@ -62,10 +62,16 @@ class _Outcome:
 
 
 class FamilySource(Protocol):
-    """More families for ``/metrics``, collected within the scrape's deadline (the quotas)."""
+    """Per-project families beside the targets', collected within a deadline (the quotas)."""
 
-    def families(self, deadline: Deadline) -> list[Metric]:
-        """The source's families, as fresh as ``deadline`` allows."""
+    def families(
+        self, deadline: Deadline, project_ids: Iterable[str] | None = None
+    ) -> list[Metric]:
+        """The families of every project (or of ``project_ids``), by ``deadline``."""
+        ...
+
+    def close(self) -> None:
+        """End the source's work in flight: the collector is closing."""
         ...
 
 
@@ -157,6 +163,24 @@ class PrefetchCollector(Collector):
         # After the targets, so that the request counter includes this scrape's requests.
         return [*self.exporter_metrics(), *targets, *extra]
 
+    def collect_probe(self, deadline: Deadline, target: Target) -> list[Metric]:
+        """What ``/probe`` serves for ``target``: its series, and its project's if it owns them.
+
+        A project's own series (the quotas) go with its first target in platform order, so
+        that across one probe per target each series appears exactly once.
+        """
+        metrics = self.collect_targets(deadline, [target])
+        if self._owner_of(target.project_id) == target:
+            for source in self._extra:
+                metrics.extend(source.families(deadline, [target.project_id]))
+        return metrics
+
+    def _owner_of(self, project_id: str) -> Target:
+        return min(
+            (t for t in self._targets if t.project_id == project_id),
+            key=lambda t: PLATFORMS.index(t.platform),
+        )
+
     def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
         """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
         started = time.monotonic()
@@ -187,6 +211,8 @@ class PrefetchCollector(Collector):
     def close(self) -> None:
         """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
         self._shared.close()
+        for source in self._extra:
+            source.close()
 
     def _fetch(self, target: Target, kind: TaskKind) -> "Future[Collection]":
         return self._shared.get((target, kind), lambda deadline: self._load(target, kind, deadline))

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         description="how often the domains' daily quotas are asked for; 0 never asks",
     )
     quota_parallel_requests: int = Field(
-        4, ge=1, le=64, description="quota requests in flight at once per project"
+        4, ge=1, le=64, description="quota requests in flight at once, over all projects"
     )
     cache_seconds: float = Field(
         0,

@@ -169,7 +169,50 @@ PREFETCH: Final = target_families(PREFETCH_PREFIX, "Prefetch")
 REFRESH: Final = target_families("ucdn_refresh_", "Refresh")
 # Each kind's families, under the names of TASK_KINDS.
 KIND_FAMILIES: Final = {"prefetch": PREFETCH, "refresh": REFRESH}
-ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all(), *REFRESH.all())
+
+
+@dataclass(frozen=True)
+class QuotaFamilies:
+    """The per-project quota families (``project_id``, no ``platform``: quotas are per project)."""
+
+    up: Family
+    last_success: Family
+    domains_dropped: Family
+    quota: Family
+    used: Family
+    prefetch_enabled: Family
+
+    def all(self) -> tuple[Family, ...]:
+        """Every family, in exposition order."""
+        return tuple(vars(self).values())
+
+
+def _per_project(name: str, doc: str, labels: tuple[str, ...] = ()) -> Family:
+    return Family(name, doc, "gauge", ("project_id", *labels), per_target=False, cached=False)
+
+
+QUOTA: Final = QuotaFamilies(
+    up=_per_project(
+        "ucdn_domain_quota_up", "1 when this project's last quota sweep succeeded, else 0."
+    ),
+    last_success=_per_project(
+        "ucdn_domain_quota_last_success_timestamp_seconds",
+        "Unix time at which this project's last successful quota sweep ended.",
+    ),
+    domains_dropped=_per_project(
+        "ucdn_domain_quota_domains_dropped", "Domains beyond the exporter's cap, not swept."
+    ),
+    quota=_per_project("ucdn_domain_quota", "A domain's daily quota, by kind.", ("domain", "kind")),
+    used=_per_project(
+        "ucdn_domain_quota_used",
+        "What was submitted today against that quota.",
+        ("domain", "kind"),
+    ),
+    prefetch_enabled=_per_project(
+        "ucdn_domain_prefetch_enabled", "1 when prefetch is switched on.", ("domain",)
+    ),
+)
+ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all(), *REFRESH.all(), *QUOTA.all())
 
 
 def sample_names() -> frozenset[str]:

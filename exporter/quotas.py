@@ -37,10 +37,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.client import ApiError
 from exporter.config import DEFAULT_PROJECT_LABEL
 from exporter.deadline import Deadline
+from exporter.metrics import QUOTA, Family
 from exporter.model import DomainInfo, QuotaResponse
 from exporter.singleflight import ShutdownError
 
-PREFIX = "ucdn_domain_"
 KINDS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
 _GRACE_SECONDS = 1.0
@@ -121,26 +121,20 @@ class _Project:
         return self.project_id or DEFAULT_PROJECT_LABEL
 
 
+def _gauge(family: Family) -> GaugeMetricFamily:
+    return GaugeMetricFamily(family.name, family.help, labels=list(family.label_names))
+
+
 class _Families:
     """One scrape's quota families, in exposition order."""
 
     def __init__(self) -> None:
-        def gauge(name: str, doc: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
-            return GaugeMetricFamily(PREFIX + name, doc, labels=["project_id", *extra])
-
-        self.up = gauge("quota_up", "1 when this project's last quota sweep succeeded, else 0.")
-        self.last_success = gauge(
-            "quota_last_success_timestamp_seconds",
-            "Unix time at which this project's last successful quota sweep ended.",
-        )
-        self.dropped = gauge(
-            "quota_domains_dropped", "Domains beyond the exporter's cap, not swept."
-        )
-        self.quota = gauge("quota", "A domain's daily quota, by kind.", ["domain", "kind"])
-        self.used = gauge(
-            "quota_used", "What was submitted today against that quota.", ["domain", "kind"]
-        )
-        self.enabled = gauge("prefetch_enabled", "1 when prefetch is switched on.", ["domain"])
+        self.up = _gauge(QUOTA.up)
+        self.last_success = _gauge(QUOTA.last_success)
+        self.dropped = _gauge(QUOTA.domains_dropped)
+        self.quota = _gauge(QUOTA.quota)
+        self.used = _gauge(QUOTA.used)
+        self.enabled = _gauge(QUOTA.prefetch_enabled)
 
     def all(self) -> list[Metric]:
         """Every family, in exposition order."""
