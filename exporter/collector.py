@@ -70,6 +70,10 @@ class FamilySource(Protocol):
         """The families of every project (or of ``project_ids``), by ``deadline``."""
         ...
 
+    def describe(self) -> list[Metric]:
+        """The families without samples: registering makes no call."""
+        ...
+
     def close(self) -> None:
         """End the source's work in flight: the collector is closing."""
         ...
@@ -150,7 +154,10 @@ class PrefetchCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
         families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
-        return [family.new() for family in families]
+        return [*(family.new() for family in families), *self._described_extra()]
+
+    def _described_extra(self) -> Iterable[Metric]:
+        return (metric for source in self._extra for metric in source.describe())
 
     def collect(self) -> Iterable[Metric]:
         """:meth:`collect_within` the default deadline (for a registry, which has none)."""
