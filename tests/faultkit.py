@@ -31,6 +31,7 @@ import requests
 from exposition import Samples, samples, value
 from simfaults import SimulatedApi
 
+from exporter.model import PREFETCH_ACTION
 from exporter.simulator import StaticDataset, Task, generate_tasks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +82,8 @@ class Scrape:
         return self.value("ucdn_prefetch_up", project_id="default", platform="cdn")
 
     def outcome(self, outcome: str) -> float:
-        """``ucdn_prefetch_api_requests_total`` for one outcome (always present)."""
-        value = self.value("ucdn_prefetch_api_requests_total", outcome=outcome)
+        """Prefetch's ``ucdn_api_requests_total`` for one outcome (always present)."""
+        value = self.value("ucdn_api_requests_total", action=PREFETCH_ACTION, outcome=outcome)
         assert value is not None, f"outcome {outcome} missing from the exposition"
         return value
 

@@ -17,6 +17,7 @@ from exposition import samples, value
 from faultkit import Exporter
 from simfaults import SimulatedApi
 
+from exporter.model import PREFETCH_ACTION
 from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
@@ -145,7 +146,9 @@ def test_every_exported_value_matches_the_simulators_data(
         assert value(
             metrics, "ucdn_prefetch_last_success_timestamp_seconds", **target
         ) == pytest.approx(time.time(), abs=60)
-    assert value(metrics, "ucdn_prefetch_api_requests_total", outcome="ok") == api.request_count()
+    assert value(metrics, "ucdn_api_requests_total", action=PREFETCH_ACTION, outcome="ok") == (
+        api.request_count(action=PREFETCH_ACTION)
+    )
     assert value(metrics, "ucdn_prefetch_exporter_build_info", version="0.1.0") == 1
 
 
@@ -180,7 +183,9 @@ def test_a_failing_target_publishes_up_and_duration_only(
     ]
     assert stale == []
     assert value(metrics, "ucdn_prefetch_up", project_id="alpha", platform="cdn") == 1
-    assert value(metrics, "ucdn_prefetch_api_requests_total", outcome="api_error") == 1
+    assert (
+        value(metrics, "ucdn_api_requests_total", action=PREFETCH_ACTION, outcome="api_error") == 1
+    )
     assert "reason=api_error" in exporter.log() and "project_id=beta" in exporter.log()
 
 
