@@ -287,6 +287,10 @@ def _started_address(line: str) -> str:
     return record.get("address", "") if record.get("msg") == "started" else ""
 
 
+# For tests that count one kind's requests exactly: no refresh fetches, no quota sweeps.
+PREFETCH_ONLY = ("--task-kinds", "prefetch", "--quota-interval-seconds", "0")
+
+
 def exporter_args(api_url: str, *extra: str, private_key: str = CANARY) -> list[str]:
     """The flags every fault test passes: the upstream, keys, DEBUG logs, fast retries."""
     return [

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from faultkit import CANARY, NOW, PUBLIC_KEY, Exporter, Scrape, exporter_args
+from faultkit import CANARY, NOW, PREFETCH_ONLY, PUBLIC_KEY, Exporter, Scrape, exporter_args
 from pydantic import SecretStr
 from simfaults import SimulatedApi
 
@@ -22,6 +22,7 @@ from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
+from exporter.model import DOMAINS_ACTION, PREFETCH_ACTION, REFRESH_ACTION
 from exporter.simulator import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
@@ -51,17 +52,26 @@ def exporters() -> Iterator[list[Exporter]]:
         exporter.stop()
 
 
-def start(api: SimulatedApi, exporters: list[Exporter], *extra: str) -> Exporter:
-    args = exporter_args(api.url, "--project-ids", "web,shop", "--platforms", "cdn,dcdn", *extra)
+def start(
+    api: SimulatedApi, exporters: list[Exporter], *extra: str, pipeline: bool = False
+) -> Exporter:
+    """The exporter on four targets; prefetch only unless ``pipeline`` (then every kind)."""
+    kinds = () if pipeline else PREFETCH_ONLY
+    args = exporter_args(
+        api.url, "--project-ids", "web,shop", "--platforms", "cdn,dcdn", *kinds, *extra
+    )
     exporter = Exporter(args)
     exporters.append(exporter)
     return exporter.wait_started()
 
 
+TASK_ACTIONS = (PREFETCH_ACTION, REFRESH_ACTION)
+
+
 def test_twenty_parallel_scrapes_make_one_upstream_fetch_per_target(
     api: SimulatedApi, exporters: list[Exporter]
 ) -> None:
-    exporter = start(api, exporters)
+    exporter = start(api, exporters, pipeline=True)
     # Slow enough that every scrape arrives while the first fetches are still running.
     api.faults.delay(1.0)
     with ThreadPoolExecutor(PARALLEL) as pool:
@@ -69,11 +79,14 @@ def test_twenty_parallel_scrapes_make_one_upstream_fetch_per_target(
     assert [s.status for s in scrapes] == [200] * PARALLEL
     assert all(s.seconds < 7.5 for s in scrapes)
     # Four targets (two projects on two platforms); shop has no DCDN tasks, which is no error.
-    expected_targets = {("web", False), ("web", True), ("shop", False), ("shop", True)}
-    requested = [request.target for request in api.requests]
-    assert set(requested) == expected_targets
-    for target in expected_targets:
-        assert requested.count(target) == 1, f"{target} fetched {requested.count(target)} times"
+    # Each is fetched once per kind of task, and each project's domains are listed once.
+    targets = {("web", False), ("web", True), ("shop", False), ("shop", True)}
+    expected = {(target, action) for target in targets for action in TASK_ACTIONS}
+    requested = [(r.target, r.action) for r in api.requests if r.action in TASK_ACTIONS]
+    assert set(requested) == expected
+    for fetch in expected:
+        assert requested.count(fetch) == 1, f"{fetch} fetched {requested.count(fetch)} times"
+    assert api.request_count(action=DOMAINS_ACTION) == 2
     for scrape in scrapes:
         ups = [v for (name, _), v in scrape.samples().items() if name == "ucdn_prefetch_up"]
         assert ups == [1.0] * 4
