@@ -291,8 +291,15 @@ def _started_address(line: str) -> str:
 PREFETCH_ONLY = ("--task-kinds", "prefetch", "--quota-interval-seconds", "0")
 
 
-def exporter_args(api_url: str, *extra: str, private_key: str = CANARY) -> list[str]:
-    """The flags every fault test passes: the upstream, keys, DEBUG logs, fast retries."""
+def exporter_args(
+    api_url: str, *extra: str, private_key: str = CANARY, pipeline: bool = False
+) -> list[str]:
+    """The flags every fault test passes: the upstream, keys, DEBUG logs, fast retries.
+
+    Prefetch alone unless ``pipeline``: a fault meant for one request must not be taken by
+    a refresh fetch or a quota call (every action goes through the same transport, which
+    these tests exercise through prefetch).
+    """
     return [
         "--api-url",
         api_url,
@@ -302,6 +309,7 @@ def exporter_args(api_url: str, *extra: str, private_key: str = CANARY) -> list[
         private_key,
         "--log-level",
         "debug",
+        *(() if pipeline else PREFETCH_ONLY),
         *extra,
     ]
 

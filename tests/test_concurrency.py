@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from faultkit import CANARY, NOW, PREFETCH_ONLY, PUBLIC_KEY, Exporter, Scrape, exporter_args
+from faultkit import CANARY, NOW, PUBLIC_KEY, Exporter, Scrape, exporter_args
 from pydantic import SecretStr
 from simfaults import SimulatedApi
 
@@ -56,10 +56,8 @@ def start(
     api: SimulatedApi, exporters: list[Exporter], *extra: str, pipeline: bool = False
 ) -> Exporter:
     """The exporter on four targets; prefetch only unless ``pipeline`` (then every kind)."""
-    kinds = () if pipeline else PREFETCH_ONLY
-    args = exporter_args(
-        api.url, "--project-ids", "web,shop", "--platforms", "cdn,dcdn", *kinds, *extra
-    )
+    targets = ("--project-ids", "web,shop", "--platforms", "cdn,dcdn")
+    args = exporter_args(api.url, *targets, *extra, pipeline=pipeline)
     exporter = Exporter(args)
     exporters.append(exporter)
     return exporter.wait_started()

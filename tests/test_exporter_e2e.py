@@ -170,15 +170,17 @@ def test_a_failing_target_publishes_up_and_duration_only(
     assert value(metrics, "ucdn_prefetch_up", **beta) == 0
     assert value(metrics, "ucdn_prefetch_scrape_duration_seconds", **beta) is not None
     assert value(metrics, "ucdn_prefetch_last_success_timestamp_seconds", **beta) is not None
+    # The failing target's series of either kind; the project's quota series are not its.
     stale = [
         k
         for k in metrics
         if dict(k[1]).get("project_id") == "beta"
+        and "platform" in dict(k[1])
         and k[0]
         not in {
-            "ucdn_prefetch_up",
-            "ucdn_prefetch_scrape_duration_seconds",
-            "ucdn_prefetch_last_success_timestamp_seconds",
+            f"ucdn_{kind}_{name}"
+            for kind in ("prefetch", "refresh")
+            for name in ("up", "scrape_duration_seconds", "last_success_timestamp_seconds")
         }
     ]
     assert stale == []

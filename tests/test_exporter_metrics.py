@@ -26,6 +26,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from pydantic import SecretStr
+from simdata import domains
 from simfaults import SimulatedApi
 
 from exporter.aggregate import SummaryLimits
@@ -34,12 +35,15 @@ from exporter.client import OUTCOMES, ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.kinds import TaskKind
-from exporter.metrics import API_REQUESTS, KIND_FAMILIES, PROCESS_FAMILIES, TASK_KINDS
+from exporter.metrics import API_REQUESTS, KIND_FAMILIES, PROCESS_FAMILIES, QUOTA, TASK_KINDS
 from exporter.model import ACTIONS
+from exporter.quotas import QuotaSweeper
 from exporter.simulator import StaticDataset, generate_tasks
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
+QUOTA_NAMES = {name for family in QUOTA.all() for name in family.sample_names}
+QUOTA_OWNERS = {Target("org-a", "cdn"), Target("org-b", "cdn")}
 PROCESS_WIDE = tuple(name for family in PROCESS_FAMILIES for name in family.sample_names)
 
 
@@ -50,14 +54,22 @@ def app() -> Iterator[ExporterApp]:
             ("org-a", False): generate_tasks(8, 3, now=NOW, seed=1),
             ("org-a", True): generate_tasks(5, 2, now=NOW, seed=2),
             ("org-b", False): generate_tasks(3, 4, now=NOW, seed=3),
-        }
+        },
+        refresh_tasks={("org-a", True): generate_tasks(2, 2, now=NOW, seed=4)},
+        domains={
+            "org-a": domains("org-a", "a.example.com", "b.example.com"),
+            "org-b": domains("org-b", "c.example.com"),
+        },
     )
     api = SimulatedApi(PUBLIC_KEY, CANARY, dataset).start()
     client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=ClientOptions())
-    # Every kind: a probe carries both kinds' series of its target (refresh is up 0 where
-    # the simulator does not serve its action; its up and duration are series all the same).
+    # Every kind, and the quotas: a probe carries both kinds' series of its target, and the
+    # first target of a project in platform order carries the project's quota series.
     kinds = [TaskKind.named(kind, SummaryLimits()) for kind in TASK_KINDS]
-    collector = PrefetchCollector(client, TARGETS, kinds=kinds, default_timeout=10.0)
+    sweeper = QuotaSweeper(client, ["org-a", "org-b"], interval=300)
+    collector = PrefetchCollector(
+        client, TARGETS, kinds=kinds, default_timeout=10.0, extra=[sweeper]
+    )
     runtime = CollectorRegistry()  # what cli.serve() hands the application
     ProcessCollector(registry=runtime)
     PlatformCollector(registry=runtime)
@@ -117,8 +129,12 @@ def test_a_probe_carries_only_its_own_targets_series(app: ExporterApp, target: T
     answer = probe(app, target)
     assert answer, "an empty probe answer proves nothing"
     own = {("project_id", target.project_label), ("platform", target.platform)}
+    project_only = [(name, labels) for name, labels in answer if name in QUOTA_NAMES]
     strays = [(name, dict(labels)) for name, labels in answer if not own <= labels]
-    assert strays == []
+    assert strays == [(name, dict(labels)) for name, labels in project_only]
+    # The project's own series go with its first target in platform order only.
+    assert bool(project_only) == (target in QUOTA_OWNERS)
+    assert all(("project_id", target.project_label) in labels for _, labels in project_only)
     names = {name for name, _ in answer}
     assert names.isdisjoint(PROCESS_WIDE)
     assert not any(name.startswith(("process_", "python_")) for name in names)

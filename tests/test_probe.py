@@ -16,6 +16,7 @@ from exposition import samples, value
 from faultkit import Exporter
 from simfaults import SimulatedApi
 
+from exporter.model import PREFETCH_ACTION, REFRESH_ACTION
 from exporter.simulator import StaticDataset, Target, Task
 
 pytestmark = pytest.mark.e2e
@@ -61,10 +62,11 @@ def exporter(api: SimulatedApi, start_exporter: Start) -> Exporter:
 
 
 def target_labels(text: str) -> set[tuple[str, str]]:
+    """The targets whose series the answer has (per-project quota series have no platform)."""
     return {
         (dict(labels)["project_id"], dict(labels)["platform"])
         for (_, labels) in samples(text)
-        if "project_id" in dict(labels)
+        if "platform" in dict(labels)
     }
 
 
@@ -87,8 +89,11 @@ def test_a_configured_target_answers_with_only_its_series(
                     status=status)  # fmt: skip
         assert got == expected[status]
     assert value(parsed, "ucdn_prefetch_up", project_id=project, platform=platform) == 1
-    # Only this target's pages were asked for (page size 3: several of them).
-    assert api.request_count() == api.request_count(project, platform == "dcdn") >= 2
+    # Only this target's pages were asked for (page size 3: several of them), of both kinds.
+    kinds = (PREFETCH_ACTION, REFRESH_ACTION)
+    asked = {(r.target, r.action) for r in api.requests if r.action in kinds}
+    assert asked == {((project, platform == "dcdn"), action) for action in kinds}
+    assert api.request_count(project, platform == "dcdn", action=PREFETCH_ACTION) >= 2
     assert not any(name.startswith("process_") for name, _ in parsed)  # runtime: /metrics only
 
 
@@ -103,7 +108,8 @@ def test_a_configured_target_with_no_tasks_answers_zeros(
         value(parsed, "ucdn_prefetch_tasks", project_id="org-b", platform="dcdn", status="success")
         == 0
     )
-    assert api.request_count() == 1
+    # One request per kind: the answers are empty, one page each.
+    assert api.request_count("org-b", True) == 2
 
 
 def test_a_refused_probe_is_400_over_http_and_never_reaches_the_api(
@@ -130,5 +136,7 @@ def test_metrics_is_unaffected_by_probes(api: SimulatedApi, exporter: Exporter) 
     parsed = samples(response.text)
     for project, platform in configured:
         assert value(parsed, "ucdn_prefetch_up", project_id=project, platform=platform) == 1
-    assert {r.target for r in api.requests} == {(p, f == "dcdn") for p, f in configured}
+    kinds = (PREFETCH_ACTION, REFRESH_ACTION)
+    asked = {r.target for r in api.requests if r.action in kinds}
+    assert asked == {(p, f == "dcdn") for p, f in configured}
     assert any(name.startswith("process_") for name, _ in parsed)
