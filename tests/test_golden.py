@@ -28,7 +28,8 @@ from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
+from exporter.quotas import QuotaSweeper
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Domain, Quota, StaticDataset
 
 pytestmark = pytest.mark.system
 
@@ -86,11 +87,52 @@ DATASET = {
     ],
     ("web", True): [],
 }
+# Refresh tasks on hosts spelled as a gateway may spell them (capitals, a port, none).
+REFRESH = {
+    ("web", False): [
+        {
+            "TaskId": "r-purge",
+            "CreateTime": NOW - 900,
+            "Status": "process",
+            "Type": "file",
+            "UrlLists": [
+                url_entry(
+                    "https://IMG.Example.com:8443/a.png", "success", NOW - 900, NOW - 870, 100
+                ),
+                url_entry("https://img.example.com/b.png", "process", NOW - 900, 0, 30),
+                url_entry("/relative/c.png", "failure", NOW - 900, NOW - 880, 0),
+            ],
+        },
+        {
+            "TaskId": "r-dir",
+            "CreateTime": NOW - 4000,
+            "Status": "success",
+            "Type": "dir",
+            "UrlLists": [
+                url_entry("https://cdn.example.com/v1/", "success", NOW - 4000, NOW - 3995, 100)
+            ],
+        },
+    ],
+}
+DOMAINS = {"web": [Domain("cdn.example.com", "d-cdn"), Domain("img.example.com", "d-img")]}
+QUOTAS = {
+    ("web", "d-cdn"): Quota(
+        submit_prefetch_count=420, submit_refresh_file=12, submit_refresh_dir=1
+    ),
+    ("web", "d-img"): Quota(submit_refresh_file=3),
+}
 
 
 @pytest.fixture
 def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
-    api = simulator(StaticDataset(DATASET))
+    dataset = StaticDataset(
+        DATASET,
+        refresh_tasks=REFRESH,
+        domains=DOMAINS,
+        quotas=QUOTAS,
+        prefetch_enabled={("web", "d-img"): False},
+    )
+    api = simulator(dataset)
     api.total_count_error = 2
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions(page_size=2)
@@ -103,6 +145,7 @@ def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
             TaskKind.named("refresh", replace(LIMITS, buckets=(1.0, 60.0))),
         ],
         wall_clock=lambda: NOW,
+        extra=[QuotaSweeper(client, ["web"], interval=300, wall_clock=lambda: NOW)],
     )
     yield collector.collect_within(Deadline.after(20))
     collector.close()
