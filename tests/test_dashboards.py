@@ -25,24 +25,6 @@ RULES = ROOT / "prometheus" / "rules.yml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 # The metric contract (exporter/metrics.py), as the dashboard may query it (samples).
 CONTRACT = metrics.sample_names()
-# --- boards helper (issue 12, item 6): the refresh, domain and quota rows -----------
-# The metric names of issue 12 those rows query, kept apart from the contract above.
-BOARDS_CONTRACT = {
-    "ucdn_api_requests_total",
-    "ucdn_refresh_up",
-    "ucdn_refresh_tasks",
-    "ucdn_refresh_urls",
-    "ucdn_refresh_url_completion_seconds_bucket",
-    "ucdn_refresh_oldest_unfinished_task_created_timestamp_seconds",
-    "ucdn_refresh_records_invalid",
-    "ucdn_prefetch_domain_urls",
-    "ucdn_refresh_domain_urls",
-    "ucdn_domain_quota",
-    "ucdn_domain_quota_used",
-    "ucdn_domain_prefetch_enabled",
-    "ucdn_domain_quota_up",
-    "ucdn_domain_quota_domains_dropped",
-}
 # Recording rules only alerts read: the domain tables keep the platform variable, which
 # the per-domain rules (platforms summed) cannot follow.
 BOARDS_ALERT_ONLY_RECORDS = {
@@ -71,7 +53,7 @@ EXPORTER_WIDE = {
 }
 # A metric name, not a dashboard variable such as $scrape_timeout.
 METRIC = re.compile(
-    r"(?<!\$)\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_prefetch_[a-z0-9_]+|scrape_[a-z_]+)\b"
+    r"(?<!\$)\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_[a-z0-9_]+|scrape_[a-z_]+)\b"
 )
 
 
@@ -239,7 +221,7 @@ def test_panel_ids_unique_and_grid_without_overlap(board: dict[str, Any]) -> Non
 
 
 def test_queries_use_only_metrics_that_exist(board: dict[str, Any]) -> None:
-    known = CONTRACT | BOARDS_CONTRACT | recorded_names() | PROMETHEUS_OWN
+    known = CONTRACT | recorded_names() | PROMETHEUS_OWN
     used = {name for _, target in targets(board) for name in METRIC.findall(target["expr"])}
     assert used
     assert used <= known, used - known
