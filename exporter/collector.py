@@ -20,38 +20,28 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, fields
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.aggregate import ANOMALIES, Summarizer, SummaryLimits, TargetSummary
+from exporter.aggregate import Summarizer, SummaryLimits
 from exporter.client import OUTCOMES, ApiClient, ApiError
 from exporter.config import PLATFORMS, Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
-from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES, Family, TargetFamilies
-from exporter.model import ACTIONS, FINISHED, STATUSES
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
+from exporter.model import ACTIONS
 from exporter.singleflight import SharedFetches, ShutdownError
+from exporter.target_families import Collection, TargetFamilyBuilder, go_float, new_family
 
-_M = TypeVar("_M", bound=Metric)
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """A target's summary and the wall-clock time it was fetched."""
-
-    summary: TargetSummary
-    finished_at: float
 
 
 @dataclass(frozen=True)
@@ -206,8 +196,8 @@ class PrefetchCollector(Collector):
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests."""
-        build_info = _new(BUILD_INFO, GaugeMetricFamily)
-        api_requests = _new(API_REQUESTS, CounterMetricFamily)
+        build_info = new_family(BUILD_INFO, GaugeMetricFamily)
+        api_requests = new_family(API_REQUESTS, CounterMetricFamily)
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
         for action in ACTIONS:
@@ -299,8 +289,8 @@ class PrefetchCollector(Collector):
         log.warning("collection failed", extra={"fields": fields})
         return _Outcome(target, seconds, None)
 
-    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "_Families":
-        families = _Families.new(kind.families, self._cache_note())
+    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "TargetFamilyBuilder":
+        families = TargetFamilyBuilder.new(kind.families, self._cache_note())
         for outcome in outcomes:
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
@@ -311,102 +301,7 @@ class PrefetchCollector(Collector):
     def _cache_note(self) -> str:
         if self._cache_seconds <= 0:
             return ""
-        return f" Answers are reused for up to {_go_float(self._cache_seconds)}s."
-
-
-@dataclass(frozen=True)
-class _Families:
-    """One scrape's families of target series, in exposition order."""
-
-    up: GaugeMetricFamily
-    scrape_duration: GaugeMetricFamily
-    last_success: GaugeMetricFamily
-    tasks: GaugeMetricFamily
-    urls: GaugeMetricFamily
-    url_progress: GaugeMetricFamily
-    url_series_dropped: GaugeMetricFamily
-    url_completion: GaugeHistogramMetricFamily
-    task_completion: GaugeMetricFamily
-    oldest_unfinished: GaugeMetricFamily
-    records_invalid: GaugeMetricFamily
-    domain_urls: GaugeMetricFamily
-
-    @classmethod
-    def new(cls, contract: TargetFamilies, cache_note: str) -> "_Families":
-        """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
-        return cls(
-            up=_new(contract.up, GaugeMetricFamily, cache_note),
-            scrape_duration=_new(contract.scrape_duration, GaugeMetricFamily, cache_note),
-            last_success=_new(contract.last_success, GaugeMetricFamily, cache_note),
-            tasks=_new(contract.tasks, GaugeMetricFamily, cache_note),
-            urls=_new(contract.urls, GaugeMetricFamily, cache_note),
-            url_progress=_new(contract.url_progress, GaugeMetricFamily, cache_note),
-            url_series_dropped=_new(contract.url_series_dropped, GaugeMetricFamily, cache_note),
-            url_completion=_new(contract.url_completion, GaugeHistogramMetricFamily, cache_note),
-            task_completion=_new(contract.task_completion, GaugeMetricFamily, cache_note),
-            oldest_unfinished=_new(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
-            records_invalid=_new(contract.records_invalid, GaugeMetricFamily, cache_note),
-            domain_urls=_new(contract.domain_urls, GaugeMetricFamily, cache_note),
-        )
-
-    def all(self) -> list[Metric]:
-        """Every family, in declaration order."""
-        return [getattr(self, field.name) for field in fields(self)]
-
-    def add_target(
-        self,
-        labels: list[str],
-        seconds: float,
-        last_success: float | None,
-        collection: Collection | None,
-    ) -> None:
-        """Add one target's samples: health always, data only from a successful collection."""
-        self.up.add_metric(labels, 1 if collection else 0)
-        self.scrape_duration.add_metric(labels, seconds)
-        if last_success is not None:
-            self.last_success.add_metric(labels, last_success)
-        if collection is not None:
-            self.add_summary(labels, collection.summary)
-
-    def add_summary(self, labels: list[str], summary: TargetSummary) -> None:
-        """Add the figures of one target's summary."""
-        for status in STATUSES:
-            self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
-            self.urls.add_metric([*labels, status], summary.urls_by_status[status])
-        for url in summary.url_progress:
-            self.url_progress.add_metric([*labels, url.task_id, url.url], url.ratio)
-        self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
-        for status in sorted(FINISHED):
-            histogram = summary.url_completion[status]
-            buckets = [(_go_float(le), count) for le, count in histogram.cumulative()]
-            self.url_completion.add_metric([*labels, status], buckets, histogram.total)
-        published: set[str] = set()
-        for task_id, seconds in summary.task_completion:
-            # Tasks without a TaskId all become task_id="": a repeated series would make
-            # Prometheus reject the whole scrape, so only the newest of them is published.
-            if task_id not in published:
-                published.add(task_id)
-                self.task_completion.add_metric([*labels, task_id], seconds)
-        if summary.oldest_unfinished_created is not None:
-            self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
-        for reason in ANOMALIES:
-            self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
-        for domain, counts in sorted(summary.domain_urls.items()):
-            for status in STATUSES:
-                self.domain_urls.add_metric([*labels, domain, status], counts[status])
-
-
-def _new(family: Family, kind: type[_M], cache_note: str = "") -> _M:
-    """The contract's empty family, as the metric class the collector adds samples with."""
-    metric = family.new(cache_note)
-    if not isinstance(metric, kind):  # the contract and the collector disagree: a bug
-        raise TypeError(f"{family.name} is a {family.type}, not a {kind.__name__}")
-    return metric
-
-
-def _go_float(value: float) -> str:
-    """A float as Prometheus client libraries write it (``10.0``, ``+Inf``)."""
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+        return f" Answers are reused for up to {go_float(self._cache_seconds)}s."
 
 
 def _fields(target: Target, kind: TaskKind) -> dict[str, str]:

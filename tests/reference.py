@@ -108,7 +108,7 @@ class _Builder:
         )
 
     def status_of(self, raw: object) -> str:
-        status = STATUS_OF.get(raw)  # type: ignore[call-overload]
+        status: str | None = STATUS_OF.get(raw)  # type: ignore[call-overload]
         if status is None:
             self.anomalies["unknown_status"] += 1
             return "unknown"

@@ -16,18 +16,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dashboards"))
 
-from overview import domains, quota, refresh  # noqa: E402  (needs the path above)
+from overview.domains import DOMAIN_FAILURE_RATIO_LIMIT  # noqa: E402  (needs the path above)
+from overview.quota import QUOTA_USED_LIMIT  # noqa: E402
+from overview.refresh import REFRESH_AGE_LIMIT_SECONDS  # noqa: E402
 
 RULES = ROOT / "prometheus" / "rules.yml"
 DASHBOARD = ROOT / "dashboards" / "ucdn-prefetch-overview.json"
 # alert -> (the limit the dashboard uses, the panel drawing it)
 LIMITS = {
     "UcdnRefreshTaskStuck": (
-        refresh.REFRESH_AGE_LIMIT_SECONDS,
+        REFRESH_AGE_LIMIT_SECONDS,
         "Age of the oldest unfinished refresh task",
     ),
-    "UcdnDomainQuotaNearlyUsed": (quota.QUOTA_USED_LIMIT, "Daily quota used by domain"),
-    "UcdnDomainFailureRatioHigh": (domains.DOMAIN_FAILURE_RATIO_LIMIT, "Prefetch URLs by domain"),
+    "UcdnDomainQuotaNearlyUsed": (QUOTA_USED_LIMIT, "Daily quota used by domain"),
+    "UcdnDomainFailureRatioHigh": (DOMAIN_FAILURE_RATIO_LIMIT, "Prefetch URLs by domain"),
 }
 
 

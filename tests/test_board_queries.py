@@ -197,7 +197,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
 
 def row_targets() -> list[tuple[str, str, bool]]:
     """(panel title, expression, instant) of every query of the new rows and ALSO."""
-    found = []
+    found: list[tuple[str, str, bool]] = []
     row = ""
     for panel in board()["panels"]:
         if panel["type"] == "row":

@@ -52,9 +52,7 @@ EXPORTER_WIDE = {
     "Refresh API requests by outcome",
 }
 # A metric name, not a dashboard variable such as $scrape_timeout.
-METRIC = re.compile(
-    r"(?<!\$)\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_[a-z0-9_]+|scrape_[a-z_]+)\b"
-)
+METRIC = re.compile(r"(?<!\$)\b([a-z_]+:[a-z0-9_]+:[a-z0-9_]+|ucdn_[a-z0-9_]+|scrape_[a-z_]+)\b")
 
 
 def load_generator() -> ModuleType:

@@ -24,7 +24,7 @@ from simdata import domains
 from exporter.aggregate import SummaryLimits
 from exporter.app import MetricsSnapshot, ScrapeTimeouts
 from exporter.client import ApiClient, ClientOptions
-from exporter.collector import PrefetchCollector, _new
+from exporter.collector import PrefetchCollector
 from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
@@ -46,6 +46,7 @@ from exporter.simulator import (
     StaticDataset,
     generate_tasks,
 )
+from exporter.target_families import new_family
 
 NOW = 1_790_000_000
 TARGETS = [Target("web", "cdn"), Target("web", "dcdn")]
@@ -154,7 +155,7 @@ def test_the_contract_names_every_family_once() -> None:
 def test_a_family_refuses_to_be_built_as_another_type() -> None:
     # The collector adds samples through the contract's type: a mismatch is a bug, loudly.
     with pytest.raises(TypeError, match="gaugehistogram"):
-        _new(PREFETCH.url_completion, GaugeMetricFamily)
+        new_family(PREFETCH.url_completion, GaugeMetricFamily)
 
 
 def test_scrape_timeouts_default_to_the_settings_defaults() -> None:

@@ -1,0 +1,125 @@
+"""One kind's families of target series, filled from the targets' summaries.
+
+The collector decides what each target's outcome is (a summary, or a failure); this module
+only writes outcomes as samples, in the contract's order (exporter/metrics.py): health
+always, figures only from a successful collection.
+"""
+
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter.aggregate import ANOMALIES, TargetSummary
+from exporter.metrics import Family, TargetFamilies
+from exporter.model import FINISHED, STATUSES
+
+_M = TypeVar("_M", bound=Metric)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A target's summary and the wall-clock time it was fetched."""
+
+    summary: TargetSummary
+    finished_at: float
+
+
+@dataclass(frozen=True)
+class TargetFamilyBuilder:
+    """One scrape's families of target series, in exposition order."""
+
+    up: GaugeMetricFamily
+    scrape_duration: GaugeMetricFamily
+    last_success: GaugeMetricFamily
+    tasks: GaugeMetricFamily
+    urls: GaugeMetricFamily
+    url_progress: GaugeMetricFamily
+    url_series_dropped: GaugeMetricFamily
+    url_completion: GaugeHistogramMetricFamily
+    task_completion: GaugeMetricFamily
+    oldest_unfinished: GaugeMetricFamily
+    records_invalid: GaugeMetricFamily
+    domain_urls: GaugeMetricFamily
+
+    @classmethod
+    def new(cls, contract: TargetFamilies, cache_note: str) -> "TargetFamilyBuilder":
+        """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
+        return cls(
+            up=new_family(contract.up, GaugeMetricFamily, cache_note),
+            scrape_duration=new_family(contract.scrape_duration, GaugeMetricFamily, cache_note),
+            last_success=new_family(contract.last_success, GaugeMetricFamily, cache_note),
+            tasks=new_family(contract.tasks, GaugeMetricFamily, cache_note),
+            urls=new_family(contract.urls, GaugeMetricFamily, cache_note),
+            url_progress=new_family(contract.url_progress, GaugeMetricFamily, cache_note),
+            url_series_dropped=new_family(
+                contract.url_series_dropped, GaugeMetricFamily, cache_note
+            ),
+            url_completion=new_family(
+                contract.url_completion, GaugeHistogramMetricFamily, cache_note
+            ),
+            task_completion=new_family(contract.task_completion, GaugeMetricFamily, cache_note),
+            oldest_unfinished=new_family(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
+            records_invalid=new_family(contract.records_invalid, GaugeMetricFamily, cache_note),
+            domain_urls=new_family(contract.domain_urls, GaugeMetricFamily, cache_note),
+        )
+
+    def all(self) -> list[Metric]:
+        """Every family, in declaration order."""
+        return [getattr(self, field.name) for field in fields(self)]
+
+    def add_target(
+        self,
+        labels: list[str],
+        seconds: float,
+        last_success: float | None,
+        collection: Collection | None,
+    ) -> None:
+        """Add one target's samples: health always, data only from a successful collection."""
+        self.up.add_metric(labels, 1 if collection else 0)
+        self.scrape_duration.add_metric(labels, seconds)
+        if last_success is not None:
+            self.last_success.add_metric(labels, last_success)
+        if collection is not None:
+            self.add_summary(labels, collection.summary)
+
+    def add_summary(self, labels: list[str], summary: TargetSummary) -> None:
+        """Add the figures of one target's summary."""
+        for status in STATUSES:
+            self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
+            self.urls.add_metric([*labels, status], summary.urls_by_status[status])
+        for url in summary.url_progress:
+            self.url_progress.add_metric([*labels, url.task_id, url.url], url.ratio)
+        self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
+        for status in sorted(FINISHED):
+            histogram = summary.url_completion[status]
+            buckets = [(go_float(le), count) for le, count in histogram.cumulative()]
+            self.url_completion.add_metric([*labels, status], buckets, histogram.total)
+        published: set[str] = set()
+        for task_id, seconds in summary.task_completion:
+            # Tasks without a TaskId all become task_id="": a repeated series would make
+            # Prometheus reject the whole scrape, so only the newest of them is published.
+            if task_id not in published:
+                published.add(task_id)
+                self.task_completion.add_metric([*labels, task_id], seconds)
+        if summary.oldest_unfinished_created is not None:
+            self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
+        for reason in ANOMALIES:
+            self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
+        for domain, counts in sorted(summary.domain_urls.items()):
+            for status in STATUSES:
+                self.domain_urls.add_metric([*labels, domain, status], counts[status])
+
+
+def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
+    """The contract's empty family, as the metric class the collector adds samples with."""
+    metric = family.new(cache_note)
+    if not isinstance(metric, kind):  # the contract and the collector disagree: a bug
+        raise TypeError(f"{family.name} is a {family.type}, not a {kind.__name__}")
+    return metric
+
+
+def go_float(value: float) -> str:
+    """A float as Prometheus client libraries write it (``10.0``, ``+Inf``)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
