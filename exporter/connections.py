@@ -16,80 +16,30 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 from wsgiref.types import WSGIApplication
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
-from cheroot.makefile import MakeFile, StreamReader
+from cheroot.makefile import MakeFile
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from exporter.framing import FramingCheckedHeaderReader
+from exporter.head_reader import MAX_HEADER_BYTES, HeadReader
 from exporter.webconfig import WebConfig
 
 _log = logging.getLogger(__name__)
 
-_MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 64 * 1024
 # Connections waiting for their head beyond this many: the oldest is closed. Bounds the
 # memory of buffered heads (64 KiB each at most) and the descriptors a flood can hold.
 _MAX_WAITING_CONNECTIONS = 512
 # How often the selector loop wakes to close connections past their head deadline.
 _SWEEP_SECONDS = 0.25
+_WAKE: Final = object()  # the selector key of the stop() wake-up socket
 _READ_CHUNK = 16 * 1024
 # How long stop() lets in-flight requests finish before cutting their sockets.
 _SHUTDOWN_GRACE_SECONDS = 3
-
-
-class _ReceivedFirst(socket.SocketIO):
-    """Socket reads that first return the bytes the selector loop has already received."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock, "rb")
-        self.received = bytearray()
-
-    def readinto(self, buffer: Any) -> int | None:
-        """Fill ``buffer`` from the received bytes, or from the socket once they are used."""
-        if not self.received:
-            return super().readinto(buffer)
-        view = memoryview(buffer).cast("B")
-        count = min(len(view), len(self.received))
-        view[:count] = self.received[:count]
-        del self.received[:count]
-        return count
-
-
-class _HeadReader(StreamReader):
-    """cheroot's buffered socket reader over ``_ReceivedFirst``."""
-
-    def __init__(self, sock: socket.socket, bufsize: int) -> None:
-        # StreamReader.__init__ would build a plain SocketIO; its base takes any raw stream.
-        self.source = _ReceivedFirst(sock)
-        super(StreamReader, self).__init__(self.source, bufsize)
-        self.bytes_read = 0
-        # How much of source.received has been searched for the end of the head: a client
-        # sending its head in one-byte segments must not make each search start over.
-        self._searched = 0
-
-    def start_head(self) -> None:
-        """Begin looking for the end of a new request head."""
-        self._searched = 0
-
-    def head_complete(self) -> bool:
-        """Whether the bytes at hand hold a whole request head (or more than is allowed).
-
-        Any complete head will do, even a malformed one: then cheroot answers 400 from
-        the bytes at hand, without waiting for more.
-        """
-        received = self.source.received
-        if self.has_data():  # type: ignore[no-untyped-call]
-            # Left over from a pipelined request: rare, so searched whole.
-            at_hand = self.peek(0) + received
-            return len(at_hand) > _MAX_HEADER_BYTES or b"\r\n\r\n" in at_hand
-        end = received.find(b"\r\n\r\n", max(0, self._searched - 3))
-        self._searched = len(received)
-        # Past the limit, cheroot answers 413 or 414 without waiting for more.
-        return end >= 0 or len(received) > _MAX_HEADER_BYTES
 
 
 class _HardenedRequest(cheroot_server.HTTPRequest):
@@ -125,7 +75,7 @@ class _HardenedConnection(cheroot_server.HTTPConnection):
 
     def __init__(self, server: HardenedServer, sock: socket.socket, makefile: Any) -> None:
         super().__init__(server, sock, makefile)
-        self.rfile: _HeadReader = _HeadReader(sock, self.rbufsize)
+        self.rfile: HeadReader = HeadReader(sock, self.rbufsize)
         self.handshaken = not isinstance(sock, ssl.SSLSocket)
         # Monotonic time by which the head must be complete; set on every wait for one.
         self.head_deadline = math.inf
@@ -150,6 +100,9 @@ class _HeadReadingConnections:
         # Guards the selector's registrations, which workers change through put().
         self._lock = threading.Lock()
         self._selector.register(server.socket, selectors.EVENT_READ, None)
+        # stop() writes here, so that the loop ends now rather than at its next sweep.
+        self._wake, self._waker = socket.socketpair()
+        self._selector.register(self._wake, selectors.EVENT_READ, _WAKE)
         self._stop_requested = False
         self._serving = threading.Event()
 
@@ -177,7 +130,7 @@ class _HeadReadingConnections:
                 for key, _ in self._selector.select(timeout=_SWEEP_SECONDS):
                     if key.data is None:
                         self._accept()
-                    else:
+                    elif key.data is not _WAKE:
                         self._advance(key.data)
                 now = time.monotonic()
                 if now >= next_sweep:
@@ -187,8 +140,10 @@ class _HeadReadingConnections:
             self._serving.clear()
 
     def stop(self) -> None:
-        """Ask the loop to end and wait until it has (within one sweep interval)."""
+        """Ask the loop to end, wake it, and wait until it has."""
         self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
         while self._serving.is_set():
             time.sleep(0.01)
 
@@ -197,6 +152,8 @@ class _HeadReadingConnections:
         for conn in self._waiting():
             conn.close()
         self._selector.close()
+        self._wake.close()
+        self._waker.close()
 
     def _accept(self) -> None:
         try:
@@ -263,11 +220,11 @@ class _HeadReadingConnections:
     def _waiting(self) -> list[_HardenedConnection]:
         with self._lock:
             keys = list(self._selector.get_map().values())
-        return [key.data for key in keys if key.data is not None]
+        return [key.data for key in keys if key.data is not None and key.data is not _WAKE]
 
     def _waiting_count(self) -> int:
         with self._lock:
-            return len(self._selector.get_map()) - 1  # the listening socket
+            return len(self._selector.get_map()) - 2  # the listening and the wake-up socket
 
 
 def _read_head(conn: _HardenedConnection, server: HardenedServer) -> int:
@@ -370,7 +327,7 @@ class HardenedServer(cheroot_wsgi.Server):
             request_queue_size=128,
         )
         self.header_timeout = header_timeout
-        self.max_request_header_size = _MAX_HEADER_BYTES
+        self.max_request_header_size = MAX_HEADER_BYTES
         self.max_request_body_size = _MAX_BODY_BYTES
         self._web_config = web_config
         context = web_config.ssl_context() if web_config is not None else None

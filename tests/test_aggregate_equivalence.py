@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import FINISHED, STATUS_OF, domain_of, summarize_reference
@@ -272,7 +273,7 @@ def test_pages_of_generated_data_add_up_to_the_window() -> None:
 
 def test_any_dirty_data_in_any_pages() -> None:
     def run(seen: Counter[str]) -> None:
-        @settings(max_examples=300, deadline=None)
+        @settings(max_examples=examples(300), deadline=None)
         @given(
             tasks=st.lists(_task(), max_size=10),
             cuts=st.lists(st.integers(0, 10), max_size=4),
