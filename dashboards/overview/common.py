@@ -98,6 +98,31 @@ def latest_value_stat(title: str) -> stat.Panel:
     )
 
 
+def up_down_stat(title: str, description: str, target: prometheus.Dataquery) -> stat.Panel:
+    """A latest-value stat of a 1/0 health series, shown as UP (green) or DOWN (red)."""
+    return (
+        latest_value_stat(title)
+        .description(description)
+        .with_target(target)
+        .mappings(
+            [
+                model.ValueMap(
+                    options={
+                        "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
+                        "1": model.ValueMappingResult(text="UP", color="green", index=1),
+                    }
+                )
+            ]
+        )
+        # A state, not a quantity: the value mappings above name it.
+        .unit(units.NoUnit)
+        .thresholds(steps((None, "red"), (1, "green")))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+    )
+
+
 def status_stat(title: str, metric: str, description: str) -> stat.Panel:
     """One coloured number per status, a third of the row wide."""
     panel = (

@@ -19,6 +19,7 @@ from overview.common import (
     latest_value_stat,
     query,
     steps,
+    up_down_stat,
 )
 from overview.variables import SCRAPE_TIMEOUT
 
@@ -39,33 +40,16 @@ def panels() -> Iterator[Panel]:
 
 def collection_up() -> stat.Panel:
     """UP or DOWN per target."""
-    return (
-        latest_value_stat("Collection up per target")
-        .description(
+    return up_down_stat(
+        "Collection up per target",
+        (
             "Whether the exporter's last collection for each project and platform "
             "succeeded. DOWN means the UCDN API could not be read for it: the other panels "
             "show nothing for that target until it recovers. See the API requests panel "
             "for the kind of error and the exporter's log for details."
-        )
-        .with_target(query(f"{PREFETCH.up.name}{{{TARGET}}}", TARGET_LEGEND, instant=True))
-        .mappings(
-            [
-                model.ValueMap(
-                    options={
-                        "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
-                        "1": model.ValueMappingResult(text="UP", color="green", index=1),
-                    }
-                )
-            ]
-        )
-        # A state, not a quantity: the value mappings above name it.
-        .unit(units.NoUnit)
-        .thresholds(steps((None, "red"), (1, "green")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .span(12)
-    )
+        ),
+        query(f"{PREFETCH.up.name}{{{TARGET}}}", TARGET_LEGEND, instant=True),
+    ).span(12)
 
 
 def time_since_success() -> stat.Panel:

@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from overview.common import Panel, columns, latest_value_stat, query, steps
+from overview.common import Panel, columns, latest_value_stat, query, steps, up_down_stat
 from overview.tables import MERGE, table_query, value_column
 
 TITLE = "Daily quotas"
@@ -132,32 +132,15 @@ def prefetch_switch() -> table.Panel:
 
 def collection_up() -> stat.Panel:
     """UP or DOWN per project for the quota collection."""
-    return (
-        latest_value_stat("Quota collection up per project")
-        .description(
+    return up_down_stat(
+        "Quota collection up per project",
+        (
             "Whether the exporter's last reading of the domains, quotas and prefetch "
             "switches of each project succeeded (three API actions per project). DOWN for "
             "15 minutes is UcdnDomainQuotaCollectionDown."
-        )
-        .with_target(query(f"ucdn_domain_quota_up{{{PROJECT}}}", "{{project_id}}", instant=True))
-        .mappings(
-            [
-                model.ValueMap(
-                    options={
-                        "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
-                        "1": model.ValueMappingResult(text="UP", color="green", index=1),
-                    }
-                )
-            ]
-        )
-        # A state, not a quantity: the value mappings above name it.
-        .unit(units.NoUnit)
-        .thresholds(steps((None, "red"), (1, "green")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-        .span(12)
-    )
+        ),
+        query(f"ucdn_domain_quota_up{{{PROJECT}}}", "{{project_id}}", instant=True),
+    ).span(12)
 
 
 def domains_dropped() -> stat.Panel:

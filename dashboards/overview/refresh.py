@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common, units
-from grafana_foundation_sdk.models import dashboard as model
 
 from overview.common import (
     TARGET,
@@ -18,6 +17,7 @@ from overview.common import (
     query,
     status_stat,
     steps,
+    up_down_stat,
 )
 
 TITLE = "Refresh"
@@ -133,29 +133,15 @@ def oldest_unfinished_age() -> stat.Panel:
 def collection_up() -> stat.Panel:
     """UP or DOWN per target for the refresh collection."""
     return (
-        latest_value_stat("Refresh collection up per target")
-        .description(
-            "Whether the exporter's last collection of refresh tasks for each project and "
-            "platform succeeded. DOWN: this row shows nothing for that target until it "
-            "recovers; the panel beside it says which kind of API error."
+        up_down_stat(
+            "Refresh collection up per target",
+            (
+                "Whether the exporter's last collection of refresh tasks for each project and "
+                "platform succeeded. DOWN: this row shows nothing for that target until it "
+                "recovers; the panel beside it says which kind of API error."
+            ),
+            query(f"{PREFIX}up{{{TARGET}}}", TARGET_LEGEND, instant=True),
         )
-        .with_target(query(f"{PREFIX}up{{{TARGET}}}", TARGET_LEGEND, instant=True))
-        .mappings(
-            [
-                model.ValueMap(
-                    options={
-                        "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
-                        "1": model.ValueMappingResult(text="UP", color="green", index=1),
-                    }
-                )
-            ]
-        )
-        # A state, not a quantity: the value mappings above name it.
-        .unit(units.NoUnit)
-        .thresholds(steps((None, "red"), (1, "green")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .height(8)
         .span(6)
     )
