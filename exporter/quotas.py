@@ -37,9 +37,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.client import ApiError
 from exporter.config import DEFAULT_PROJECT_LABEL
 from exporter.deadline import Deadline
-from exporter.metrics import QUOTA, Family
+from exporter.metrics import QUOTA
 from exporter.model import DomainInfo, QuotaResponse
 from exporter.singleflight import ShutdownError
+from exporter.target_families import new_family
 
 KINDS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
@@ -121,20 +122,16 @@ class _Project:
         return self.project_id or DEFAULT_PROJECT_LABEL
 
 
-def _gauge(family: Family) -> GaugeMetricFamily:
-    return GaugeMetricFamily(family.name, family.help, labels=list(family.label_names))
-
-
 class _Families:
     """One scrape's quota families, in exposition order."""
 
     def __init__(self) -> None:
-        self.up = _gauge(QUOTA.up)
-        self.last_success = _gauge(QUOTA.last_success)
-        self.dropped = _gauge(QUOTA.domains_dropped)
-        self.quota = _gauge(QUOTA.quota)
-        self.used = _gauge(QUOTA.used)
-        self.enabled = _gauge(QUOTA.prefetch_enabled)
+        self.up = new_family(QUOTA.up, GaugeMetricFamily)
+        self.last_success = new_family(QUOTA.last_success, GaugeMetricFamily)
+        self.dropped = new_family(QUOTA.domains_dropped, GaugeMetricFamily)
+        self.quota = new_family(QUOTA.quota, GaugeMetricFamily)
+        self.used = new_family(QUOTA.used, GaugeMetricFamily)
+        self.enabled = new_family(QUOTA.prefetch_enabled, GaugeMetricFamily)
 
     def all(self) -> list[Metric]:
         """Every family, in exposition order."""
