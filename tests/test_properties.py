@@ -238,6 +238,8 @@ HUGE = 10**400  # past float's range: float() of it raises OverflowError
     }
 )
 @example({"RetCode": 0, "TotalCount": -(2**63), "TaskList": []})
+# The gateway's rate limit: retried, then a failure of its own reason.
+@example({"RetCode": 153})
 def test_any_structured_answer_yields_a_valid_scrape(
     served: tuple[SimulatedApi, PrefetchCollector],
     caplog: pytest.LogCaptureFixture,
@@ -254,7 +256,10 @@ def test_any_structured_answer_yields_a_valid_scrape(
     for record in caplog.records:
         reason = getattr(record, "fields", {}).get("reason")
         assert record.levelno < logging.ERROR and not record.exc_info, record.getMessage()
-        assert reason in ("invalid_response", "api_error"), (reason, record.getMessage())
+        assert reason in ("invalid_response", "api_error", "rate_limited"), (
+            reason,
+            record.getMessage(),
+        )
     listed = answer.get("TaskList")
     # One page (shorter than a page) has a known task count; longer answers page until the cap.
     expected = (
