@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, eq, lt, sub
-from typing import Final
+from typing import Final, TypeVar
 
 from exporter.histogram import Histogram
 from exporter.model import FINISHED, UNFINISHED, TaskInfo, UrlProgress
@@ -33,6 +33,7 @@ _CREATE_TIME: Final = attrgetter("create_time")
 _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
 _URL: Final = attrgetter("url")
+_K = TypeVar("_K")
 
 
 class Totals:
@@ -143,7 +144,7 @@ class Totals:
             self.oldest_unfinished = created
 
 
-def _merge_counts(mine: Counter[object], theirs: Counter[object], sign: int) -> None:
+def _merge_counts(mine: Counter[_K], theirs: Counter[_K], sign: int) -> None:
     """Add (``sign`` 1) or take out (-1) counts; a count that reaches 0 leaves the Counter,
     so that a domain whose tasks all left is not published with zeros."""
     for key, count in theirs.items():
