@@ -22,7 +22,8 @@ class TaskWindow:
     """The tasks of one target created in ``[begin, end]``, each once, and how paging went.
 
     ``tasks`` is empty when they were handed on page by page and not kept (see
-    :class:`WindowBuilder`); ``task_count`` counts them either way.
+    :class:`WindowBuilder`); ``task_count`` counts them either way. ``requests`` are the
+    requests made for it, answered or not (pages past the end included), retries aside.
     """
 
     tasks: list[TaskInfo]
@@ -30,6 +31,7 @@ class TaskWindow:
     total_count: int | None
     pages: int
     task_count: int
+    requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,8 @@ class WindowBuilder:
         if self._on_page is not None:
             self._on_page(new)
 
-    def build(self, total_count: int | None) -> TaskWindow:
-        """The window of every page added."""
-        return TaskWindow(self._tasks, self._duplicates, total_count, self._pages, self._count)
+    def build(self, total_count: int | None, requests: int) -> TaskWindow:
+        """The window of every page added, which took ``requests`` requests."""
+        return TaskWindow(
+            self._tasks, self._duplicates, total_count, self._pages, self._count, requests
+        )
