@@ -50,7 +50,6 @@ class Family:
     cached: bool = True
     created: bool = False  # a counter whose series carry ``_created``
 
-
     @property
     def label_names(self) -> tuple[str, ...]:
         """Every label name of the family's series, in exposition order."""
