@@ -92,8 +92,8 @@ class TaskStore:
         self._ages: list[tuple[int, str]] = []  # heap of the finished tasks' CreateTimes
 
     def copy(self) -> "TaskStore":
-        """An independent copy that a collection may change."""
-        clone = TaskStore(self.limits, self.counts.copy(), counting=self.counting)
+        """An independent copy that a later collection may change: it counts."""
+        clone = TaskStore(self.limits, self.counts.copy(), counting=True)
         clone.finished = dict(self.finished)
         clone.unfinished = dict(self.unfinished)
         clone.stuck = dict(self.stuck)

@@ -1,0 +1,73 @@
+"""A world of tasks that a test changes between collections, served by the simulated API.
+
+The tasks are the API's own dicts; :class:`World` answers the simulator's :class:`Dataset`
+questions from them as they are at that moment, so that a collection and a full fetch
+made one after the other see the same world.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from exporter.simulator import Domain, Quota, Target, Task
+
+SHOP: Target = ("shop", False)
+
+
+class World:
+    """The prefetch tasks of one target, newest first; ``repeat`` pages show one task twice."""
+
+    def __init__(self, tasks: Sequence[Task] = ()) -> None:
+        self.tasks_by_id: dict[str, Task] = {}
+        self.anonymous: list[Task] = []
+        self.repeat = False
+        for task in tasks:
+            self.put(task)
+
+    def put(self, task: Task) -> None:
+        """Add ``task``, or replace the task of the same TaskId."""
+        task_id = task.get("TaskId")
+        if task_id:
+            self.tasks_by_id[task_id] = task
+        else:
+            self.anonymous.append(task)
+
+    def tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """The target's tasks created in ``[begin, end]``, newest first, then by TaskId."""
+        if target != SHOP:
+            return []
+        chosen = [
+            task
+            for task in [*self.tasks_by_id.values(), *self.anonymous]
+            if begin <= task.get("CreateTime", 0) <= end
+        ]
+        chosen.sort(key=lambda task: (-task.get("CreateTime", 0), task.get("TaskId", "")))
+        if self.repeat and chosen:
+            # A task listed again further on, as when the set changes between two pages.
+            chosen.insert(len(chosen) // 2 + 1, chosen[0])
+        return chosen
+
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """No refresh tasks."""
+        return []
+
+    def domains(self, project_id: str) -> Sequence[Domain]:
+        """No domains."""
+        return []
+
+    def quota(self, project_id: str, domain_id: str) -> Quota | None:
+        """No such domain."""
+        return None
+
+    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
+        """No such domain."""
+        return None
+
+
+def task(
+    task_id: str | None, created: int, status: str, urls: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A TaskInfo as the API writes it; without ``task_id`` it has no TaskId at all."""
+    answer: dict[str, Any] = {"CreateTime": created, "Status": status, "UrlLists": urls}
+    if task_id is not None:
+        answer["TaskId"] = task_id
+    return answer

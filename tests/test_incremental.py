@@ -1,0 +1,365 @@
+"""Incremental collection gives the figures of a full fetch, counts finished work once,
+keeps stuck tasks in sight, and costs the requests the README promises.
+
+Worlds of tasks evolve between collections (tasks arrive, URLs progress and finish,
+tasks age out of the window, pages repeat tasks, TotalCount lies) and after every step
+the collection's summary is compared with a full fetch of the same world at the same
+moment, through the real client and the simulated API on loopback.
+"""
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import examples, url_entry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+from simfaults import Faults
+from simworld import World, task
+
+from exporter.aggregate import SummaryLimits, TargetSummary, summarize
+from exporter.client import ApiClient, ClientOptions
+from exporter.config import Target
+from exporter.deadline import Deadline
+from exporter.kinds import TaskKind
+from exporter.model import PREFETCH_ACTION
+from exporter.outcomes import ApiError
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, FixedDelay, SimulatedApi
+from exporter.tasksync import Collection, SyncOptions, TaskSync
+
+NOW = 1_790_000_000
+LOOKBACK = 1000
+OVERLAP = 100
+HORIZON = 3000
+TARGET = Target("shop", "cdn")
+# Small caps, so that picking the newest series among stored and fetched tasks matters.
+LIMITS = SummaryLimits(
+    max_url_series=4, max_task_series=3, buckets=(10.0, 100.0, 1000.0), max_domain_series=2
+)
+KIND = TaskKind.named("prefetch", LIMITS)
+RAW_STATUSES = ("wait", "process", "success", "failure", "unknow")
+FINISHED = ("success", "failure")
+HOSTS = ("https://a.example/", "https://B.example:8443/", "http://c.example/", "nohost/")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[SimulatedApi, ApiClient]]:
+    api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, World()).start()
+    # Pages of three tasks, two in flight: every window of a few tasks takes several.
+    options = ClientOptions(page_size=3, parallel_pages=2, max_retries=0)
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
+    yield api, client
+    client.close()
+    api.stop()
+
+
+def full_fetch(client: ApiClient, end: int) -> tuple[TargetSummary, set[str]]:
+    """What a fetch of the whole window gives at ``end``, and the TaskIds it holds."""
+    window = client.fetch_tasks(
+        "shop",
+        is_dcdn=False,
+        begin=end - LOOKBACK,
+        end=end,
+        deadline=Deadline.after(10),
+        action=PREFETCH_ACTION,
+    )
+    return summarize(window, LIMITS), {t.task_id for t in window.tasks if t.task_id}
+
+
+def without_paging(summary: TargetSummary) -> TargetSummary:
+    """The summary less the anomalies of paging, which only a fetch of the window sees."""
+    anomalies = {**summary.anomalies, "duplicate_task": 0, "total_count_mismatch": 0}
+    return dataclasses.replace(summary, anomalies=anomalies)
+
+
+def is_done(entry: dict[str, Any]) -> bool:
+    """Whether a task of the world is finished, for good."""
+    urls = entry.get("UrlLists", [])
+    return entry.get("Status") in FINISHED and all(u["Status"] in FINISHED for u in urls)
+
+
+@st.composite
+def urls(draw: st.DrawFn, created: int) -> list[dict[str, Any]]:
+    entries = []
+    for index in range(draw(st.integers(0, 4))):
+        status = draw(st.sampled_from(RAW_STATUSES))
+        finish = created + draw(st.integers(-5, 2000)) if status in FINISHED else 0
+        host = draw(st.sampled_from(HOSTS))
+        entries.append(
+            url_entry(f"{host}{index}", status, created, finish, draw(st.integers(-5, 110)))
+        )
+    return entries
+
+
+@st.composite
+def tasks(draw: st.DrawFn, task_id: str | None, created: int) -> dict[str, Any]:
+    return task(task_id, created, draw(st.sampled_from(RAW_STATUSES)), draw(urls(created)))
+
+
+def evolve(data: st.DataObject, world: World, clock: list[int], serial: list[int]) -> None:
+    """One step of the world: time passes, tasks arrive, unfinished ones move on."""
+    step = data.draw(st.sampled_from(("advance", "arrive", "move", "finish")))
+    if step == "advance":
+        clock[0] += data.draw(st.integers(0, LOOKBACK // 2))
+    elif step == "arrive":  # late, but within the overlap
+        for _ in range(data.draw(st.integers(1, 3))):
+            serial[0] += 1
+            created = clock[0] - data.draw(st.integers(0, OVERLAP))
+            world.put(data.draw(tasks(f"n{serial[0]}", created)))
+    else:
+        moving = sorted(i for i, t in world.tasks_by_id.items() if not is_done(t))
+        if not moving:
+            return
+        entry = world.tasks_by_id[data.draw(st.sampled_from(moving))]
+        created = entry["CreateTime"]
+        if step == "move":
+            world.put({**entry, "Status": data.draw(st.sampled_from(RAW_STATUSES))})
+            world.put({**world.tasks_by_id[entry["TaskId"]], "UrlLists": data.draw(urls(created))})
+        else:
+            status = data.draw(st.sampled_from(FINISHED))
+            done = [
+                {**u, "Status": data.draw(st.sampled_from(FINISHED)), "FinishTime": clock[0]}
+                for u in entry["UrlLists"]
+            ]
+            world.put({**entry, "Status": status, "UrlLists": done})
+
+
+def expected_oldest(world: World, reference: TargetSummary, seen: set[str], end: int) -> int | None:
+    """The window's oldest unfinished task, or an older stuck one the window once held."""
+    stuck = [
+        t["CreateTime"]
+        for task_id, t in world.tasks_by_id.items()
+        if task_id in seen
+        and t.get("Status") in ("wait", "process")
+        and end - HORIZON <= t["CreateTime"] < end - LOOKBACK
+        and t["CreateTime"] > 0
+    ]
+    if reference.oldest_unfinished_created is not None:
+        stuck.append(reference.oldest_unfinished_created)
+    return min(stuck, default=None)
+
+
+@settings(
+    max_examples=examples(300, fast=8),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_every_collection_gives_the_figures_of_a_full_fetch(
+    gateway: tuple[SimulatedApi, ApiClient], data: st.DataObject
+) -> None:
+    api, client = gateway
+    clock = [NOW]
+    count = data.draw(st.integers(0, 10))
+    world = World(
+        data.draw(tasks(f"t{i}", NOW - data.draw(st.integers(0, LOOKBACK + 200))))
+        for i in range(count)
+    )
+    if data.draw(st.integers(0, 9)) == 0:  # now and then a task without a TaskId
+        world.put(data.draw(tasks(None, NOW - 10)))
+    world.repeat = data.draw(st.booleans())
+    api.dataset = world
+    api.total_count_error = data.draw(st.integers(-2, 2))
+    options = SyncOptions(
+        lookback_seconds=LOOKBACK,
+        resync_seconds=data.draw(st.sampled_from((math.inf, 0, 700))),
+        overlap_seconds=OVERLAP,
+        lookup_batch=data.draw(st.integers(1, 4)),
+        stuck_horizon_seconds=HORIZON,
+    )
+    sync = TaskSync(client, TARGET, KIND, options, wall_clock=lambda: clock[0])
+    seen: set[str] = set()
+    serial = [0]
+    counted: list[int] = []
+    try:
+        for step in range(data.draw(st.integers(1, 6))):
+            if step:
+                evolve(data, world, clock, serial)
+            collection = sync.collect(Deadline.after(10))
+            reference, ids = full_fetch(client, clock[0])
+            seen |= ids
+            reference.oldest_unfinished_created = expected_oldest(world, reference, seen, clock[0])
+            if collection.sync == "full":
+                assert collection.summary == reference
+            assert without_paging(collection.summary) == without_paging(reference)
+            assert collection.counts is not None
+            total = sum(collection.counts.urls.values()) + sum(collection.counts.tasks.values())
+            assert total >= max(counted, default=0), "a counter went down"
+            counted.append(total)
+    finally:
+        api.total_count_error = 0
+
+
+def test_a_change_to_a_finished_task_is_seen_at_the_next_full_sync(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    api, client = gateway
+    done = task(
+        "d", NOW - 50, "success", [url_entry("https://a.example/x", "success", NOW - 50, NOW - 40)]
+    )
+    world = World([done])
+    api.dataset = world
+    clock = [NOW]
+    options = SyncOptions(lookback_seconds=LOOKBACK, resync_seconds=100, overlap_seconds=10)
+    sync = TaskSync(client, TARGET, KIND, options, wall_clock=lambda: clock[0])
+    sync.collect(Deadline.after(10))
+    world.put({**done, "Status": "failure"})  # which the API should never do
+    clock[0] += 60
+    between = sync.collect(Deadline.after(10))
+    assert (between.sync, between.summary.tasks_by_status["success"]) == ("incremental", 1)
+    clock[0] += 60
+    resynced = sync.collect(Deadline.after(10))
+    assert resynced.sync == "full"
+    assert resynced.summary.tasks_by_status["failure"] == 1
+
+
+def collect(sync: TaskSync) -> Collection:
+    return sync.collect(Deadline.after(10))
+
+
+def one_url(task_id: str, created: int, status: str, finish: int = 0) -> dict[str, Any]:
+    return task(
+        task_id,
+        created,
+        status,
+        [url_entry(f"https://a.example/{task_id}", status, created, finish)],
+    )
+
+
+def syncing(
+    gateway: tuple[SimulatedApi, ApiClient], world: World, clock: list[int], **options: Any
+) -> TaskSync:
+    api, client = gateway
+    api.dataset = world
+    chosen = SyncOptions(
+        **{
+            "lookback_seconds": LOOKBACK,
+            "resync_seconds": math.inf,
+            "overlap_seconds": OVERLAP,
+            "stuck_horizon_seconds": HORIZON,
+            **options,
+        }
+    )
+    return TaskSync(client, TARGET, KIND, chosen, wall_clock=lambda: clock[0])
+
+
+def test_finished_work_is_counted_once_and_not_what_the_first_collection_found(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    world = World(
+        [one_url("old", NOW - 500, "success", NOW - 490), one_url("w", NOW - 400, "wait")]
+    )
+    sync = syncing(gateway, world, clock)
+    first = collect(sync)
+    assert first.counts is not None
+    assert (first.counts.urls, first.counts.tasks) == ({"failure": 0, "success": 0},) * 2
+    world.put(one_url("w", NOW - 400, "failure", NOW - 10))  # an old one finishes
+    world.put(one_url("new", NOW - 5, "success", NOW - 1))  # a new one arrives finished
+    clock[0] += 30
+    second = collect(sync)
+    assert second.sync == "incremental"
+    assert second.counts is not None
+    assert second.counts.urls == {"failure": 1, "success": 1}
+    assert second.counts.tasks == {"failure": 1, "success": 1}
+    for _ in range(2):  # again, and through a full sync: nothing counts twice
+        clock[0] += 30
+        again = collect(sync)
+        assert again.counts is not None
+        assert (again.counts.urls, again.counts.tasks) == (second.counts.urls, second.counts.tasks)
+        sync._options = dataclasses.replace(sync._options, resync_seconds=0)
+    assert again.sync == "full"
+    assert again.counts.created == first.counts.created == NOW
+
+
+def test_a_stuck_task_stays_the_oldest_unfinished_until_it_finishes(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    world = World(
+        [one_url("stuck", NOW - 900, "process"), one_url("done", NOW - 800, "success", NOW - 700)]
+    )
+    sync = syncing(gateway, world, clock)
+    assert collect(sync).summary.oldest_unfinished_created == NOW - 900
+    clock[0] += 400  # both leave the window: the finished one's figures go, the stuck one stays
+    later = collect(sync)
+    assert later.sync == "incremental"
+    assert later.summary.tasks_by_status == dict.fromkeys(later.summary.tasks_by_status, 0)
+    assert later.summary.oldest_unfinished_created == NOW - 900
+    assert later.requests == 2  # the new tasks, and the stuck one by its TaskId
+    world.put(one_url("stuck", NOW - 900, "success", clock[0]))
+    clock[0] += 60
+    finished = collect(sync)
+    assert finished.summary.oldest_unfinished_created is None
+    assert finished.counts is not None
+    assert finished.counts.tasks["success"] == 1
+
+
+def test_a_stuck_task_is_given_up_at_the_horizon(gateway: tuple[SimulatedApi, ApiClient]) -> None:
+    clock = [NOW]
+    world = World([one_url("stuck", NOW - 900, "wait")])
+    sync = syncing(gateway, world, clock, stuck_horizon_seconds=1200)
+    collect(sync)
+    clock[0] += 200
+    assert collect(sync).summary.oldest_unfinished_created == NOW - 900
+    clock[0] += 200
+    gone = collect(sync)
+    assert (gone.summary.oldest_unfinished_created, gone.requests) == (None, 1)
+
+
+def test_a_steady_collection_asks_for_new_tasks_and_the_unfinished_in_batches(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    unfinished = [one_url(f"u{i}", NOW - 900 + i, "process") for i in range(5)]
+    finished = [one_url(f"f{i}", NOW - 800 + i, "success", NOW - 700) for i in range(20)]
+    sync = syncing(gateway, World([*unfinished, *finished]), clock, lookup_batch=2)
+    first = collect(sync)
+    assert (first.sync, first.requests) == ("full", math.ceil(25 / 3) + (25 % 3 == 0))
+    clock[0] += 10
+    steady = collect(sync)
+    # One page of new tasks (none), then ceil(5 / 2) lookups: never the finished ones.
+    assert (steady.sync, steady.requests) == ("incremental", 1 + 3)
+
+
+def test_resync_seconds_zero_fetches_the_whole_window_every_time(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    sync = syncing(gateway, World([one_url("w", NOW - 100, "wait")]), clock, resync_seconds=0)
+    assert [collect(sync).sync for _ in range(3)] == ["full"] * 3
+
+
+def test_a_task_without_a_task_id_makes_every_collection_a_full_one(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    world = World([one_url("w", NOW - 100, "wait"), task(None, NOW - 50, "success", [])])
+    sync = syncing(gateway, world, clock)
+    assert [collect(sync).sync for _ in range(2)] == ["full", "full"]
+
+
+def test_a_failed_collection_leaves_the_store_as_it_was(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    api, _ = gateway
+    clock = [NOW]
+    world = World([one_url("w", NOW - 100, "wait")])
+    sync = syncing(gateway, world, clock)
+    collect(sync)
+    world.put(one_url("w", NOW - 100, "success", NOW - 1))
+    failing = Faults()
+    failing.ret_code(230, "Params [TaskId.0] not available")
+    api.faults = failing
+    try:
+        with pytest.raises(ApiError):
+            collect(sync)
+    finally:
+        api.faults = FixedDelay()
+    after = collect(sync)
+    assert after.counts is not None
+    assert (after.sync, after.counts.tasks["success"]) == ("incremental", 1)
+    assert after.summary.tasks_by_status["success"] == 1
