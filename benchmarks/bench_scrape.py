@@ -414,7 +414,7 @@ def in_process_parts(bodies: list[bytes], repeats: int) -> list[list[str]]:
     """Rows for the scrape's main parts, timed here against a json.loads taken alongside."""
     pydantic_adapter = TypeAdapter(PydanticAnswer)
     tasks = [task for body in bodies for task in decode_response(body).task_list]
-    window = TaskWindow(tasks, 0, len(tasks), len(bodies))
+    window = TaskWindow(tasks, 0, len(tasks), len(bodies), len(tasks))
     baseline = "in-process: json.loads again, the rows' baseline"
     parts: dict[str, Callable[[], object]] = {
         baseline: lambda: [json.loads(body) for body in bodies],

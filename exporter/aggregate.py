@@ -10,29 +10,32 @@ This is also where the series are picked, so it is where label values are bounde
 :func:`bounded_label_value`), and each one cut is counted as ``label_value_truncated``.
 """
 
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, compress, repeat
-from operator import attrgetter, eq, lt, ne, not_, sub
+from heapq import merge
+from itertools import accumulate, compress, repeat
+from operator import itemgetter, ne, not_
 from typing import Final
 
-from exporter.client import TaskWindow
 from exporter.config import DEFAULT_BUCKETS, setting_default
 from exporter.histogram import Histogram
-from exporter.model import FINISHED, STATUSES, UNFINISHED, TaskInfo, UrlProgress
-from exporter.summary_domains import DomainCounter, domain_urls
+from exporter.model import FINISHED, STATUSES, TaskInfo, UrlProgress
+from exporter.paging import TaskWindow
+from exporter.summary_domains import domain_urls
 from exporter.summary_labels import bounded_label_value
+from exporter.summary_totals import FINISHED_RAW, STATUS_OF, Totals
 
 __all__ = [
     "ANOMALIES",
+    "Completion",
     "Histogram",
     "Summarizer",
     "SummaryLimits",
     "TargetSummary",
     "UnfinishedUrl",
     "bounded_label_value",
+    "completion_of",
     "summarize",
 ]
 
@@ -45,15 +48,6 @@ ANOMALIES: Final = (
     "total_count_mismatch",
     "label_value_truncated",
 )
-# ``unknow`` is the API's documented spelling; the correct one is accepted too.
-_STATUS_OF: Final[dict[object, str]] = {
-    "success": "success",
-    "wait": "wait",
-    "process": "process",
-    "failure": "failure",
-    "unknow": "unknown",
-    "unknown": "unknown",
-}
 
 
 @dataclass(frozen=True)
@@ -107,17 +101,22 @@ def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
 def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
     """Anomalies of the paging rather than of any one task."""
     summary.anomalies["duplicate_task"] = window.duplicate_tasks
-    if window.total_count is not None and window.total_count != len(window.tasks):
+    if window.total_count is not None and window.total_count != window.task_count:
         summary.anomalies["total_count_mismatch"] = 1
 
 
-_FINISHED_RAW: Final = tuple(sorted(FINISHED))  # the raw values _STATUS_OF maps into FINISHED
-# ``map(_STATUS, structs)`` reads one field of every struct without a Python loop.
-_STATUS: Final = attrgetter("status")
-_CREATE_TIME: Final = attrgetter("create_time")
-_FINISH_TIME: Final = attrgetter("finish_time")
-_PROGRESS: Final = attrgetter("progress")
-_URL: Final = attrgetter("url")
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished task's completion time, summarised before, and where it sorts."""
+
+    create_time: int
+    task_id: str
+    seconds: float
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Newest first, then by TaskId: the order of :func:`_newest_first`."""
+        return -self.create_time, self.task_id
 
 
 # A task's URLs in its page's columns: the page's URLs, their statuses, start and stop.
@@ -128,95 +127,69 @@ class Summarizer:
     """Summarises one target's tasks page by page, while later pages are still on the wire.
 
     ``tests/reference.py`` states the figures one URL at a time; this computes them
-    column by column with C-level builtins (``map``, ``Counter``, ``compress``), which
-    costs less than that loop (see ``benchmarks/``) and lets a page be summarised while
-    the next ones are fetched. Counts, histograms and anomalies are sums, so each page
-    adds its own as it arrives; what depends on the order of all tasks (the newest
-    unfinished URLs and finished tasks, up to the caps) is picked by :meth:`summary`
-    once the last page is in. A histogram's sum is kept as an exact integer and made a
-    float once, so it is the float nearest the true sum whatever the order of pages.
+    column by column (:class:`~exporter.summary_totals.Totals`), which costs less than
+    that loop (see ``benchmarks/``) and lets a page be summarised while the next ones
+    are fetched. Counts, histograms and anomalies are sums, so each page adds its own
+    as it arrives; what depends on the order of all tasks (the newest unfinished URLs
+    and finished tasks, up to the caps) is picked by :meth:`summary` once the last page
+    is in. Tasks summarised earlier (a store's finished ones) join with
+    :meth:`add_summarised`.
     """
 
     def __init__(self, limits: SummaryLimits) -> None:
         self._limits = limits
         self._builder = _SummaryBuilder(limits)
+        self._totals = Totals(limits.buckets)
+        self._domain_of_prefix: dict[str, str] = {}
         self._tasks: list[TaskInfo] = []
         # Where each task's URLs are in its page's columns, to find its unfinished ones.
         self._url_spans: list[_UrlSpan] = []
-        self._unfinished = 0
-        self._task_statuses: Counter[str | None] = Counter()
-        self._url_statuses: Counter[str | None] = Counter()
-        self._completion_sums = dict.fromkeys(_FINISHED_RAW, 0)
-        self._domains = DomainCounter()
+        self._earlier: Sequence[Completion] = ()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
-        self._add_columns(tasks)
-
-    def summary(self, window: TaskWindow) -> TargetSummary:
-        """The summary of every page added; ``window`` holds the same tasks and the paging."""
-        builder = self._builder
-        limits = self._limits
-        _count_statuses(builder, self._task_statuses, builder.tasks_by_status)
-        _count_statuses(builder, self._url_statuses, builder.urls_by_status)
-        for status, total in self._completion_sums.items():
-            builder.url_completion[status].total = float(total)
-        order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
-        newest_first = [self._tasks[i] for i in order]
-        _task_completion(builder, newest_first, [task.create_time for task in newest_first])
-        self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
-        summary = builder.summary()
-        summary.domain_urls = domain_urls(
-            self._domains.counts.items(), _published_status, STATUSES, limits.max_domain_series
-        )
-        _count_window_anomalies(summary, window)
-        return summary
-
-    def _add_columns(self, tasks: Sequence[TaskInfo]) -> None:
-        """Add a page's counts, sums and anomalies."""
-        url_lists = [task.url_lists for task in tasks]
-        urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
-        raw_statuses: list[str | None] = list(map(_STATUS, urls))
-        finishes: list[int] = list(map(_FINISH_TIME, urls))
-        creates: list[int] = list(map(_CREATE_TIME, urls))
-        task_creates: list[int] = list(map(_CREATE_TIME, tasks))
-        if 0 in creates:  # a URL without its own CreateTime is timed from its task's
-            owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
-            creates = [own or task for own, task in zip(creates, owners, strict=True)]
-        builder = self._builder
-        anomalies = builder.anomalies
-        self._task_statuses.update(map(_STATUS, tasks))
-        url_statuses = Counter(raw_statuses)
-        self._url_statuses.update(url_statuses)
-        self._domains.add_page(list(map(_URL, urls)), raw_statuses, url_statuses)
-        progresses: list[int] = list(map(_PROGRESS, urls))
-        if progresses and (min(progresses) < 0 or max(progresses) > 100):
-            anomalies["progress_out_of_range"] += sum(1 for p in progresses if not 0 <= p <= 100)
-        anomalies["finish_before_create"] += _finished_before_created(finishes, creates)
-        durations = _completion_durations(finishes, creates)
-        for status in _FINISHED_RAW:
-            chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
-            self._completion_sums[status] += _count_completions(
-                builder.url_completion[status], chosen
-            )
-        oldest = min(
-            (
-                created
-                for task, created in zip(tasks, task_creates, strict=True)
-                if created > 0 and _STATUS_OF.get(task.status) in UNFINISHED
-            ),
-            default=None,
-        )
-        if oldest is not None and (
-            builder.oldest_unfinished is None or oldest < builder.oldest_unfinished
-        ):
-            builder.oldest_unfinished = oldest
+        urls, raw_statuses = self._totals.add_tasks(tasks, self._domain_of_prefix)
         self._tasks.extend(tasks)
-        starts = list(accumulate(map(len, url_lists), initial=0))
+        starts = list(accumulate((len(task.url_lists) for task in tasks), initial=0))
         self._url_spans.extend(
             zip(repeat(urls), repeat(raw_statuses), starts, starts[1:], strict=False)
         )
-        self._unfinished += len(urls) - sum(url_statuses[status] for status in _FINISHED_RAW)
+
+    def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
+        """Add tasks summarised before: their totals, and their completions newest first.
+
+        They must have no unfinished URL (no progress series to pick among them).
+        """
+        self._totals.add(totals)
+        self._earlier = completions
+
+    def summary(self, window: TaskWindow) -> TargetSummary:
+        """The summary of every task added; ``window`` says how the paging went."""
+        builder = self._builder
+        totals = self._totals
+        _count_statuses(builder, totals.task_statuses, builder.tasks_by_status)
+        _count_statuses(builder, totals.url_statuses, builder.urls_by_status)
+        builder.anomalies["progress_out_of_range"] = totals.progress_out_of_range
+        builder.anomalies["finish_before_create"] = totals.finish_before_create
+        builder.oldest_unfinished = totals.oldest_unfinished
+        for status in FINISHED_RAW:
+            histogram = builder.url_completion[status]
+            histogram.counts = list(totals.url_completion[status].counts)
+            histogram.count = totals.url_completion[status].count
+            histogram.total = float(totals.completion_sums[status])
+        order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
+        newest_first = [self._tasks[i] for i in order]
+        _task_completion(builder, newest_first, self._earlier)
+        self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
+        summary = builder.summary()
+        summary.domain_urls = domain_urls(
+            totals.domains.counts.items(),
+            _published_status,
+            STATUSES,
+            self._limits.max_domain_series,
+        )
+        _count_window_anomalies(summary, window)
+        return summary
 
     def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
         """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
@@ -225,7 +198,8 @@ class Summarizer:
         """
         builder = self._builder
         cap = self._limits.max_url_series
-        finished = frozenset(_FINISHED_RAW)
+        finished = frozenset(FINISHED_RAW)
+        unfinished_urls = self._totals.unfinished_urls
         seen = 0
         for task, (urls, statuses, start, stop) in zip(tasks, spans, strict=True):
             task_id = task.task_id or ""
@@ -233,93 +207,66 @@ class Summarizer:
             for url in compress(urls[start:stop], unfinished):
                 if len(builder.url_progress) >= cap:
                     # Every unfinished URL from here on is dropped, duplicates included.
-                    builder.url_series_dropped = self._unfinished - seen
+                    builder.url_series_dropped = unfinished_urls - seen
                     return
                 seen += 1
                 builder.add_progress(task_id, url.url, url.progress)
-        builder.url_series_dropped = self._unfinished - seen
-
-
-def _finished_before_created(finishes: list[int], creates: list[int]) -> int:
-    """How many URLs have a FinishTime, and one before their CreateTime.
-
-    FinishTime 0 means "not finished", so it is never early. Usually every CreateTime is
-    positive and each 0 counts as "before": the count is corrected without a second pass.
-    """
-    if not creates or min(creates) > 0:
-        return int(sum(map(lt, finishes, creates))) - finishes.count(0)
-    return int(sum(map(lt, compress(finishes, finishes), compress(creates, finishes))))
-
-
-def _completion_durations(finishes: list[int], creates: list[int]) -> list[int]:
-    """Each URL's FinishTime minus CreateTime; negative (left out) when it has none.
-
-    Usually every CreateTime is positive, so a FinishTime of 0 already gives a negative
-    duration; with a CreateTime of 0 or less those URLs are marked negative explicitly.
-    """
-    durations = list(map(sub, finishes, creates))
-    if creates and min(creates) <= 0:
-        return [
-            duration if finish else -1 for duration, finish in zip(durations, finishes, strict=True)
-        ]
-    return durations
+        builder.url_series_dropped = unfinished_urls - seen
 
 
 def _published_status(raw: str | None) -> str:
     """The status a raw one is published as; ``_count_statuses`` counts the unknown ones."""
-    return _STATUS_OF.get(raw, "unknown")
+    return STATUS_OF.get(raw, "unknown")
 
 
 def _count_statuses(
     builder: "_SummaryBuilder", raw_counts: Counter[str | None], into: dict[str, int]
 ) -> None:
     for raw, count in raw_counts.items():
-        status = _STATUS_OF.get(raw)
+        status = STATUS_OF.get(raw)
         if status is None:
             builder.anomalies["unknown_status"] += count
             status = "unknown"
         into[status] += count
 
 
-def _count_completions(histogram: "Histogram", durations: Counter[int]) -> int:
-    """Count ``durations`` (value: how many) into the buckets; return their sum, an integer.
+def completion_of(task: TaskInfo) -> float | None:
+    """A task's latest URL FinishTime minus its CreateTime, if it has finished and one.
 
-    Negative durations (no FinishTime, or one before CreateTime) are left out. Looping over
-    distinct values rather than URLs: completion times in whole seconds repeat a lot. The
-    sum stays an integer, so that the published float is the one nearest the exact sum
-    (beyond 2**53 a running float sum would depend on the order of the URLs).
+    Only a task whose own status is finished has one, timed by its finished URLs whose
+    FinishTime is not before their CreateTime.
     """
-    counts = histogram.counts
-    bounds = histogram.bounds
-    total = 0
-    observed = 0
-    for value, count in durations.items():
-        if value >= 0:
-            counts[bisect_left(bounds, value)] += count
-            total += value * count
-            observed += count
-    histogram.count += observed
-    return total
+    if STATUS_OF.get(task.status) not in FINISHED:
+        return None
+    created = task.create_time
+    latest_finish = 0
+    for url in task.url_lists:
+        finish = url.finish_time
+        if finish and url.status in FINISHED and finish >= (url.create_time or created):
+            latest_finish = max(latest_finish, finish)
+    if latest_finish >= created and latest_finish > 0:
+        return float(latest_finish - created)
+    return None
 
 
 def _task_completion(
-    builder: "_SummaryBuilder", tasks: list[TaskInfo], task_creates: list[int]
+    builder: "_SummaryBuilder", tasks: list[TaskInfo], earlier: Sequence[Completion]
 ) -> None:
-    """The most recent finished tasks' durations; only those tasks' URLs are looked at."""
+    """The most recent finished tasks' durations, of ``tasks`` (newest first) and ``earlier``.
+
+    Only the tasks up to the cap are looked at; ``earlier`` are in the same order.
+    """
     limit = builder.limits.max_task_series
     completion = builder.task_completion
-    for task, created in zip(tasks, task_creates, strict=True):
-        if len(completion) >= limit:
-            return
-        if _STATUS_OF.get(task.status) not in FINISHED:
-            continue
-        latest_finish = 0
-        for url in task.url_lists:
-            finish = url.finish_time
-            if finish and url.status in FINISHED and finish >= (url.create_time or created):
-                latest_finish = max(latest_finish, finish)
-        if latest_finish >= created and latest_finish > 0:
-            builder.add_task_completion(task.task_id or "", float(latest_finish - created))
+    if limit <= 0:
+        return
+    timed = ((_newest_first(task), task.task_id or "", completion_of(task)) for task in tasks)
+    summarised = ((done.order, done.task_id, done.seconds) for done in earlier)
+    for _, task_id, seconds in merge(timed, summarised, key=itemgetter(0)):
+        if seconds is not None:
+            builder.add_task_completion(task_id, seconds)
+            if len(completion) >= limit:
+                return
 
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:

@@ -35,6 +35,7 @@ from exporter.kinds import TaskKind
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.quotas import QuotaSweeper
+from exporter.tasksync import SyncOptions
 from exporter.webconfig import WebConfigError, load_web_config
 from exporter.webserver import WebServer
 
@@ -248,7 +249,13 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
         client,
         settings.targets,
         kinds=kinds,
-        lookback_seconds=settings.lookback_seconds,
+        sync=SyncOptions(
+            lookback_seconds=settings.lookback_seconds,
+            resync_seconds=settings.resync_seconds,
+            overlap_seconds=settings.overlap_seconds,
+            lookup_batch=settings.task_lookup_batch,
+            stuck_horizon_seconds=settings.stuck_horizon_seconds,
+        ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
         extra=[_quota_sweeper(settings, client)],

@@ -8,8 +8,8 @@ wants them. The parts live in their own modules: the signed exchange and its ret
 """
 
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 from pydantic import SecretStr
@@ -96,6 +96,7 @@ class ApiClient:
         deadline: Deadline,
         on_page: Callable[[list[TaskInfo]], None] | None = None,
         action: str = PREFETCH_ACTION,
+        keep_tasks: bool = True,
     ) -> TaskWindow:
         """Every task created in ``[begin, end]``, paging until a page comes back short.
 
@@ -109,12 +110,12 @@ class ApiClient:
 
         ``on_page``, if given, is called in this thread with each page's new tasks, in
         page order, as soon as the pages before it are in, while later pages are still
-        on the wire.
+        on the wire; with ``keep_tasks`` false, the window does not keep them as well.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size, action=action)
         limits = _collection(deadline, self.options)
         try:
-            return self._fetch_window(base, limits, WindowBuilder(on_page))
+            return self._fetch_window(base, limits, WindowBuilder(on_page, keep_tasks=keep_tasks))
         except ApiError as error:
             # A page's error is raised again from its future in frames that hold that
             # future (the paging loop here, the collector's wait): error -> traceback ->
@@ -154,21 +155,63 @@ class ApiClient:
         """Whether prefetch is switched on for one domain."""
         return prefetch_enabled(self._transport, project_id, domain_id, deadline=deadline)
 
+    def lookup_tasks(
+        self,
+        project_id: str,
+        *,
+        is_dcdn: bool,
+        task_ids: Sequence[str],
+        begin: int,
+        end: int,
+        deadline: Deadline,
+        action: str = PREFETCH_ACTION,
+    ) -> TaskWindow:
+        """The tasks among ``task_ids`` (distinct) created in ``[begin, end]``, by ``TaskId.N``.
+
+        One request asks for them all, with a page as long as the list; another page is
+        asked for only when an answer comes back full without every task asked for (the
+        gateway repeated some, or added others).
+        """
+        if not task_ids:
+            raise ValueError("no TaskId to look up")
+        base = _query(project_id, is_dcdn, begin, end, len(task_ids), action=action)
+        base.update({f"TaskId.{index}": task_id for index, task_id in enumerate(task_ids)})
+        try:
+            return self._lookup(base, len(task_ids), set(task_ids), deadline)
+        except ApiError as error:
+            raise error.with_traceback(None) from None  # as fetch_tasks does, for the same cycle
+
+    def _lookup(
+        self, base: dict[str, ParamValue], limit: int, missing: set[str], deadline: Deadline
+    ) -> TaskWindow:
+        limits = _collection(deadline, self.options)
+        window = WindowBuilder(None)
+        requests = 0
+        while True:
+            page = self._fetch_page(base, requests * limit, limits)
+            requests += 1
+            window.add(page.tasks)
+            missing.difference_update(task.task_id for task in page.tasks)
+            if not missing or len(page.tasks) < limit:
+                return window.build(page.total_count, requests)
+            if requests >= self.options.max_pages:
+                raise ApiError("invalid_response", f"more than {requests} pages of tasks")
+
     def _fetch_window(
         self, base: dict[str, ParamValue], deadline: Deadline, window: WindowBuilder
     ) -> TaskWindow:
+        requests = [1]  # page 0, then every page fetch_rest asks for
+
+        def submit(offset: int) -> "Future[Page]":
+            requests[0] += 1
+            return self._pool.submit(self._fetch_page, base, offset, deadline)
+
         first = self._fetch_page(base, 0, deadline)
         if len(first.tasks) >= self.options.page_size:
-            fetch_rest(
-                first,
-                lambda offset: self._pool.submit(self._fetch_page, base, offset, deadline),
-                self.options,
-                deadline,
-                window,
-            )
+            fetch_rest(first, submit, self.options, deadline, window)
         else:
             window.add(first.tasks)
-        return window.build(first.total_count)
+        return window.build(first.total_count, requests[0])
 
     def _fetch_page(self, base: dict[str, ParamValue], offset: int, deadline: Deadline) -> Page:
         answer = self._transport.call({**base, "Offset": offset}, deadline, TaskListResponse)

@@ -31,15 +31,17 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.aggregate import Summarizer, SummaryLimits
-from exporter.client import OUTCOMES, ApiClient, ApiError
+from exporter.aggregate import SummaryLimits
+from exporter.client import ApiClient
 from exporter.config import PLATFORMS, Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
 from exporter.model import ACTIONS
+from exporter.outcomes import OUTCOMES, ApiError
 from exporter.singleflight import SharedFetches, ShutdownError
-from exporter.target_families import Collection, TargetFamilyBuilder, go_float, new_family
+from exporter.target_families import TargetFamilyBuilder, go_float, new_family
+from exporter.tasksync import Collection, SyncOptions, TaskSync
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class PrefetchCollector(Collector):
         *,
         kinds: Sequence[TaskKind] | None = None,
         limits: SummaryLimits | None = None,
-        lookback_seconds: int = setting_default("lookback_seconds"),
+        sync: SyncOptions | None = None,
         cache_seconds: float = setting_default("cache_seconds"),
         default_timeout: float = setting_default("max_scrape_timeout_seconds"),
         wall_clock: Callable[[], float] = time.time,
@@ -106,7 +108,9 @@ class PrefetchCollector(Collector):
     ) -> None:
         """Collect ``kinds`` of every target; without ``kinds``, prefetch with ``limits``.
 
-        ``extra`` sources add their families to ``/metrics`` after the targets'.
+        ``sync`` says how far back tasks are reported and how often the window is
+        fetched whole (see :mod:`exporter.tasksync`). ``extra`` sources add their
+        families to ``/metrics`` after the targets'.
         """
         if kinds is None:
             kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
@@ -115,7 +119,12 @@ class PrefetchCollector(Collector):
         self._client = client
         self._targets = list(targets)
         self._kinds = list(kinds)
-        self._lookback = lookback_seconds
+        sync_options = sync or SyncOptions()
+        self._syncs = {
+            (target, kind): TaskSync(client, target, kind, sync_options, wall_clock)
+            for target in self._targets
+            for kind in self._kinds
+        }
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
@@ -215,20 +224,7 @@ class PrefetchCollector(Collector):
         return self._shared.get((target, kind), lambda deadline: self._load(target, kind, deadline))
 
     def _load(self, target: Target, kind: TaskKind, deadline: Deadline) -> Collection:
-        end = int(self._wall_clock())
-        # Each page is summarised while the next ones are on the wire, which takes the
-        # summary off the end of the scrape.
-        summarizer = Summarizer(kind.limits)
-        window = self._client.fetch_tasks(
-            target.project_id,
-            is_dcdn=target.is_dcdn,
-            begin=end - self._lookback,
-            end=end,
-            deadline=deadline,
-            on_page=summarizer.add_page,
-            action=kind.action,
-        )
-        return Collection(summarizer.summary(window), self._wall_clock())
+        return self._syncs[target, kind].collect(deadline)
 
     def _wait(
         self,

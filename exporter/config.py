@@ -118,6 +118,30 @@ class Settings(BaseSettings):
     lookback_seconds: int = Field(
         86400, ge=60, le=31 * 86400, description="window of task creation times to report"
     )
+    resync_seconds: float = Field(
+        900,
+        ge=0,
+        le=31 * 86400,
+        allow_inf_nan=False,
+        description="how often the whole window is fetched again; between, only what changed; "
+        "0 fetches it whole on every scrape",
+    )
+    overlap_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="between full fetches, how far before the last EndTime new tasks are "
+        "asked for (tasks the API lists late)",
+    )
+    task_lookup_batch: int = Field(
+        100, ge=1, le=1000, description="unfinished tasks asked for by TaskId per request"
+    )
+    stuck_horizon_seconds: int = Field(
+        7 * 86400,
+        ge=0,
+        le=366 * 86400,
+        description="how long an unfinished task is still followed after it leaves the window",
+    )
     page_size: int = Field(100, ge=1, le=10000, description="tasks asked for per API request")
     max_pages: int = Field(
         1000, ge=1, description="hard cap on pages per target and collection; more is an error"

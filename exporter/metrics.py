@@ -48,6 +48,7 @@ class Family:
     labels: tuple[str, ...] = ()
     per_target: bool = True
     cached: bool = True
+    created: bool = False  # a counter whose series carry ``_created``
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -57,7 +58,8 @@ class Family:
     @property
     def sample_names(self) -> tuple[str, ...]:
         """The names its samples have in the text exposition (what PromQL queries)."""
-        return tuple(self.name + suffix for suffix in _SAMPLE_SUFFIXES[self.type])
+        suffixes = _SAMPLE_SUFFIXES[self.type] + (("_created",) if self.created else ())
+        return tuple(self.name + suffix for suffix in suffixes)
 
     def new(self, cache_note: str = "") -> Metric:
         """An empty metric family; ``cache_note`` is appended to the HELP when ``cached``."""
@@ -106,6 +108,10 @@ class TargetFamilies:
     oldest_unfinished: Family
     records_invalid: Family
     domain_urls: Family
+    urls_finished: Family
+    tasks_finished: Family
+    collection_requests: Family
+    last_full_sync: Family
 
     def all(self) -> tuple[Family, ...]:
         """Every family, in exposition order."""
@@ -161,6 +167,31 @@ def target_families(prefix: str, tasks_word: str) -> TargetFamilies:
             "domain_urls",
             "URLs of those tasks by domain and URL status; the rarest domains as _other.",
             ("domain", "status"),
+        ),
+        urls_finished=Family(
+            prefix + "urls_finished",
+            "URLs a collection first saw finished since the exporter started, by status "
+            "(not those the first collection found).",
+            "counter",
+            ("status",),
+            created=True,
+        ),
+        tasks_finished=Family(
+            prefix + "tasks_finished",
+            f"{tasks_word} tasks a collection first saw finished (the task and all its URLs) "
+            "since the exporter started, by status (not those the first collection found).",
+            "counter",
+            ("status",),
+            created=True,
+        ),
+        collection_requests=gauge(
+            "collection_api_requests",
+            "API requests of the collection these figures come from, by kind of sync.",
+            ("sync",),
+        ),
+        last_full_sync=gauge(
+            "last_full_sync_timestamp_seconds",
+            "Unix time of this target's last full fetch of the window.",
         ),
     )
 

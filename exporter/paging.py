@@ -19,12 +19,19 @@ from exporter.transport import ClientOptions
 
 @dataclass(frozen=True)
 class TaskWindow:
-    """The tasks of one target created in ``[begin, end]``, each once."""
+    """The tasks of one target created in ``[begin, end]``, each once, and how paging went.
+
+    ``tasks`` is empty when they were handed on page by page and not kept (see
+    :class:`WindowBuilder`); ``task_count`` counts them either way. ``requests`` are the
+    requests made for it, answered or not (pages past the end included), retries aside.
+    """
 
     tasks: list[TaskInfo]
     duplicate_tasks: int
     total_count: int | None
     pages: int
+    task_count: int
+    requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,13 +181,18 @@ class WindowBuilder:
     """Pages merged in order, each TaskId kept at its first sighting.
 
     Paging a set that changes meanwhile repeats tasks. Each page's new tasks are handed
-    on as the page is added.
+    on as the page is added; with ``keep_tasks`` false they are not kept as well, so a
+    caller that keeps only what it needs of them holds no more than a page at a time.
     """
 
-    def __init__(self, on_page: Callable[[list[TaskInfo]], None] | None) -> None:
+    def __init__(
+        self, on_page: Callable[[list[TaskInfo]], None] | None, *, keep_tasks: bool = True
+    ) -> None:
         self._on_page = on_page
+        self._keep_tasks = keep_tasks
         self._seen: set[str] = set()
         self._tasks: list[TaskInfo] = []
+        self._count = 0
         self._duplicates = 0
         self._pages = 0
 
@@ -195,11 +207,15 @@ class WindowBuilder:
                     continue
                 self._seen.add(task_id)
             new.append(task)
-        self._tasks.extend(new)
+        if self._keep_tasks:
+            self._tasks.extend(new)
+        self._count += len(new)
         self._pages += 1
         if self._on_page is not None:
             self._on_page(new)
 
-    def build(self, total_count: int | None) -> TaskWindow:
-        """The window of every page added."""
-        return TaskWindow(self._tasks, self._duplicates, total_count, self._pages)
+    def build(self, total_count: int | None, requests: int) -> TaskWindow:
+        """The window of every page added, which took ``requests`` requests."""
+        return TaskWindow(
+            self._tasks, self._duplicates, total_count, self._pages, self._count, requests
+        )

@@ -34,18 +34,25 @@ class DomainCounter:
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str | None]] = Counter()
-        self._domain_of_prefix: dict[str, str] = {}
 
     def add_page(
-        self, urls: list[str], statuses: list[str | None], status_counts: Counter[str | None]
+        self,
+        urls: list[str],
+        statuses: list[str | None],
+        status_counts: Counter[str | None],
+        domain_of_prefix: dict[str, str],
     ) -> None:
-        """Count one page's URLs; ``status_counts`` is ``Counter(statuses)``, already made."""
+        """Count one page's URLs; ``status_counts`` is ``Counter(statuses)``, already made.
+
+        ``domain_of_prefix`` remembers the hosts already parsed; the caller decides how long
+        it lives (a collection), so that counts kept for long do not keep it.
+        """
         if not urls:
             return
         match = _HOST_PREFIX.match(urls[0])
         prefix = "" if match is None else match.group()
         if prefix and all(map(str.startswith, urls, repeat(prefix))):
-            domain = self._domain(prefix)
+            domain = _domain(prefix, domain_of_prefix)
             for status, count in status_counts.items():
                 self.counts[domain, status] += count
             return
@@ -53,13 +60,14 @@ class DomainCounter:
         prefixes = map(re.Match.group, matches)
         by_prefix = Counter(zip(prefixes, statuses, strict=True))
         for (prefix_or_url, status), count in by_prefix.items():
-            self.counts[self._domain(prefix_or_url), status] += count
+            self.counts[_domain(prefix_or_url, domain_of_prefix), status] += count
 
-    def _domain(self, prefix: str) -> str:
-        domain = self._domain_of_prefix.get(prefix)
-        if domain is None:
-            domain = self._domain_of_prefix[prefix] = domain_of(prefix)
-        return domain
+
+def _domain(prefix: str, domain_of_prefix: dict[str, str]) -> str:
+    domain = domain_of_prefix.get(prefix)
+    if domain is None:
+        domain = domain_of_prefix[prefix] = domain_of(prefix)
+    return domain
 
 
 def domain_urls(

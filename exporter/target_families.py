@@ -8,22 +8,20 @@ always, figures only from a successful collection.
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 from exporter.aggregate import ANOMALIES, TargetSummary
 from exporter.metrics import Family, TargetFamilies
 from exporter.model import FINISHED, STATUSES
+from exporter.tasksync import Collection
 
 _M = TypeVar("_M", bound=Metric)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """A target's summary and the wall-clock time it was fetched."""
-
-    summary: TargetSummary
-    finished_at: float
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,10 @@ class TargetFamilyBuilder:
     oldest_unfinished: GaugeMetricFamily
     records_invalid: GaugeMetricFamily
     domain_urls: GaugeMetricFamily
+    urls_finished: CounterMetricFamily
+    tasks_finished: CounterMetricFamily
+    collection_requests: GaugeMetricFamily
+    last_full_sync: GaugeMetricFamily
 
     @classmethod
     def new(cls, contract: TargetFamilies, cache_note: str) -> "TargetFamilyBuilder":
@@ -63,6 +65,12 @@ class TargetFamilyBuilder:
             oldest_unfinished=new_family(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
             records_invalid=new_family(contract.records_invalid, GaugeMetricFamily, cache_note),
             domain_urls=new_family(contract.domain_urls, GaugeMetricFamily, cache_note),
+            urls_finished=new_family(contract.urls_finished, CounterMetricFamily, cache_note),
+            tasks_finished=new_family(contract.tasks_finished, CounterMetricFamily, cache_note),
+            collection_requests=new_family(
+                contract.collection_requests, GaugeMetricFamily, cache_note
+            ),
+            last_full_sync=new_family(contract.last_full_sync, GaugeMetricFamily, cache_note),
         )
 
     def all(self) -> list[Metric]:
@@ -83,6 +91,22 @@ class TargetFamilyBuilder:
             self.last_success.add_metric(labels, last_success)
         if collection is not None:
             self.add_summary(labels, collection.summary)
+            self.add_sync(labels, collection)
+
+    def add_sync(self, labels: list[str], collection: Collection) -> None:
+        """Add what the collection cost, and the counters of finished work."""
+        self.collection_requests.add_metric([*labels, collection.sync], collection.requests)
+        if collection.last_full_sync is not None:
+            self.last_full_sync.add_metric(labels, collection.last_full_sync)
+        counts = collection.counts
+        if counts is not None:
+            for status in sorted(FINISHED):
+                self.urls_finished.add_metric(
+                    [*labels, status], counts.urls[status], created=counts.created
+                )
+                self.tasks_finished.add_metric(
+                    [*labels, status], counts.tasks[status], created=counts.created
+                )
 
     def add_summary(self, labels: list[str], summary: TargetSummary) -> None:
         """Add the figures of one target's summary."""

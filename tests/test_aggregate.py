@@ -18,7 +18,8 @@ def window_of(
     tasks: list[dict[str, Any]] | list[TaskInfo], total_count: int | None = None, dupes: int = 0
 ) -> TaskWindow:
     """The window the client would build from ``tasks`` as the API writes them."""
-    return TaskWindow(msgspec.convert(tasks, list[TaskInfo]), dupes, total_count, 1)
+    decoded = msgspec.convert(tasks, list[TaskInfo])
+    return TaskWindow(decoded, dupes, total_count, 1, len(decoded))
 
 
 def summary_of(tasks: list[dict[str, Any]], **limits: Any) -> TargetSummary:

@@ -51,7 +51,8 @@ def assert_domains_add_up(summary: TargetSummary) -> None:
 
 def window_of(tasks: list[Any], duplicates: int = 0, total: int | None = None) -> TaskWindow:
     """The window the client would build from ``tasks`` as the API writes them."""
-    return TaskWindow(msgspec.convert(tasks, list[TaskInfo]), duplicates, total, 1)
+    decoded = msgspec.convert(tasks, list[TaskInfo])
+    return TaskWindow(decoded, duplicates, total, 1, len(decoded))
 
 
 def test_generated_benchmark_data() -> None:

@@ -39,6 +39,7 @@ from exporter.metrics import API_REQUESTS, KIND_FAMILIES, PROCESS_FAMILIES, QUOT
 from exporter.model import ACTIONS
 from exporter.quotas import QuotaSweeper
 from exporter.simulator import StaticDataset, generate_tasks
+from exporter.tasksync import SyncOptions
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
@@ -67,8 +68,15 @@ def app() -> Iterator[ExporterApp]:
     # first target of a project in platform order carries the project's quota series.
     kinds = [TaskKind.named(kind, SummaryLimits()) for kind in TASK_KINDS]
     sweeper = QuotaSweeper(client, ["org-a", "org-b"], interval=300)
+    # Every collection a full sync: the series of /metrics and of the probes, taken one
+    # after the other, are then the same (an incremental one says sync="incremental").
     collector = PrefetchCollector(
-        client, TARGETS, kinds=kinds, default_timeout=10.0, extra=[sweeper]
+        client,
+        TARGETS,
+        kinds=kinds,
+        sync=SyncOptions(resync_seconds=0),
+        default_timeout=10.0,
+        extra=[sweeper],
     )
     runtime = CollectorRegistry()  # what cli.serve() hands the application
     ProcessCollector(registry=runtime)

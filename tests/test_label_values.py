@@ -86,7 +86,7 @@ def test_the_setting_has_its_default_and_a_floor_named_without_its_value() -> No
 
 
 def window_of(tasks: list[dict[str, Any]]) -> TaskWindow:
-    return TaskWindow(msgspec.convert(tasks, list[TaskInfo]), 0, len(tasks), 1)
+    return TaskWindow(msgspec.convert(tasks, list[TaskInfo]), 0, len(tasks), 1, len(tasks))
 
 
 def test_long_urls_sharing_a_prefix_are_two_series_and_counted_as_cut() -> None:

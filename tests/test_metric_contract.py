@@ -47,6 +47,7 @@ from exporter.simulator import (
     generate_tasks,
 )
 from exporter.target_families import new_family
+from exporter.tasksync import SyncOptions
 
 NOW = 1_790_000_000
 TARGETS = [Target("web", "cdn"), Target("web", "dcdn")]
@@ -167,7 +168,12 @@ def test_scrape_timeouts_default_to_the_settings_defaults() -> None:
 
 def test_the_collectors_defaults_are_the_settings_defaults() -> None:
     parameters = inspect.signature(PrefetchCollector).parameters
-    assert parameters["lookback_seconds"].default == setting_default("lookback_seconds")
+    sync = SyncOptions()
+    assert sync.lookback_seconds == setting_default("lookback_seconds")
+    assert sync.resync_seconds == setting_default("resync_seconds")
+    assert sync.overlap_seconds == setting_default("overlap_seconds")
+    assert sync.lookup_batch == setting_default("task_lookup_batch")
+    assert sync.stuck_horizon_seconds == setting_default("stuck_horizon_seconds")
     assert parameters["cache_seconds"].default == setting_default("cache_seconds")
     assert parameters["default_timeout"].default == setting_default("max_scrape_timeout_seconds")
 

@@ -1,0 +1,201 @@
+"""The additive figures of a set of tasks: counts, histograms, sums and per-URL anomalies.
+
+Everything here is a sum over tasks, so the figures of a window are those of its pages
+added up, and a finished task's own figures can be added to a window's, and taken out
+again when the task leaves it (:mod:`exporter.taskstore`). The columns are read with
+C-level builtins (``map``, ``Counter``, ``compress``) rather than a loop over URLs.
+"""
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Sequence
+from itertools import chain, compress, repeat
+from operator import attrgetter, eq, lt, sub
+from typing import Final, TypeVar
+
+from exporter.histogram import Histogram
+from exporter.model import FINISHED, UNFINISHED, TaskInfo, UrlProgress
+from exporter.summary_domains import DomainCounter
+
+# ``unknow`` is the API's documented spelling; the correct one is accepted too.
+STATUS_OF: Final[dict[object, str]] = {
+    "success": "success",
+    "wait": "wait",
+    "process": "process",
+    "failure": "failure",
+    "unknow": "unknown",
+    "unknown": "unknown",
+}
+FINISHED_RAW: Final = tuple(sorted(FINISHED))  # the raw values STATUS_OF maps into FINISHED
+# ``map(_STATUS, structs)`` reads one field of every struct without a Python loop.
+_STATUS: Final = attrgetter("status")
+_CREATE_TIME: Final = attrgetter("create_time")
+_FINISH_TIME: Final = attrgetter("finish_time")
+_PROGRESS: Final = attrgetter("progress")
+_URL: Final = attrgetter("url")
+_K = TypeVar("_K")
+
+
+class Totals:
+    """The sums of some tasks' figures, raw statuses still raw (the summary maps them).
+
+    ``url_completion`` holds bucket counts; its exact integer sums are in
+    ``completion_sums``, so that the published float is the one nearest the true sum
+    whatever the order in which tasks were added.
+    """
+
+    __slots__ = (
+        "completion_sums",
+        "domains",
+        "finish_before_create",
+        "oldest_unfinished",
+        "progress_out_of_range",
+        "task_statuses",
+        "unfinished_urls",
+        "url_completion",
+        "url_statuses",
+    )
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.task_statuses: Counter[str | None] = Counter()
+        self.url_statuses: Counter[str | None] = Counter()
+        self.domains = DomainCounter()
+        self.url_completion = {status: Histogram(buckets) for status in FINISHED_RAW}
+        self.completion_sums = dict.fromkeys(FINISHED_RAW, 0)
+        self.progress_out_of_range = 0
+        self.finish_before_create = 0
+        self.oldest_unfinished: int | None = None
+        self.unfinished_urls = 0
+
+    def add_tasks(
+        self, tasks: Sequence[TaskInfo], domain_of_prefix: dict[str, str]
+    ) -> tuple[list[UrlProgress], list[str | None]]:
+        """Add ``tasks``' figures; return their URLs and raw statuses, in order.
+
+        ``domain_of_prefix`` caches parsed hosts across calls (see :class:`DomainCounter`).
+        """
+        url_lists = [task.url_lists for task in tasks]
+        urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
+        raw_statuses: list[str | None] = list(map(_STATUS, urls))
+        finishes: list[int] = list(map(_FINISH_TIME, urls))
+        creates: list[int] = list(map(_CREATE_TIME, urls))
+        task_creates: list[int] = list(map(_CREATE_TIME, tasks))
+        if 0 in creates:  # a URL without its own CreateTime is timed from its task's
+            owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
+            creates = [own or task for own, task in zip(creates, owners, strict=True)]
+        self.task_statuses.update(map(_STATUS, tasks))
+        url_statuses = Counter(raw_statuses)
+        self.url_statuses.update(url_statuses)
+        self.domains.add_page(list(map(_URL, urls)), raw_statuses, url_statuses, domain_of_prefix)
+        progresses: list[int] = list(map(_PROGRESS, urls))
+        if progresses and (min(progresses) < 0 or max(progresses) > 100):
+            self.progress_out_of_range += sum(1 for p in progresses if not 0 <= p <= 100)
+        self.finish_before_create += _finished_before_created(finishes, creates)
+        durations = _completion_durations(finishes, creates)
+        for status in FINISHED_RAW:
+            chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
+            self.completion_sums[status] += _count_completions(self.url_completion[status], chosen)
+        self._add_oldest(tasks, task_creates)
+        self.unfinished_urls += len(urls) - sum(url_statuses[status] for status in FINISHED_RAW)
+        return urls, raw_statuses
+
+    def add(self, other: "Totals") -> None:
+        """Add another set's figures (of tasks not in this one)."""
+        self._merge(other, 1)
+        if other.oldest_unfinished is not None:
+            self._add_oldest_time(other.oldest_unfinished)
+
+    def subtract(self, other: "Totals") -> None:
+        """Take out the figures of tasks added before, none of them unfinished.
+
+        A minimum cannot be taken back, so only sets without an unfinished task can leave.
+        """
+        if other.oldest_unfinished is not None:
+            raise ValueError("an unfinished task's figures cannot be taken out")
+        self._merge(other, -1)
+
+    def _merge(self, other: "Totals", sign: int) -> None:
+        _merge_counts(self.task_statuses, other.task_statuses, sign)
+        _merge_counts(self.url_statuses, other.url_statuses, sign)
+        _merge_counts(self.domains.counts, other.domains.counts, sign)
+        for status in FINISHED_RAW:
+            mine, theirs = self.url_completion[status], other.url_completion[status]
+            mine.counts = [a + sign * b for a, b in zip(mine.counts, theirs.counts, strict=True)]
+            mine.count += sign * theirs.count
+            self.completion_sums[status] += sign * other.completion_sums[status]
+        self.progress_out_of_range += sign * other.progress_out_of_range
+        self.finish_before_create += sign * other.finish_before_create
+        self.unfinished_urls += sign * other.unfinished_urls
+
+    def _add_oldest(self, tasks: Sequence[TaskInfo], task_creates: list[int]) -> None:
+        oldest = min(
+            (
+                created
+                for task, created in zip(tasks, task_creates, strict=True)
+                if created > 0 and STATUS_OF.get(task.status) in UNFINISHED
+            ),
+            default=None,
+        )
+        if oldest is not None:
+            self._add_oldest_time(oldest)
+
+    def _add_oldest_time(self, created: int) -> None:
+        if self.oldest_unfinished is None or created < self.oldest_unfinished:
+            self.oldest_unfinished = created
+
+
+def _merge_counts(mine: Counter[_K], theirs: Counter[_K], sign: int) -> None:
+    """Add (``sign`` 1) or take out (-1) counts; a count that reaches 0 leaves the Counter,
+    so that a domain whose tasks all left is not published with zeros."""
+    for key, count in theirs.items():
+        total = mine[key] + sign * count
+        if total:
+            mine[key] = total
+        else:
+            del mine[key]
+
+
+def _finished_before_created(finishes: list[int], creates: list[int]) -> int:
+    """How many URLs have a FinishTime, and one before their CreateTime.
+
+    FinishTime 0 means "not finished", so it is never early. Usually every CreateTime is
+    positive and each 0 counts as "before": the count is corrected without a second pass.
+    """
+    if not creates or min(creates) > 0:
+        return int(sum(map(lt, finishes, creates))) - finishes.count(0)
+    return int(sum(map(lt, compress(finishes, finishes), compress(creates, finishes))))
+
+
+def _completion_durations(finishes: list[int], creates: list[int]) -> list[int]:
+    """Each URL's FinishTime minus CreateTime; negative (left out) when it has none.
+
+    Usually every CreateTime is positive, so a FinishTime of 0 already gives a negative
+    duration; with a CreateTime of 0 or less those URLs are marked negative explicitly.
+    """
+    durations = list(map(sub, finishes, creates))
+    if creates and min(creates) <= 0:
+        return [
+            duration if finish else -1 for duration, finish in zip(durations, finishes, strict=True)
+        ]
+    return durations
+
+
+def _count_completions(histogram: Histogram, durations: Counter[int]) -> int:
+    """Count ``durations`` (value: how many) into the buckets; return their sum, an integer.
+
+    Negative durations (no FinishTime, or one before CreateTime) are left out. Looping over
+    distinct values rather than URLs: completion times in whole seconds repeat a lot. The
+    sum stays an integer, so that the published float is the one nearest the exact sum
+    (beyond 2**53 a running float sum would depend on the order of the URLs).
+    """
+    counts = histogram.counts
+    bounds = histogram.bounds
+    total = 0
+    observed = 0
+    for value, count in durations.items():
+        if value >= 0:
+            counts[bisect_left(bounds, value)] += count
+            total += value * count
+            observed += count
+    histogram.count += observed
+    return total
