@@ -178,12 +178,12 @@ def simulator(world: World) -> Iterator[Simulator]:
 
 @contextlib.contextmanager
 def exporter(
-    api_url: str, page_size: int, resync_seconds: float | None = None
+    api_url: str, page_size: int, resync_seconds: float | None = None, cache_seconds: int = 0
 ) -> Iterator[Exporter]:
     """``python -m exporter`` configured by its environment only; ready when yielded.
 
     ``resync_seconds`` None leaves RESYNC_SECONDS at its default (a steady scrape between
-    full syncs); 0 makes every scrape a full sync.
+    full syncs); 0 makes every scrape a full sync. ``cache_seconds`` is CACHE_SECONDS.
     """
     port = _free_port()
     # Nothing of this shell's own exporter settings leaks in.
@@ -202,6 +202,7 @@ def exporter(
         # The 1M-URL world is about 145 MB of JSON, past the default 32 MiB cap.
         "MAX_COLLECTION_BYTES": str(COLLECTION_CAP),
         "LOG_LEVEL": "warning",
+        "CACHE_SECONDS": str(cache_seconds),
     }
     if resync_seconds is not None:
         settings["RESYNC_SECONDS"] = str(resync_seconds)
@@ -392,6 +393,13 @@ def figures_cpu(run: Run) -> None:
             scrape(running, api.step())  # warm-up: lazy imports and first-use costs
             full = [scrape(running, api.step()) for _ in range(plan.full_scrapes)]
 
+        # Not a target: what a scrape costs with no collection at all (a cached answer's
+        # exposition and HTTP), the part of a steady scrape that incremental fetching leaves.
+        with exporter(api.url, page_size, cache_seconds=3600) as running:
+            state = api.state()
+            scrape(running, state)
+            cached = [scrape(running, state) for _ in range(plan.full_scrapes)]
+
         floors.append(json_loads_floor(page_bodies(api.url, page_size)))
     floor = min(floors)
     size = sum(map(len, bodies))
@@ -412,7 +420,13 @@ def figures_cpu(run: Run) -> None:
             *scrape_rows("first (full sync)", [first], floor),
             *scrape_rows("steady", steady, floor),
             *scrape_rows("full sync", full, floor),
+            *scrape_rows("cached (info)", cached, floor),
         ],
+    )
+    cached_cpu = statistics.median(s.cpu for s in cached)
+    print(
+        f"\ncached (info): CACHE_SECONDS=3600, no API call; median {ms(cached_cpu)}"
+        f" ({cached_cpu / floor:.2f}x): the exposition and HTTP alone, what no collection saves"
     )
     print()
 
@@ -475,6 +489,7 @@ def figures_cpu(run: Run) -> None:
         "first": asdict(first),
         "steady": [asdict(s) for s in steady],
         "full": [asdict(s) for s in full],
+        "cached": [asdict(s) for s in cached],
     }
 
 
