@@ -7,7 +7,7 @@ FAST = -m "not e2e and not system"
 # Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
 FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench bench-incremental ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -55,5 +55,8 @@ lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with ha
 
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py
+
+bench-incremental:  ## incremental collection against issue 13's targets (under a minute)
+	$(PYTHON) benchmarks/bench_incremental.py
 
 ci: lint types test test-py313  ## what .ci/run runs after installing

@@ -44,3 +44,32 @@ def test_quick_benchmark_prints_every_figure() -> None:
     for row in result.stdout.splitlines():
         if row.startswith(VERDICTS):
             assert row.rstrip(" |").endswith(("PASS", "FAIL"))
+
+
+INCREMENTAL_FIGURES = ("### Baseline: json.loads", "### Scrapes:", "### Memory:", "### Summary")
+INCREMENTAL_VERDICTS = (
+    "| 1. requests of a steady scrape",
+    "| 1. ucdn_prefetch_collection_api_requests",
+    "| 2. CPU of a steady scrape",
+    "| 3. CPU of a full sync",
+    "| figures agree with the world",
+    "| 4. peak RSS (VmHWM) at",
+    "| 4. figures agree with the world at",
+)
+
+
+def test_quick_incremental_benchmark_prints_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_incremental.py", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in (*INCREMENTAL_FIGURES, *INCREMENTAL_VERDICTS):
+        assert line in result.stdout, f"missing {line!r} in:\n{result.stdout}"
+    for row in result.stdout.splitlines():
+        if row.startswith(INCREMENTAL_VERDICTS):
+            assert row.rstrip(" |").endswith(("PASS", "FAIL"))
