@@ -155,8 +155,10 @@ def test_every_collection_gives_the_figures_of_a_full_fetch(
     clock = [NOW]
     count = data.draw(st.integers(0, 10))
     world = World(
-        data.draw(tasks(f"t{i}", NOW - data.draw(st.integers(0, LOOKBACK + 200))))
-        for i in range(count)
+        [
+            data.draw(tasks(f"t{i}", NOW - data.draw(st.integers(0, LOOKBACK + 200))))
+            for i in range(count)
+        ]
     )
     if data.draw(st.integers(0, 9)) == 0:  # now and then a task without a TaskId
         world.put(data.draw(tasks(None, NOW - 10)))
@@ -272,6 +274,7 @@ def test_finished_work_is_counted_once_and_not_what_the_first_collection_found(
         assert (again.counts.urls, again.counts.tasks) == (second.counts.urls, second.counts.tasks)
         sync._options = dataclasses.replace(sync._options, resync_seconds=0)
     assert again.sync == "full"
+    assert again.counts is not None
     assert again.counts.created == first.counts.created == NOW
 
 
