@@ -298,7 +298,8 @@ def exporter_args(
 
     Prefetch alone unless ``pipeline``: a fault meant for one request must not be taken by
     a refresh fetch or a quota call (every action goes through the same transport, which
-    these tests exercise through prefetch).
+    these tests exercise through prefetch). Every scrape a full fetch (``--resync-seconds 0``):
+    these tests count the requests and faults of scrapes that each fetch the whole window.
     """
     return [
         "--api-url",
@@ -310,6 +311,8 @@ def exporter_args(
         "--log-level",
         "debug",
         *(() if pipeline else PREFETCH_ONLY),
+        "--resync-seconds",
+        "0",
         *extra,
     ]
 

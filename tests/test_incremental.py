@@ -49,7 +49,8 @@ HOSTS = ("https://a.example/", "https://B.example:8443/", "http://c.example/", "
 def gateway() -> Iterator[tuple[SimulatedApi, ApiClient]]:
     api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, World()).start()
     # Pages of three tasks, two in flight: every window of a few tasks takes several.
-    options = ClientOptions(page_size=3, parallel_pages=2, max_retries=0)
+    # Retries: a keep-alive connection the server closed meanwhile must not fail a step.
+    options = ClientOptions(page_size=3, parallel_pages=2, max_retries=2)
     client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
     yield api, client
     client.close()
