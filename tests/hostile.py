@@ -150,6 +150,8 @@ class HostileGateway:
     def stop(self) -> None:
         """Stop accepting, end every behaviour, close every connection."""
         self._stopping.set()
+        # Shutting the listener down wakes the blocked accept(); closing it alone would not.
+        self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._acceptor.join(5)
         with self._lock:

@@ -286,19 +286,17 @@ class RawGateway:
     def __init__(self, response: bytes) -> None:
         self._response = response
         self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
         self.answers = 0
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 connection, _ = self._sock.accept()
-            except TimeoutError:
-                continue
+            except OSError:
+                return  # close() shut the listener down
             with connection:
                 connection.settimeout(5)
                 data = b""
@@ -326,7 +324,8 @@ class RawGateway:
                 connection.sendall(self._response)
 
     def close(self) -> None:
-        self._stop.set()
+        # Shutting the listener down wakes the blocked accept(); closing it alone would not.
+        self._sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
         self._sock.close()
 

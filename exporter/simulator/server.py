@@ -3,6 +3,7 @@
 import contextlib
 import http.server
 import json
+import selectors
 import socket
 import socketserver
 import struct
@@ -279,10 +280,22 @@ class SimulatedApi:
         server = _Server(self._address, _Handler)
         server.api = self
         self._server = server
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._serving = threading.Thread(
+            target=self._serve, args=(server, self._wake_reader), daemon=True
+        )
+        self._serving.start()
         return self
+
+    @staticmethod
+    def _serve(server: _Server, wake: socket.socket) -> None:
+        # serve_forever polls for shutdown(); waiting on a wake-up socket beside the
+        # listener instead lets stop() end the loop at once rather than a poll later.
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while not any(key.fileobj is wake for key, _ in selector.select()):
+                server.handle_request()
 
     @property
     def url(self) -> str:
@@ -297,7 +310,10 @@ class SimulatedApi:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
+        self._wake_writer.send(b"x")
+        self._serving.join()
+        self._wake_reader.close()
+        self._wake_writer.close()
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
