@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 from conftest import examples
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from reference import FINISHED, STATUS_OF, domain_of, summarize_reference
 
@@ -143,6 +143,14 @@ CONDITIONS = (
     "domains_tied_at_the_cap",
 )
 
+# The rarest conditions, given as examples so that the fast lane's few random cases need not
+# find them: one host prefix throughout, and two domains tied at a cap of one.
+ONE_HOST = [{"TaskId": "t1", "UrlLists": [{"Url": "https://a.example/x", "Status": "wait"}]}]
+TIED_HOSTS = [
+    {"TaskId": "t1", "UrlLists": [{"Url": "https://a.example/x", "Status": "wait"}]},
+    {"TaskId": "t2", "UrlLists": [{"Url": "https://b.example/y", "Status": "success"}]},
+]
+
 
 def conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
     """The entries of :data:`CONDITIONS` that ``window`` and ``limits`` hit."""
@@ -225,7 +233,9 @@ def _task(draw: st.DrawFn) -> dict[str, Any]:
 
 def test_any_dirty_data() -> None:
     def run(seen: Counter[str]) -> None:
-        @settings(max_examples=400, deadline=None)
+        @settings(max_examples=examples(400, fast=120), deadline=None)
+        @example(tasks=ONE_HOST, max_urls=1, max_tasks=1, buckets=(1.0,), max_domains=1)
+        @example(tasks=TIED_HOSTS, max_urls=1, max_tasks=1, buckets=(1.0,), max_domains=1)
         @given(
             tasks=st.lists(_task(), max_size=8),
             max_urls=st.integers(0, 6),
@@ -274,7 +284,9 @@ def test_pages_of_generated_data_add_up_to_the_window() -> None:
 
 def test_any_dirty_data_in_any_pages() -> None:
     def run(seen: Counter[str]) -> None:
-        @settings(max_examples=examples(300), deadline=None)
+        @settings(max_examples=examples(300, fast=100), deadline=None)
+        @example(tasks=ONE_HOST, cuts=[], max_urls=1, max_tasks=1, buckets=(1.0,), max_domains=1)
+        @example(tasks=TIED_HOSTS, cuts=[1], max_urls=1, max_tasks=1, buckets=(1.0,), max_domains=1)
         @given(
             tasks=st.lists(_task(), max_size=10),
             cuts=st.lists(st.integers(0, 10), max_size=4),
