@@ -45,13 +45,10 @@ from bench_scrape import (
     SCRAPE_TIMEOUT,
     Exporter,
     Workload,
-    _free_port,
-    _stop,
-    _wait_ready,
-    ms,
     page_bodies,
-    table,
+    wait_ready,
 )
+from benchkit import Verdict, free_port, ms, stop, summary, table
 from evolving_world import WorldState
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -173,7 +170,7 @@ def simulator(world: World) -> Iterator[Simulator]:
             raise RuntimeError(f"simulator did not start: {url!r}")
         yield Simulator(process, url, world)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextlib.contextmanager
@@ -185,7 +182,7 @@ def exporter(
     ``resync_seconds`` None leaves RESYNC_SECONDS at its default (a steady scrape between
     full syncs); 0 makes every scrape a full sync. ``cache_seconds`` is CACHE_SECONDS.
     """
-    port = _free_port()
+    port = free_port()
     # Nothing of this shell's own exporter settings leaks in.
     env = {name: value for name, value in os.environ.items() if not name.startswith("UCDN_")}
     settings = {
@@ -210,11 +207,11 @@ def exporter(
     process = subprocess.Popen([sys.executable, "-m", "exporter"], cwd=ROOT, env=env)
     running = Exporter(process, f"http://127.0.0.1:{port}/")
     try:
-        _wait_ready(running)
+        wait_ready(running)
         yield running
     finally:
         running.session.close()
-        _stop(process)
+        stop(process)
 
 
 # ---------------------------------------------------------------------------
@@ -323,17 +320,6 @@ def fine_ms(seconds: float) -> str:
 
 
 @dataclass
-class Verdict:
-    """One row of the final summary."""
-
-    figure: str
-    measured: str
-    ratio: str
-    target: str
-    passed: bool
-
-
-@dataclass
 class Run:
     """Figures measured so far, printed as they come and summarised at the end."""
 
@@ -342,7 +328,7 @@ class Run:
     figures: dict[str, object] = field(default_factory=dict)  # raw numbers, for --json
 
     def verdict(self, figure: str, measured: str, ratio: str, target: str, passed: bool) -> None:
-        self.verdicts.append(Verdict(figure, measured, ratio, target, passed))
+        self.verdicts.append(Verdict(figure, measured, target, passed, ratio))
         result = "PASS" if passed else "FAIL"
         print(f"{result}  {figure}: {measured} ({ratio}), target {target}", flush=True)
 
@@ -526,17 +512,14 @@ def figure_memory(run: Run) -> None:
     run.figures["memory"] = {"peak_rss_mb": peak, "scrapes": [asdict(s) for s in scrapes]}
 
 
-def summary(run: Run, elapsed: float) -> None:
+def print_summary(run: Run, elapsed: float) -> None:
     """The final table."""
-    rows = [
-        [v.figure, v.measured, v.ratio, v.target, "PASS" if v.passed else "FAIL"]
-        for v in run.verdicts
-    ]
-    note = " (quick: tiny workloads, not the targets' workload)" if run.plan.quick else ""
-    table(f"Summary{note}", ["figure", "measured", "ratio", "target", "result"], rows)
-    print(
-        f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {elapsed:.0f} s in all;"
-        f" reproduce: python benchmarks/bench_incremental.py{' --quick' if run.plan.quick else ''}"
+    summary(
+        run.verdicts,
+        script="bench_incremental.py",
+        quick=run.plan.quick,
+        elapsed=elapsed,
+        ratios=True,
     )
 
 
@@ -562,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures_cpu(run)
     figure_memory(run)
     elapsed = time.monotonic() - started
-    summary(run, elapsed)
+    print_summary(run, elapsed)
     if args.json is not None:
         write_json(run, args.json, elapsed)
     return 0 if args.quick or all(v.passed for v in run.verdicts) else 1

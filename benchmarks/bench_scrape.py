@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Final, NotRequired
 
 import requests
+from benchkit import Verdict, free_port, ms, stop, summary, table
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
@@ -139,14 +139,7 @@ def simulator(workload: Workload, delay: float = 0.0) -> Iterator[str]:
             raise RuntimeError(f"simulator did not start: {url!r}")
         yield url
     finally:
-        _stop(process)
-
-
-def _free_port() -> int:
-    # The exporter binds the port a moment later; on loopback nobody else races for it.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        stop(process)
 
 
 @dataclass
@@ -190,7 +183,7 @@ class Exporter:
 @contextlib.contextmanager
 def exporter(api_url: str, page_size: int, parallel_pages: int) -> Iterator[Exporter]:
     """Start the exporter against ``api_url`` for the default project on CDN; wait until ready."""
-    port = _free_port()
+    port = free_port()
     command = _python(
         "-m",
         "exporter",
@@ -219,14 +212,15 @@ def exporter(api_url: str, page_size: int, parallel_pages: int) -> Iterator[Expo
     process = subprocess.Popen(command, cwd=ROOT)
     running = Exporter(process, f"http://127.0.0.1:{port}/")
     try:
-        _wait_ready(running)
+        wait_ready(running)
         yield running
     finally:
         running.session.close()
-        _stop(process)
+        stop(process)
 
 
-def _wait_ready(running: Exporter) -> None:
+def wait_ready(running: Exporter) -> None:
+    """Wait until the exporter answers ``/-/ready``; fail if it exits or takes too long."""
     give_up = time.monotonic() + START_TIMEOUT
     while time.monotonic() < give_up:
         if running.process.poll() is not None:
@@ -236,15 +230,6 @@ def _wait_ready(running: Exporter) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError("exporter not ready in time")
-
-
-def _stop(process: "subprocess.Popen[str] | subprocess.Popen[bytes]") -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 # ---------------------------------------------------------------------------
@@ -289,16 +274,6 @@ def cpu_median(work: Callable[[], object], repeats: int) -> float:
 
 
 @dataclass
-class Verdict:
-    """One row of the final summary."""
-
-    figure: str
-    measured: str
-    target: str
-    passed: bool
-
-
-@dataclass
 class Run:
     """Figures measured so far, printed as they come and summarised at the end."""
 
@@ -307,25 +282,6 @@ class Run:
 
     def verdict(self, figure: str, measured: str, target: str, passed: bool) -> None:
         self.verdicts.append(Verdict(figure, measured, target, passed))
-
-
-def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A Markdown table, ready to paste into the README."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    print(f"\n### {title}\n")
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
-    sys.stdout.flush()
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
 
 
 def figure_cpu(run: Run) -> float:
@@ -568,14 +524,10 @@ def figure_scaling_and_exposition(run: Run, peak_100k: float) -> None:
     )  # fmt: skip
 
 
-def summary(run: Run, elapsed: float) -> None:
+def print_summary(run: Run, elapsed: float) -> None:
     """The final table; the exit status says whether every target was met."""
-    rows = [[v.figure, v.measured, v.target, "PASS" if v.passed else "FAIL"] for v in run.verdicts]
-    note = " (quick: tiny workloads, not the targets' workload)" if run.plan.quick else ""
-    table(f"Summary{note}", ["figure", "measured", "target", "result"], rows)
-    print(
-        f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {elapsed:.0f} s in all;"
-        f" reproduce: python benchmarks/bench_scrape.py{' --quick' if run.plan.quick else ''}"
+    summary(
+        run.verdicts, script="bench_scrape.py", quick=run.plan.quick, elapsed=elapsed, ratios=False
     )
 
 
@@ -589,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = figure_cpu(run)
     figure_latency(run)
     figure_scaling_and_exposition(run, peak)
-    summary(run, time.monotonic() - started)
+    print_summary(run, time.monotonic() - started)
     return 0 if args.quick or all(v.passed for v in run.verdicts) else 1
 
 

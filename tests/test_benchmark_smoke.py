@@ -1,4 +1,4 @@
-"""The benchmark's smoke run: ``benchmarks/bench_scrape.py --quick`` works and prints every figure.
+"""The benchmarks' smoke runs: each script's ``--quick`` works and prints every figure.
 
 Timings on shared CI machines prove nothing, so nothing here asserts one: this only keeps
 the script that produces the README's Performance figures from rotting.
@@ -29,9 +29,12 @@ VERDICTS = (
 )
 
 
-def test_quick_benchmark_prints_every_figure() -> None:
+def assert_prints_every_figure(
+    script: str, figures: tuple[str, ...], verdicts: tuple[str, ...]
+) -> None:
+    """Run ``script --quick``: it must succeed, print every heading and end each verdict row."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_scrape.py", "--quick"],
+        [sys.executable, script, "--quick"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -39,11 +42,15 @@ def test_quick_benchmark_prints_every_figure() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for line in (*FIGURES, *VERDICTS):
+    for line in (*figures, *verdicts):
         assert line in result.stdout, f"missing {line!r} in:\n{result.stdout}"
     for row in result.stdout.splitlines():
-        if row.startswith(VERDICTS):
+        if row.startswith(verdicts):
             assert row.rstrip(" |").endswith(("PASS", "FAIL"))
+
+
+def test_quick_benchmark_prints_every_figure() -> None:
+    assert_prints_every_figure("benchmarks/bench_scrape.py", FIGURES, VERDICTS)
 
 
 INCREMENTAL_FIGURES = ("### Baseline: json.loads", "### Scrapes:", "### Memory:", "### Summary")
@@ -59,17 +66,6 @@ INCREMENTAL_VERDICTS = (
 
 
 def test_quick_incremental_benchmark_prints_every_figure() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_incremental.py", "--quick"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
+    assert_prints_every_figure(
+        "benchmarks/bench_incremental.py", INCREMENTAL_FIGURES, INCREMENTAL_VERDICTS
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    for line in (*INCREMENTAL_FIGURES, *INCREMENTAL_VERDICTS):
-        assert line in result.stdout, f"missing {line!r} in:\n{result.stdout}"
-    for row in result.stdout.splitlines():
-        if row.startswith(INCREMENTAL_VERDICTS):
-            assert row.rstrip(" |").endswith(("PASS", "FAIL"))
