@@ -45,8 +45,7 @@ from exporter.simulator import (
     DAY_SECONDS,
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
-    Domain,
-    Quota,
+    PrefetchOnlyDataset,
     SimulatedApi,
     Target,
     Task,
@@ -117,7 +116,7 @@ def _is_finished(task: Task) -> bool:
     )
 
 
-class EvolvingDataset:
+class EvolvingDataset(PrefetchOnlyDataset):
     """One target's tasks, moved on by :meth:`step`; no domains, so no quota is ever asked."""
 
     def __init__(self, shape: Shape, *, now: int) -> None:
@@ -145,22 +144,6 @@ class EvolvingDataset:
         with self._lock:
             order, keys = self._order, self._keys
         return order[bisect.bisect_left(keys, -end) : bisect.bisect_right(keys, -begin)]
-
-    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
-        """No refresh tasks: the benchmark collects prefetch only."""
-        return []
-
-    def domains(self, project_id: str) -> Sequence[Domain]:
-        """No domains: the benchmark turns the quota sweep off."""
-        return []
-
-    def quota(self, project_id: str, domain_id: str) -> Quota | None:
-        """No such domain."""
-        return None
-
-    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
-        """No such domain."""
-        return None
 
     # Moving on.
 

@@ -8,12 +8,12 @@ made one after the other see the same world.
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.simulator import Domain, Quota, Target, Task
+from exporter.simulator import PrefetchOnlyDataset, Target, Task
 
 SHOP: Target = ("shop", False)
 
 
-class World:
+class World(PrefetchOnlyDataset):
     """The prefetch tasks of one target, newest first; ``repeat`` pages show one task twice."""
 
     def __init__(self, tasks: Sequence[Task] = ()) -> None:
@@ -45,22 +45,6 @@ class World:
             # A task listed again further on, as when the set changes between two pages.
             chosen.insert(len(chosen) // 2 + 1, chosen[0])
         return chosen
-
-    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
-        """No refresh tasks."""
-        return []
-
-    def domains(self, project_id: str) -> Sequence[Domain]:
-        """No domains."""
-        return []
-
-    def quota(self, project_id: str, domain_id: str) -> Quota | None:
-        """No such domain."""
-        return None
-
-    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
-        """No such domain."""
-        return None
 
 
 def task(

@@ -115,3 +115,27 @@ class Dataset(Protocol):
     def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
         """Return whether prefetch is on for the domain, or None when there is no such domain."""
         ...
+
+
+class PrefetchOnlyDataset:
+    """A base for a :class:`Dataset` of prefetch tasks alone: no refresh tasks, no domains.
+
+    A subclass gives :meth:`tasks`; the rest of the family answers as for a project with
+    nothing in it.
+    """
+
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """No refresh tasks."""
+        return []
+
+    def domains(self, project_id: str) -> Sequence[Domain]:
+        """No domains."""
+        return []
+
+    def quota(self, project_id: str, domain_id: str) -> Quota | None:
+        """No such domain."""
+        return None
+
+    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
+        """No such domain."""
+        return None
