@@ -35,6 +35,7 @@ def panels() -> Iterator[Panel]:
     yield time_since_success()
     yield api_requests()
     yield scrape_duration()
+    yield requests_per_collection()
     yield invalid_records()
 
 
@@ -150,6 +151,33 @@ def scrape_duration() -> timeseries.Panel:
     )
 
 
+def requests_per_collection() -> timeseries.Panel:
+    """What each target's last collection cost in API calls, full sync or incremental."""
+    return (
+        timeseries.Panel()
+        .title("API requests per collection")
+        .description(
+            "API requests the collection behind each target's figures made, and whether it "
+            "was a full sync of the window (every RESYNC_SECONDS) or an incremental one "
+            "(the new tasks and the unfinished ones by TaskId). Between full syncs a target "
+            "should cost a few requests whatever its window holds; an incremental line as "
+            "high as the full one means many unfinished tasks (TASK_LOOKUP_BATCH), and a "
+            "full line on every scrape means the target falls back to full syncs (tasks "
+            "without a TaskId, or RESYNC_SECONDS=0)."
+        )
+        .with_target(
+            query(
+                f"{PREFETCH.collection_requests.name}{{{TARGET}}}",
+                "{{project_id}}/{{platform}} {{sync}}",
+            )
+        )
+        .unit(units.Short)
+        .min(0)
+        .height(8)
+        .span(12)
+    )
+
+
 def invalid_records() -> timeseries.Panel:
     """Anomalies the exporter corrected, by reason."""
     return (
@@ -170,5 +198,5 @@ def invalid_records() -> timeseries.Panel:
         .unit(units.Short)
         .min(0)
         .height(8)
-        .span(24)
+        .span(12)
     )

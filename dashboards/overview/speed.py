@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import heatmap, table, timeseries
+from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -16,6 +16,7 @@ from overview.common import (
     P90_LIMIT_SECONDS,
     TARGET,
     Panel,
+    color_by_status,
     query,
     steps,
     task_table,
@@ -24,12 +25,14 @@ from overview.common import (
 
 TITLE = "Speed"
 QUANTILE = "project_id_platform_quantile:ucdn_prefetch_url_completion_seconds:histogram_quantile"
+FINISHED_RATE = "project_id_platform_status:ucdn_prefetch_urls_finished:rate5m"
 
 
 def panels() -> Iterator[Panel]:
-    """URL latency quantiles and their distribution, then the slowest tasks."""
+    """URL latency quantiles and their distribution, then the throughput and the slowest tasks."""
     yield latency_quantiles()
     yield completion_heatmap()
+    yield finished_per_minute()
     yield slowest_tasks()
 
 
@@ -96,6 +99,31 @@ def completion_heatmap() -> heatmap.Panel:
     )
 
 
+def finished_per_minute() -> timeseries.Panel:
+    """Throughput: URLs that finished per minute, by status, from the exporter's counters."""
+    return (
+        color_by_status(
+            timeseries.Panel()
+            .title("URLs finished per minute")
+            .description(
+                "How many URLs the exporter saw succeed or fail per minute (5-minute rate of "
+                f"{PREFETCH.urls_finished.name}_total, recording rule), all selected targets "
+                "stacked. Unlike the window's counts this is a counter: it does not fall as old "
+                "tasks leave the window, and a restart does not read as a drop. A flat line "
+                "while URLs wait means prefetching has stalled; a red band means the origin or "
+                "the CDN is refusing URLs."
+            )
+            .with_target(query(f"sum by (status) ({FINISHED_RATE}{{{TARGET}}}) * 60", "{{status}}"))
+            .unit("urls/min")
+            .min(0)
+            .fill_opacity(20)
+            .stacking(common_builder.StackingConfig().mode(common.StackingMode.NORMAL))
+        )
+        .height(9)
+        .span(12)
+    )
+
+
 def slowest_tasks() -> table.Panel:
     """The 20 slowest finished tasks, coloured against the p90 limit."""
     return (
@@ -121,5 +149,5 @@ def slowest_tasks() -> table.Panel:
             [common_builder.TableSortByFieldState().display_name("Completion time").desc(True)]
         )
         .height(9)
-        .span(24)
+        .span(12)
     )
