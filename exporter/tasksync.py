@@ -6,12 +6,14 @@ store (:mod:`exporter.taskstore`): on the first collection, then every
 since the previous one's EndTime (less ``overlap_seconds``, for tasks the gateway lists
 late) and, by ``TaskId.N`` in batches, for every task the store holds unfinished; the
 finished ones are final and are not asked for again. A full sync also looks up the
-stuck tasks, which no window holds any more.
+stuck tasks, which no window holds any more. A window whose last full sync cost no more
+requests than that is fetched whole every time.
 
 Only a collection that succeeds changes the store, so a failed or late one costs
 nothing but its own requests.
 """
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +63,7 @@ class _State:
     store: TaskStore
     end: int  # the EndTime the store is up to date with
     full_sync_at: float  # wall-clock time of the full sync it started from
+    full_requests: int  # what that full sync cost
 
 
 class TaskSync:
@@ -94,15 +97,15 @@ class TaskSync:
         if state is None or self._full_due(state, end):
             sync: SyncKind = "full"
             store, window, requests = self._full(state, end, deadline)
-            full_sync_at = self._wall_clock()
+            full_sync_at, full_requests = self._wall_clock(), requests
         else:
             sync = "incremental"
             store, window, requests = self._incremental(state, end, deadline)
-            full_sync_at = state.full_sync_at
+            full_sync_at, full_requests = state.full_sync_at, state.full_requests
         summary = store.summary(window)
         with self._lock:
             if self._state is state:
-                self._state = _State(store, end, full_sync_at)
+                self._state = _State(store, end, full_sync_at, full_requests)
             kept = self._state
         assert kept is not None  # this collection's or a newer one's
         return Collection(
@@ -122,6 +125,10 @@ class TaskSync:
             or self._wall_clock() - state.full_sync_at >= options.resync_seconds
             # nothing of the window the store holds is in the window any more
             or end - state.end >= options.lookback_seconds
+            # A small window: fetched whole, it gives the same figures for no more requests
+            # than a page of new tasks and the lookups would cost.
+            or state.full_requests
+            <= 1 + math.ceil(len(state.store.looked_up()) / options.lookup_batch)
         )
 
     def _full(

@@ -152,7 +152,11 @@ def expected_oldest(world: World, reference: TargetSummary, seen: set[str], end:
 def test_every_collection_gives_the_figures_of_a_full_fetch(
     gateway: tuple[SimulatedApi, ApiClient], data: st.DataObject
 ) -> None:
-    api, client = gateway
+    api, _ = gateway
+    # Small pages make a full fetch cost more than a collection between full syncs, so that
+    # those are incremental (a window a full fetch reads as cheaply is always read whole).
+    options = ClientOptions(page_size=data.draw(st.integers(1, 3)), parallel_pages=2, max_retries=2)
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
     clock = [NOW]
     count = data.draw(st.integers(0, 10))
     world = World(
@@ -194,6 +198,7 @@ def test_every_collection_gives_the_figures_of_a_full_fetch(
             counted.append(total)
     finally:
         api.total_count_error = 0
+        client.close()
 
 
 def test_a_change_to_a_finished_task_is_seen_at_the_next_full_sync(
@@ -203,7 +208,7 @@ def test_a_change_to_a_finished_task_is_seen_at_the_next_full_sync(
     done = task(
         "d", NOW - 50, "success", [url_entry("https://a.example/x", "success", NOW - 50, NOW - 40)]
     )
-    world = World([done])
+    world = World([done, *fillers()])
     api.dataset = world
     clock = [NOW]
     options = SyncOptions(lookback_seconds=LOOKBACK, resync_seconds=100, overlap_seconds=10)
@@ -212,7 +217,7 @@ def test_a_change_to_a_finished_task_is_seen_at_the_next_full_sync(
     world.put({**done, "Status": "failure"})  # which the API should never do
     clock[0] += 60
     between = sync.collect(Deadline.after(10))
-    assert (between.sync, between.summary.tasks_by_status["success"]) == ("incremental", 1)
+    assert (between.sync, between.summary.tasks_by_status["success"]) == ("incremental", 10)
     clock[0] += 60
     resynced = sync.collect(Deadline.after(10))
     assert resynced.sync == "full"
@@ -230,6 +235,13 @@ def one_url(task_id: str, created: int, status: str, finish: int = 0) -> dict[st
         status,
         [url_entry(f"https://a.example/{task_id}", status, created, finish)],
     )
+
+
+def fillers(count: int = 9) -> list[dict[str, Any]]:
+    """Finished tasks that stay in the window, before the overlap: with them a full fetch takes
+    four pages of three, more than a collection between full syncs costs, so those are
+    incremental."""
+    return [one_url(f"fill{i}", NOW - 200 - i, "success", NOW - 190) for i in range(count)]
 
 
 def syncing(
@@ -254,7 +266,11 @@ def test_finished_work_is_counted_once_and_not_what_the_first_collection_found(
 ) -> None:
     clock = [NOW]
     world = World(
-        [one_url("old", NOW - 500, "success", NOW - 490), one_url("w", NOW - 400, "wait")]
+        [
+            one_url("old", NOW - 500, "success", NOW - 490),
+            one_url("w", NOW - 400, "wait"),
+            *fillers(),
+        ]
     )
     sync = syncing(gateway, world, clock)
     first = collect(sync)
@@ -284,14 +300,21 @@ def test_a_stuck_task_stays_the_oldest_unfinished_until_it_finishes(
 ) -> None:
     clock = [NOW]
     world = World(
-        [one_url("stuck", NOW - 900, "process"), one_url("done", NOW - 800, "success", NOW - 700)]
+        [
+            one_url("stuck", NOW - 900, "process"),
+            one_url("done", NOW - 800, "success", NOW - 700),
+            *fillers(),
+        ]
     )
     sync = syncing(gateway, world, clock)
     assert collect(sync).summary.oldest_unfinished_created == NOW - 900
     clock[0] += 400  # both leave the window: the finished one's figures go, the stuck one stays
     later = collect(sync)
     assert later.sync == "incremental"
-    assert later.summary.tasks_by_status == dict.fromkeys(later.summary.tasks_by_status, 0)
+    assert later.summary.tasks_by_status == {
+        **dict.fromkeys(later.summary.tasks_by_status, 0),
+        "success": 9,
+    }
     assert later.summary.oldest_unfinished_created == NOW - 900
     assert later.requests == 2  # the new tasks, and the stuck one by its TaskId
     world.put(one_url("stuck", NOW - 900, "success", clock[0]))
@@ -333,7 +356,8 @@ def test_resync_seconds_zero_fetches_the_whole_window_every_time(
     gateway: tuple[SimulatedApi, ApiClient],
 ) -> None:
     clock = [NOW]
-    sync = syncing(gateway, World([one_url("w", NOW - 100, "wait")]), clock, resync_seconds=0)
+    world = World([one_url("w", NOW - 100, "wait"), *fillers()])
+    sync = syncing(gateway, world, clock, resync_seconds=0)
     assert [collect(sync).sync for _ in range(3)] == ["full"] * 3
 
 
@@ -341,7 +365,9 @@ def test_a_task_without_a_task_id_makes_every_collection_a_full_one(
     gateway: tuple[SimulatedApi, ApiClient],
 ) -> None:
     clock = [NOW]
-    world = World([one_url("w", NOW - 100, "wait"), task(None, NOW - 50, "success", [])])
+    world = World(
+        [one_url("w", NOW - 100, "wait"), task(None, NOW - 50, "success", []), *fillers()]
+    )
     sync = syncing(gateway, world, clock)
     assert [collect(sync).sync for _ in range(2)] == ["full", "full"]
 
@@ -351,7 +377,7 @@ def test_a_failed_collection_leaves_the_store_as_it_was(
 ) -> None:
     api, _ = gateway
     clock = [NOW]
-    world = World([one_url("w", NOW - 100, "wait")])
+    world = World([one_url("w", NOW - 100, "wait"), *fillers()])
     sync = syncing(gateway, world, clock)
     collect(sync)
     world.put(one_url("w", NOW - 100, "success", NOW - 1))
@@ -366,4 +392,23 @@ def test_a_failed_collection_leaves_the_store_as_it_was(
     after = collect(sync)
     assert after.counts is not None
     assert (after.sync, after.counts.tasks["success"]) == ("incremental", 1)
-    assert after.summary.tasks_by_status["success"] == 1
+    assert after.summary.tasks_by_status["success"] == 10
+
+
+def test_a_window_a_full_fetch_reads_as_cheaply_is_fetched_whole_every_time(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    world = World([one_url("w", NOW - 100, "wait"), one_url("d", NOW - 90, "success", NOW - 80)])
+    sync = syncing(gateway, world, clock)
+    collections = []
+    for _ in range(3):
+        clock[0] += 30
+        collections.append(collect(sync))
+    # One page holds the window; between full syncs a page of new tasks and a lookup are two.
+    assert [(c.sync, c.requests) for c in collections] == [("full", 1)] * 3
+    world.put(one_url("w", NOW - 100, "success", clock[0]))
+    clock[0] += 30
+    finished = collect(sync)
+    assert finished.counts is not None
+    assert finished.counts.tasks["success"] == 1  # counted once, as between full syncs
