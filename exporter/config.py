@@ -140,7 +140,8 @@ class Settings(BaseSettings):
         7 * 86400,
         ge=0,
         le=366 * 86400,
-        description="how old an unfinished task may be and still be followed after it leaves the window",
+        description="how old an unfinished task may be and still be followed after it leaves "
+        "the window",
     )
     page_size: int = Field(100, ge=1, le=10000, description="tasks asked for per API request")
     max_pages: int = Field(

@@ -155,8 +155,8 @@ def test_every_collection_gives_the_figures_of_a_full_fetch(
     api, _ = gateway
     # Small pages make a full fetch cost more than a collection between full syncs, so that
     # those are incremental (a window a full fetch reads as cheaply is always read whole).
-    options = ClientOptions(page_size=data.draw(st.integers(1, 3)), parallel_pages=2, max_retries=2)
-    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
+    paging = ClientOptions(page_size=data.draw(st.integers(1, 3)), parallel_pages=2, max_retries=2)
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=paging)
     clock = [NOW]
     count = data.draw(st.integers(0, 10))
     world = World(
