@@ -95,9 +95,11 @@ def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
         error, deadline, ended = _fetch(client)
         assert error.reason == "timeout"
         assert ended <= deadline.at + MARGIN, f"returned {ended - deadline.at:.2f}s late"
-        closed = gateway.connections[0].wait_closed(deadline.at + MARGIN - time.monotonic())
+        # Waited for longer than the bound: the gateway's thread may notice a close late on a
+        # loaded machine, and when it closed is what the next line asserts.
+        closed = gateway.connections[0].wait_closed(5.0)
         assert closed is not None, "the gateway never saw the connection closed"
-        assert closed <= deadline.at + MARGIN
+        assert closed <= deadline.at + MARGIN, f"closed {closed - deadline.at:.2f}s late"
         # Nothing of the client still reads, parses or spins once the call returned.
         assert _cpu_over(1.0) < 0.3
         assert client.stats.snapshot()[PREFETCH_ACTION, "timeout"] == 1
