@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import merge
-from itertools import accumulate, compress, repeat
+from itertools import compress, repeat
 from operator import itemgetter, ne, not_
 from typing import Final
 
@@ -94,7 +94,7 @@ def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     the same figures one URL at a time.
     """
     summarizer = Summarizer(limits)
-    summarizer.add_page(window.tasks)
+    summarizer.add_page(window.decoded())
     return summarizer.summary(window)
 
 
@@ -148,11 +148,11 @@ class Summarizer:
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
-        urls, raw_statuses = self._totals.add_tasks(tasks, self._domain_of_prefix)
+        columns = self._totals.add_tasks(tasks, self._domain_of_prefix)
         self._tasks.extend(tasks)
-        starts = list(accumulate((len(task.url_lists) for task in tasks), initial=0))
+        starts = columns.starts
         self._url_spans.extend(
-            zip(repeat(urls), repeat(raw_statuses), starts, starts[1:], strict=False)
+            zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
         )
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:

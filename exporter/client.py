@@ -8,7 +8,7 @@ wants them. The parts live in their own modules: the signed exchange and its ret
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
@@ -20,9 +20,11 @@ from exporter.domains import DomainList, domain_quota, list_domains, prefetch_en
 from exporter.model import (
     PREFETCH_ACTION,
     REFRESH_ACTION,
+    PageTask,
     QuotaResponse,
-    TaskInfo,
+    RawTaskListResponse,
     TaskListResponse,
+    decode_tasks,
 )
 from exporter.outcomes import OUTCOMES, ApiError, Outcome, RequestStats
 from exporter.paging import Page, TaskWindow, WindowBuilder, fetch_rest
@@ -94,9 +96,10 @@ class ApiClient:
         begin: int,
         end: int,
         deadline: Deadline,
-        on_page: Callable[[list[TaskInfo]], None] | None = None,
+        on_page: Callable[[list[PageTask]], None] | None = None,
         action: str = PREFETCH_ACTION,
         keep_tasks: bool = True,
+        known: Mapping[int, str] | None = None,
     ) -> TaskWindow:
         """Every task created in ``[begin, end]``, paging until a page comes back short.
 
@@ -111,11 +114,17 @@ class ApiClient:
         ``on_page``, if given, is called in this thread with each page's new tasks, in
         page order, as soon as the pages before it are in, while later pages are still
         on the wire; with ``keep_tasks`` false, the window does not keep them as well.
+
+        ``known`` maps the keys of tasks the caller holds (see :func:`decode_tasks`) to
+        their TaskIds: a task whose JSON has one of them comes as a
+        :class:`~exporter.model.KnownTask`, not decoded again. Without it, every task
+        is decoded.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size, action=action)
         limits = _collection(deadline, self.options)
+        window = WindowBuilder(on_page, keep_tasks=keep_tasks)
         try:
-            return self._fetch_window(base, limits, WindowBuilder(on_page, keep_tasks=keep_tasks))
+            return self._fetch_window(base, limits, window, known)
         except ApiError as error:
             # A page's error is raised again from its future in frames that hold that
             # future (the paging loop here, the collector's wait): error -> traceback ->
@@ -165,30 +174,36 @@ class ApiClient:
         end: int,
         deadline: Deadline,
         action: str = PREFETCH_ACTION,
+        known: Mapping[int, str] | None = None,
     ) -> TaskWindow:
         """The tasks among ``task_ids`` (distinct) created in ``[begin, end]``, by ``TaskId.N``.
 
         One request asks for them all, with a page as long as the list; another page is
         asked for only when an answer comes back full without every task asked for (the
-        gateway repeated some, or added others).
+        gateway repeated some, or added others). ``known`` is as for :meth:`fetch_tasks`.
         """
         if not task_ids:
             raise ValueError("no TaskId to look up")
         base = _query(project_id, is_dcdn, begin, end, len(task_ids), action=action)
         base.update({f"TaskId.{index}": task_id for index, task_id in enumerate(task_ids)})
         try:
-            return self._lookup(base, len(task_ids), set(task_ids), deadline)
+            return self._lookup(base, len(task_ids), set(task_ids), deadline, known)
         except ApiError as error:
             raise error.with_traceback(None) from None  # as fetch_tasks does, for the same cycle
 
     def _lookup(
-        self, base: dict[str, ParamValue], limit: int, missing: set[str], deadline: Deadline
+        self,
+        base: dict[str, ParamValue],
+        limit: int,
+        missing: set[str],
+        deadline: Deadline,
+        known: Mapping[int, str] | None,
     ) -> TaskWindow:
         limits = _collection(deadline, self.options)
         window = WindowBuilder(None)
         requests = 0
         while True:
-            page = self._fetch_page(base, requests * limit, limits)
+            page = self._fetch_page(base, requests * limit, limits, known)
             requests += 1
             window.add(page.tasks)
             missing.difference_update(task.task_id for task in page.tasks)
@@ -198,24 +213,41 @@ class ApiClient:
                 raise ApiError("invalid_response", f"more than {requests} pages of tasks")
 
     def _fetch_window(
-        self, base: dict[str, ParamValue], deadline: Deadline, window: WindowBuilder
+        self,
+        base: dict[str, ParamValue],
+        deadline: Deadline,
+        window: WindowBuilder,
+        known: Mapping[int, str] | None,
     ) -> TaskWindow:
         requests = [1]  # page 0, then every page fetch_rest asks for
 
         def submit(offset: int) -> "Future[Page]":
             requests[0] += 1
-            return self._pool.submit(self._fetch_page, base, offset, deadline)
+            return self._pool.submit(self._fetch_page, base, offset, deadline, known)
 
-        first = self._fetch_page(base, 0, deadline)
+        first = self._fetch_page(base, 0, deadline, known)
         if len(first.tasks) >= self.options.page_size:
             fetch_rest(first, submit, self.options, deadline, window)
         else:
             window.add(first.tasks)
         return window.build(first.total_count, requests[0])
 
-    def _fetch_page(self, base: dict[str, ParamValue], offset: int, deadline: Deadline) -> Page:
-        answer = self._transport.call({**base, "Offset": offset}, deadline, TaskListResponse)
-        return Page(answer.task_list, answer.total_count)
+    def _fetch_page(
+        self,
+        base: dict[str, ParamValue],
+        offset: int,
+        deadline: Deadline,
+        known: Mapping[int, str] | None,
+    ) -> Page:
+        query = {**base, "Offset": offset}
+        if known is None:
+            answer = self._transport.call(query, deadline, TaskListResponse)
+            return Page(list(answer.task_list), answer.total_count)
+
+        def decode(answer: RawTaskListResponse) -> Page:
+            return Page(decode_tasks(answer.task_list, known), answer.total_count)
+
+        return self._transport.call_then(query, deadline, RawTaskListResponse, decode)
 
 
 def _collection(deadline: Deadline, options: ClientOptions) -> CollectionDeadline:

@@ -7,12 +7,12 @@ each task once, into a :class:`TaskWindow`.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 
 from exporter.deadline import Deadline
-from exporter.model import TaskInfo
+from exporter.model import PageTask, TaskInfo
 from exporter.outcomes import ApiError
 from exporter.transport import ClientOptions
 
@@ -22,23 +22,32 @@ class TaskWindow:
     """The tasks of one target created in ``[begin, end]``, each once, and how paging went.
 
     ``tasks`` is empty when they were handed on page by page and not kept (see
-    :class:`WindowBuilder`); ``task_count`` counts them either way. ``requests`` are the
-    requests made for it, answered or not (pages past the end included), retries aside.
+    :class:`WindowBuilder`); ``task_count`` counts them either way. A task is a
+    :class:`~exporter.model.KnownTask` only where the caller said which it knows.
+    ``requests`` are the requests made for it, answered or not (pages past the end
+    included), retries aside.
     """
 
-    tasks: list[TaskInfo]
+    tasks: Sequence[PageTask]
     duplicate_tasks: int
     total_count: int | None
     pages: int
     task_count: int
     requests: int = 0
 
+    def decoded(self) -> list[TaskInfo]:
+        """The tasks, every one decoded: a window fetched without ``known``."""
+        tasks = [task for task in self.tasks if isinstance(task, TaskInfo)]
+        if len(tasks) < len(self.tasks):
+            raise ValueError("a window of known tasks is read through the store that knows them")
+        return tasks
+
 
 @dataclass(frozen=True)
 class Page:
     """One answer's tasks and the TotalCount it gave."""
 
-    tasks: list[TaskInfo]
+    tasks: list[PageTask]
     total_count: int | None
 
 
@@ -186,19 +195,19 @@ class WindowBuilder:
     """
 
     def __init__(
-        self, on_page: Callable[[list[TaskInfo]], None] | None, *, keep_tasks: bool = True
+        self, on_page: Callable[[list[PageTask]], None] | None, *, keep_tasks: bool = True
     ) -> None:
         self._on_page = on_page
         self._keep_tasks = keep_tasks
         self._seen: set[str] = set()
-        self._tasks: list[TaskInfo] = []
+        self._tasks: list[PageTask] = []
         self._count = 0
         self._duplicates = 0
         self._pages = 0
 
-    def add(self, page: list[TaskInfo]) -> None:
+    def add(self, page: list[PageTask]) -> None:
         """Add the next page in order."""
-        new: list[TaskInfo] = []
+        new: list[PageTask] = []
         for task in page:
             task_id = task.task_id
             if task_id is not None:

@@ -2,14 +2,17 @@
 
 Parsing every URL's host is the cost, so it is paid once per distinct *host prefix*
 (``scheme://host/``, up to the first ``/``, ``?`` or ``#`` after the host), which every
-URL of a domain shares; and when every URL of a page starts with the first one's (one
-C-level ``startswith`` pass tells), the page is counted by its status counts alone.
+URL of a domain shares. A task's URLs are usually all on one host: when every URL of a
+page starts with its task's first one's (one C-level ``startswith`` pass tells), the
+page is counted task by task, by the tasks' lengths and the page's status columns, and
+no URL is matched or paired with its status one by one.
 """
 
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import repeat
+from itertools import accumulate, chain, compress, repeat
+from operator import eq
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -40,27 +43,84 @@ class DomainCounter:
         urls: list[str],
         statuses: list[str | None],
         status_counts: Counter[str | None],
+        lengths: list[int],
         domain_of_prefix: dict[str, str],
-    ) -> None:
-        """Count one page's URLs; ``status_counts`` is ``Counter(statuses)``, already made.
+    ) -> list[str | None]:
+        """Count one page's URLs; return each task's domain, None where it has no one domain.
 
-        ``domain_of_prefix`` remembers the hosts already parsed; the caller decides how long
-        it lives (a collection), so that counts kept for long do not keep it.
+        ``lengths`` are the tasks' URL counts, in order; ``status_counts`` is
+        ``Counter(statuses)``, already made. ``domain_of_prefix`` remembers the hosts
+        already parsed; the caller decides how long it lives (a collection), so that
+        counts kept for long do not keep it.
         """
-        if not urls:
+        matches = [_HOST_PREFIX.match(urls[start]) for start in _starts(lengths) if start >= 0]
+        if None not in matches:
+            prefixes = [match.group() for match in matches if match is not None]
+            by_task = list(map(repeat, prefixes, filter(None, lengths)))
+            if all(map(str.startswith, urls, chain.from_iterable(by_task))):
+                domains = [_domain(prefix, domain_of_prefix) for prefix in prefixes]
+                self._count_by_task(domains, [n for n in lengths if n], statuses, status_counts)
+                found = iter(domains)
+                return [next(found) if n else None for n in lengths]
+        self.counts.update(count_by_domain(urls, statuses, domain_of_prefix))
+        return [_one_domain(urls, start, n, domain_of_prefix) for start, n in _spans(lengths)]
+
+    def _count_by_task(
+        self,
+        domains: list[str],
+        lengths: list[int],
+        statuses: list[str | None],
+        status_counts: Counter[str | None],
+    ) -> None:
+        """Count URLs whose tasks each have one domain (``domains``, ``lengths``: a task each)."""
+        counts = self.counts
+        if len(status_counts) == 1:
+            (status,) = status_counts
+            for domain, length in zip(domains, lengths, strict=True):
+                counts[domain, status] += length
             return
-        match = _HOST_PREFIX.match(urls[0])
-        prefix = "" if match is None else match.group()
-        if prefix and all(map(str.startswith, urls, repeat(prefix))):
-            domain = _domain(prefix, domain_of_prefix)
-            for status, count in status_counts.items():
-                self.counts[domain, status] += count
-            return
-        matches = cast("Iterator[re.Match[str]]", map(_KEY.match, urls))  # _KEY matches all
-        prefixes = map(re.Match.group, matches)
-        by_prefix = Counter(zip(prefixes, statuses, strict=True))
-        for (prefix_or_url, status), count in by_prefix.items():
-            self.counts[_domain(prefix_or_url, domain_of_prefix), status] += count
+        for status in status_counts:
+            column = chain.from_iterable(map(repeat, domains, lengths))
+            chosen = Counter(compress(column, map(eq, statuses, repeat(status))))
+            for domain, count in chosen.items():
+                counts[domain, status] += count
+
+
+def count_by_domain(
+    urls: list[str], statuses: list[str | None], domain_of_prefix: dict[str, str]
+) -> Counter[tuple[str, str | None]]:
+    """``urls`` counted by ``(domain, raw status)`` one by one: for URLs on several hosts."""
+    matches = cast("Iterator[re.Match[str]]", map(_KEY.match, urls))  # _KEY matches all
+    by_prefix = Counter(zip(map(re.Match.group, matches), statuses, strict=True))
+    counts: Counter[tuple[str, str | None]] = Counter()
+    for (prefix_or_url, status), count in by_prefix.items():
+        counts[_domain(prefix_or_url, domain_of_prefix), status] += count
+    return counts
+
+
+def _starts(lengths: list[int]) -> list[int]:
+    """Where each task's URLs start; -1 for a task without any."""
+    ends = list(accumulate(lengths))
+    return [end - n if n else -1 for end, n in zip(ends, lengths, strict=True)]
+
+
+def _spans(lengths: list[int]) -> Iterator[tuple[int, int]]:
+    return zip(accumulate(lengths, initial=0), lengths, strict=False)  # one start more than lengths
+
+
+def _one_domain(
+    urls: list[str], start: int, length: int, domain_of_prefix: dict[str, str]
+) -> str | None:
+    """The domain of every one of a task's URLs, or None if they have not all one."""
+    if not length:
+        return None
+    match = _HOST_PREFIX.match(urls[start])
+    if match is None:
+        return None
+    prefix = match.group()
+    if not all(map(str.startswith, urls[start : start + length], repeat(prefix))):
+        return None
+    return _domain(prefix, domain_of_prefix)
 
 
 def _domain(prefix: str, domain_of_prefix: dict[str, str]) -> str:

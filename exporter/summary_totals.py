@@ -8,8 +8,8 @@ C-level builtins (``map``, ``Counter``, ``compress``) rather than a loop over UR
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
-from itertools import chain, compress, repeat
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain, compress, repeat
 from operator import attrgetter, eq, lt, sub
 from typing import Final, TypeVar
 
@@ -34,6 +34,64 @@ _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
 _URL: Final = attrgetter("url")
 _K = TypeVar("_K")
+
+
+class Columns:
+    """One page's URLs column by column, in task order, as :meth:`Totals.add_tasks` reads them.
+
+    ``addresses`` are the URLs' ``Url``s; ``creates`` their own CreateTimes, or their
+    task's where they have none; ``durations`` their FinishTime minus that, negative
+    where they have no completion time. ``domains`` is each task's domain, None where
+    its URLs have not one (filled in by :class:`DomainCounter`); the anomaly counts are
+    the page's.
+    """
+
+    __slots__ = (
+        "addresses",
+        "creates",
+        "domains",
+        "durations",
+        "finish_before_create",
+        "finishes",
+        "lengths",
+        "progress_out_of_range",
+        "progresses",
+        "statuses",
+        "task_creates",
+        "urls",
+    )
+
+    def __init__(self, tasks: Sequence[TaskInfo]) -> None:
+        url_lists = [task.url_lists for task in tasks]
+        self.lengths: list[int] = list(map(len, url_lists))
+        self.urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
+        self.statuses: list[str | None] = list(map(_STATUS, self.urls))
+        self.addresses: list[str] = list(map(_URL, self.urls))
+        self.finishes: list[int] = list(map(_FINISH_TIME, self.urls))
+        self.task_creates: list[int] = list(map(_CREATE_TIME, tasks))
+        creates: list[int] = list(map(_CREATE_TIME, self.urls))
+        if 0 in creates:  # a URL without its own CreateTime is timed from its task's
+            owners = chain.from_iterable(map(repeat, self.task_creates, self.lengths))
+            creates = [own or task for own, task in zip(creates, owners, strict=True)]
+        self.creates = creates
+        self.durations = _completion_durations(self.finishes, creates)
+        self.progresses: list[int] = list(map(_PROGRESS, self.urls))
+        self.domains: list[str | None] = []
+        self.progress_out_of_range = 0
+        self.finish_before_create = 0
+
+    @property
+    def starts(self) -> list[int]:
+        """Where each task's URLs start, and where the last one's end."""
+        return list(accumulate(self.lengths, initial=0))
+
+    def durations_of(self, status: str, count: int) -> Iterable[int]:
+        """The durations of the ``count`` URLs whose raw status is ``status``."""
+        if count == len(self.statuses):
+            return self.durations
+        if not count:
+            return ()
+        return compress(self.durations, map(eq, self.statuses, repeat(status)))
 
 
 class Totals:
@@ -67,37 +125,36 @@ class Totals:
         self.oldest_unfinished: int | None = None
         self.unfinished_urls = 0
 
-    def add_tasks(
-        self, tasks: Sequence[TaskInfo], domain_of_prefix: dict[str, str]
-    ) -> tuple[list[UrlProgress], list[str | None]]:
-        """Add ``tasks``' figures; return their URLs and raw statuses, in order.
+    def add_tasks(self, tasks: Sequence[TaskInfo], domain_of_prefix: dict[str, str]) -> "Columns":
+        """Add ``tasks``' figures; return the columns they were read from.
 
         ``domain_of_prefix`` caches parsed hosts across calls (see :class:`DomainCounter`).
         """
-        url_lists = [task.url_lists for task in tasks]
-        urls: list[UrlProgress] = list(chain.from_iterable(url_lists))
-        raw_statuses: list[str | None] = list(map(_STATUS, urls))
-        finishes: list[int] = list(map(_FINISH_TIME, urls))
-        creates: list[int] = list(map(_CREATE_TIME, urls))
-        task_creates: list[int] = list(map(_CREATE_TIME, tasks))
-        if 0 in creates:  # a URL without its own CreateTime is timed from its task's
-            owners = chain.from_iterable(map(repeat, task_creates, map(len, url_lists)))
-            creates = [own or task for own, task in zip(creates, owners, strict=True)]
+        columns = Columns(tasks)
+        urls, raw_statuses = columns.urls, columns.statuses
         self.task_statuses.update(map(_STATUS, tasks))
         url_statuses = Counter(raw_statuses)
         self.url_statuses.update(url_statuses)
-        self.domains.add_page(list(map(_URL, urls)), raw_statuses, url_statuses, domain_of_prefix)
-        progresses: list[int] = list(map(_PROGRESS, urls))
-        if progresses and (min(progresses) < 0 or max(progresses) > 100):
-            self.progress_out_of_range += sum(1 for p in progresses if not 0 <= p <= 100)
-        self.finish_before_create += _finished_before_created(finishes, creates)
-        durations = _completion_durations(finishes, creates)
+        columns.domains = self.domains.add_page(
+            columns.addresses, raw_statuses, url_statuses, columns.lengths, domain_of_prefix
+        )
+        columns.progress_out_of_range = progress_out_of_range(columns.progresses)
+        self.progress_out_of_range += columns.progress_out_of_range
+        columns.finish_before_create = finished_before_created(
+            columns.finishes, columns.creates, columns.durations
+        )
+        self.finish_before_create += columns.finish_before_create
         for status in FINISHED_RAW:
-            chosen = Counter(compress(durations, map(eq, raw_statuses, repeat(status))))
-            self.completion_sums[status] += _count_completions(self.url_completion[status], chosen)
-        self._add_oldest(tasks, task_creates)
+            self.completion_sums[status] += self.count_completions(
+                status, columns.durations_of(status, url_statuses[status])
+            )
+        self._add_oldest(tasks, columns.task_creates)
         self.unfinished_urls += len(urls) - sum(url_statuses[status] for status in FINISHED_RAW)
-        return urls, raw_statuses
+        return columns
+
+    def count_completions(self, status: str, durations: Iterable[int]) -> int:
+        """Count the URL completion times ``durations`` of ``status``; return their sum."""
+        return _count_completions(self.url_completion[status], Counter(durations))
 
     def add(self, other: "Totals") -> None:
         """Add another set's figures (of tasks not in this one)."""
@@ -155,13 +212,23 @@ def _merge_counts(mine: Counter[_K], theirs: Counter[_K], sign: int) -> None:
             del mine[key]
 
 
-def _finished_before_created(finishes: list[int], creates: list[int]) -> int:
+def progress_out_of_range(progresses: list[int]) -> int:
+    """How many of ``progresses`` are outside 0..100 (two C-level passes tell when none is)."""
+    if not progresses or (min(progresses) >= 0 and max(progresses) <= 100):
+        return 0
+    return sum(1 for progress in progresses if not 0 <= progress <= 100)
+
+
+def finished_before_created(finishes: list[int], creates: list[int], durations: list[int]) -> int:
     """How many URLs have a FinishTime, and one before their CreateTime.
 
+    ``durations`` are FinishTime minus CreateTime: when none is negative, none is early.
     FinishTime 0 means "not finished", so it is never early. Usually every CreateTime is
     positive and each 0 counts as "before": the count is corrected without a second pass.
     """
-    if not creates or min(creates) > 0:
+    if not durations or min(durations) >= 0:
+        return 0
+    if min(creates) > 0:
         return int(sum(map(lt, finishes, creates))) - finishes.count(0)
     return int(sum(map(lt, compress(finishes, finishes), compress(creates, finishes))))
 

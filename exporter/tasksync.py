@@ -25,7 +25,7 @@ from exporter.client import ApiClient
 from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
-from exporter.model import TaskInfo
+from exporter.model import PageTask, TaskInfo
 from exporter.paging import TaskWindow
 from exporter.taskstore import FinishedCounts, TaskStore
 
@@ -136,12 +136,15 @@ class TaskSync:
     ) -> tuple[TaskStore, TaskWindow, int]:
         begin = end - self._options.lookback_seconds
         before = None if state is None else state.store
-        counts = FinishedCounts(self._wall_clock()) if before is None else before.counts.copy()
-        store = TaskStore(self._kind.limits, counts, counting=before is not None)
+        if before is None:
+            counts = FinishedCounts(self._wall_clock())
+            store = TaskStore(self._kind.limits, counts, counting=False)
+        else:
+            store = before.for_full_sync()
+        known = {} if before is None else before.keys
 
-        def add_page(tasks: list[TaskInfo]) -> None:
-            for task in tasks:
-                store.add(task, begin, end, before)
+        def add_page(tasks: list[PageTask]) -> None:
+            store.add_page(tasks, begin, end, before)
 
         target = self._target
         window = self._client.fetch_tasks(
@@ -153,7 +156,9 @@ class TaskSync:
             on_page=add_page,
             action=self._kind.action,
             keep_tasks=False,
+            known=known,
         )
+        store.end_fetch()
         requests = window.requests
         if before is not None:
             # Unfinished tasks the window no longer holds: stuck, or gone.
@@ -166,6 +171,7 @@ class TaskSync:
                 and task_id not in store.unfinished
             }
             requests += self._look_up(store, left, (begin, end), deadline, before)
+        store.prune_keys()
         return store, window, requests
 
     def _incremental(
@@ -183,15 +189,16 @@ class TaskSync:
             end=end,
             deadline=deadline,
             action=self._kind.action,
+            known=state.store.keys,
         )
-        for task in window.tasks:
-            store.add(task, since, end, None)
+        store.add_page(window.tasks, since, end, None)
         store.age_out(begin, self._horizon(end))
         fresh = {task.task_id for task in window.tasks}
         asked = {
             task_id: task for task_id, task in store.looked_up().items() if task_id not in fresh
         }
         requests = window.requests + self._look_up(store, asked, (begin, end), deadline, None)
+        store.prune_keys()
         return store, window, requests
 
     def _look_up(
@@ -208,6 +215,7 @@ class TaskSync:
         has is dropped.
         """
         begin, end = window
+        known = dict((store if before is None else before).keys)
         ids = sorted(tasks)
         batch_size = self._options.lookup_batch
         requests = 0
@@ -223,18 +231,20 @@ class TaskSync:
                 end=end,
                 deadline=deadline,
                 action=self._kind.action,
+                known=known,
             )
             requests += found_window.requests
             asked = set(batch)
             found: dict[str, TaskInfo] = {}
-            for task in found_window.tasks:  # a task the gateway adds unasked is not trusted
-                if task.task_id in asked and task.task_id not in found:
+            for item in found_window.tasks:  # a task the gateway adds unasked is not trusted
+                task = store.sighting(item, before)
+                if task is not None and task.task_id in asked and task.task_id not in found:
                     found[task.task_id] = task
+            in_window = [task for task in found.values() if task.create_time >= begin]
             for task in found.values():
                 if task.create_time < begin:
                     store.add_stuck(task, before)
-                else:
-                    store.add(task, begin, end, before)
+            store.add_page(in_window, begin, end, before)
             store.forget(asked.difference(found))
         return requests
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, overload
+from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlencode
 
 import requests
@@ -31,6 +31,8 @@ from exporter.redaction import SIGNATURES, describe, scrub
 from exporter.signature import ParamValue, signed_form
 from exporter.watchdog import GuardedAdapter, Watchdog
 
+_T = TypeVar("_T")
+_Result = TypeVar("_Result")
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # The gateway's own "try again" codes (see the API's RetCode table): 153 is its rate
 # limit; 110 (the API timed out) and 130/150 (gateway or auth service fault) are
@@ -129,6 +131,18 @@ class Transport:
         Every attempt is counted by its action and outcome, and first takes a slot of
         the client's rate limit, within the deadline.
         """
+        return self.call_then(params, deadline, shape, _unchanged)
+
+    def call_then(
+        self,
+        params: dict[str, ParamValue],
+        deadline: Deadline,
+        shape: type[Answer],
+        then: Callable[[Answer], _Result],
+    ) -> _Result:
+        """:meth:`call`, with ``then`` finishing the decoding of a successful answer: an
+        :class:`InvalidResponseError` it raises makes the answer invalid, as one of the
+        shape would (counted, scrubbed, not retried)."""
         action = str(params["Action"])
         form = signed_form(params, self._public_key, self._private_key.get_secret_value())
         SIGNATURES.remember(form["Signature"])
@@ -136,7 +150,7 @@ class Transport:
         while True:
             try:
                 self._wait_for_slot(deadline)
-                answer = self._attempt(form, deadline, shape)
+                answer = self._attempt(form, deadline, shape, then)
             except _RetryableError as retryable:
                 self._stats.record(action, retryable.error.reason)
                 wait = self._backoff(attempt, retryable.retry_after)
@@ -161,7 +175,13 @@ class Transport:
         jittered = random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt))
         return max(jittered, retry_after or 0.0)
 
-    def _attempt(self, form: dict[str, str], deadline: Deadline, shape: type[Answer]) -> Answer:
+    def _attempt(
+        self,
+        form: dict[str, str],
+        deadline: Deadline,
+        shape: type[Answer],
+        then: Callable[[Answer], _Result],
+    ) -> _Result:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise ApiError("timeout", "no time left in the scrape's deadline")
@@ -181,7 +201,12 @@ class Transport:
             # trailer cut short reads as complete): nothing read after it is trusted.
             if guard.fired:
                 raise _ended(deadline)
-        return _decode(body, request_id, self._private_key.get_secret_value(), shape=shape)
+        secret = self._private_key.get_secret_value()
+        answer = _decode(body, request_id, secret, shape=shape)
+        try:
+            return then(answer)
+        except InvalidResponseError as error:
+            raise _invalid(error, request_id, secret) from None
 
     def _exchange(
         self, form: dict[str, str], deadline: Deadline, timeout: float
@@ -297,8 +322,7 @@ def _decode(
     try:
         answer = decode_answer(body, shape)
     except InvalidResponseError as error:
-        detail = scrub(str(error), *secrets)[:_DETAIL_LIMIT]
-        raise ApiError("invalid_response", detail, request_id) from None
+        raise _invalid(error, request_id, *secrets) from None
     code = answer.ret_code
     if code == 0:
         return answer
@@ -309,6 +333,14 @@ def _decode(
     if code in _RETRY_RET_CODES:
         raise _RetryableError(failure, None)
     raise failure
+
+
+def _invalid(error: InvalidResponseError, request_id: str | None, *secrets: str) -> ApiError:
+    return ApiError("invalid_response", scrub(str(error), *secrets)[:_DETAIL_LIMIT], request_id)
+
+
+def _unchanged(answer: _T) -> _T:
+    return answer
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -38,7 +38,7 @@ UNFINISHED = ("wait", "process")
 def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     """What ``summarize`` must publish for ``window``: newest tasks first where caps apply."""
     builder = _Builder(limits)
-    for task in sorted(window.tasks, key=lambda task: (-task.create_time, task.task_id or "")):
+    for task in sorted(window.decoded(), key=lambda task: (-task.create_time, task.task_id or "")):
         builder.add_task(task)
     summary = builder.summary()
     summary.domain_urls = capped_domains(builder.domain_counts, limits.max_domain_series)

@@ -156,7 +156,7 @@ def conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
     """The entries of :data:`CONDITIONS` that ``window`` and ``limits`` hit."""
     hit = set()
     sums = dict.fromkeys(FINISHED, 0)
-    for task in window.tasks:
+    for task in window.decoded():
         for url in task.url_lists:
             created = url.create_time or task.create_time
             if created <= 0:
@@ -177,7 +177,7 @@ def conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
 
 def domain_conditions(window: TaskWindow, limits: SummaryLimits) -> set[str]:
     """Which of the domain cases ``window`` hits: one prefix (the page fast path), caps, ties."""
-    urls = [url.url for task in window.tasks for url in task.url_lists]
+    urls = [url.url for task in window.decoded() for url in task.url_lists]
     hit = set()
     first = re.match(r"[^/?#]*//[^/?#]*[/?#]", urls[0]) if urls else None
     if first and all(url.startswith(first.group()) for url in urls):
@@ -270,7 +270,7 @@ def summary_by_pages(window: TaskWindow, limits: SummaryLimits, cuts: list[int])
     summarizer = Summarizer(limits)
     ends = sorted({min(cut, len(window.tasks)) for cut in cuts})
     for start, stop in pairwise([0, *ends, len(window.tasks)]):
-        summarizer.add_page(window.tasks[start:stop])
+        summarizer.add_page(window.decoded()[start:stop])
     return summarizer.summary(window)
 
 

@@ -290,7 +290,10 @@ def test_refresh_tasks_come_from_the_refresh_action(
     window = client.fetch_tasks(
         "p", is_dcdn=False, begin=0, end=100, deadline=deadline(), action=REFRESH_ACTION
     )
-    assert [(task.task_id, task.type) for task in window.tasks] == [("r-1", "dir"), ("r-2", "file")]
+    assert [(task.task_id, task.type) for task in window.decoded()] == [
+        ("r-1", "dir"),
+        ("r-2", "file"),
+    ]
     count = client.count_tasks(
         "p", is_dcdn=True, begin=0, end=100, deadline=deadline(), action=REFRESH_ACTION
     )

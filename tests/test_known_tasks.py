@@ -1,0 +1,156 @@
+"""Tasks that come back byte for byte as the store holds them are not decoded again.
+
+A full sync re-reads the whole window, but a task finished long ago comes back the same
+on every one: its JSON's hash finds it among the store's keys, and it is carried over
+as it was. These tests pin what that may and may not change: the figures are a full
+fetch's, a changed task is decoded whatever its TaskId, an invalid task is an invalid
+answer as before, and nothing the gateway sends can set a key.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from conftest import url_entry
+from pydantic import SecretStr
+from simworld import World, task
+
+from exporter.aggregate import SummaryLimits, summarize
+from exporter.client import ApiClient, ApiError, ClientOptions, TaskWindow
+from exporter.config import Target
+from exporter.deadline import Deadline
+from exporter.kinds import TaskKind
+from exporter.model import PREFETCH_ACTION, KnownTask, RawTaskListResponse, TaskInfo, decode_tasks
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
+from exporter.taskstore import FinishedCounts, TaskStore
+from exporter.tasksync import SyncOptions, TaskSync
+
+NOW = 1_790_000_000
+LOOKBACK = 1000
+LIMITS = SummaryLimits(max_url_series=5, max_task_series=5, buckets=(10.0, 100.0))
+KIND = TaskKind.named("prefetch", LIMITS)
+
+
+def raw_tasks(*entries: dict[str, Any]) -> list[msgspec.Raw]:
+    body = json.dumps({"RetCode": 0, "TaskList": list(entries)}).encode()
+    return msgspec.json.decode(body, type=RawTaskListResponse).task_list
+
+
+def finished(task_id: str, created: int = NOW - 100) -> dict[str, Any]:
+    urls = [url_entry(f"https://a.example/{task_id}", "success", created, created + 7)]
+    return task(task_id, created, "success", urls)
+
+
+def waiting(task_id: str, created: int = NOW - 100) -> dict[str, Any]:
+    return task(task_id, created, "wait", [url_entry(f"https://a.example/{task_id}", "wait")])
+
+
+def test_a_task_whose_json_hashes_to_a_known_key_is_not_decoded() -> None:
+    first, second = raw_tasks(finished("a"), finished("b"))
+    known = {hash(bytes(second)): "b"}
+    decoded = decode_tasks([first, second], known)
+    assert decoded[1] == KnownTask("b", hash(bytes(second)))
+    assert isinstance(decoded[0], TaskInfo)
+    assert decoded[0].task_id == "a"
+    assert decoded[0].key == hash(bytes(first))
+
+
+def test_what_the_gateway_sends_as_a_key_is_neither_trusted_nor_an_error() -> None:
+    for sent in (12345, "not a number", {"nested": [1, 2]}, None):
+        (raw,) = raw_tasks({**finished("a"), "_key": sent})
+        (decoded,) = decode_tasks([raw], {12345: "b"})
+        assert isinstance(decoded, TaskInfo)
+        assert decoded.key == hash(bytes(raw))
+
+
+def test_an_invalid_task_is_an_invalid_answer_naming_where_it_is() -> None:
+    api = SimulatedApi(
+        DEMO_PUBLIC_KEY,
+        DEMO_PRIVATE_KEY,
+        StaticDataset({("shop", False): [finished("a"), {**finished("b"), "CreateTime": "x"}]}),
+    ).start()
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    try:
+        with pytest.raises(ApiError) as raised:
+            client.fetch_tasks(
+                "shop",
+                is_dcdn=False,
+                begin=NOW - LOOKBACK,
+                end=NOW,
+                deadline=Deadline.after(10),
+                known={},
+            )
+        assert raised.value.reason == "invalid_response"
+        assert "$.TaskList[1].CreateTime" in raised.value.detail
+        # counted as what it was, not as an answer that came back fine
+        assert client.stats.snapshot()[PREFETCH_ACTION, "invalid_response"] == 1
+        assert client.stats.snapshot().get((PREFETCH_ACTION, "ok"), 0) == 0
+    finally:
+        client.close()
+        api.stop()
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[World, ApiClient, Callable[[], TaskSync]]]:
+    world = World()
+    api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, world).start()
+    client = ApiClient(
+        api.url,
+        DEMO_PUBLIC_KEY,
+        SecretStr(DEMO_PRIVATE_KEY),
+        options=ClientOptions(page_size=2, parallel_pages=2),
+    )
+    options = SyncOptions(lookback_seconds=LOOKBACK, resync_seconds=0)
+
+    def syncing() -> TaskSync:
+        return TaskSync(client, Target("shop", "cdn"), KIND, options, wall_clock=lambda: NOW)
+
+    yield world, client, syncing
+    client.close()
+    api.stop()
+
+
+def test_full_syncs_carry_unchanged_tasks_over_and_give_a_full_fetchs_figures(
+    gateway: tuple[World, ApiClient, Callable[[], TaskSync]],
+) -> None:
+    world, client, syncing = gateway
+    for entry in (finished("a"), finished("b", NOW - 300), waiting("c"), finished("d", NOW - 900)):
+        world.put(entry)
+    sync = syncing()
+    sync.collect(Deadline.after(10))
+    world.put({**waiting("c"), "Status": "process"})  # moving on
+    world.put(finished("e", NOW - 50))  # new
+    world.put({**finished("b", NOW - 300), "Status": "failure"})  # which the API should not do
+    del world.tasks_by_id["d"]  # gone from the window
+    again = sync.collect(Deadline.after(10))
+    assert again.sync == "full"
+    reference = summarize(fetched(client, None), LIMITS)
+    assert again.summary == reference
+    assert (reference.tasks_by_status["success"], reference.tasks_by_status["failure"]) == (2, 1)
+
+
+def test_every_task_a_store_holds_comes_back_known_until_it_changes(
+    gateway: tuple[World, ApiClient, Callable[[], TaskSync]],
+) -> None:
+    world, client, _ = gateway
+    for entry in (finished("a"), waiting("b"), finished("c", NOW - 900)):
+        world.put(entry)
+    store = TaskStore(LIMITS, FinishedCounts(0.0), counting=False)
+    store.add_page(fetched(client, {}).tasks, NOW - LOOKBACK, NOW, None)
+    world.put({**waiting("b"), "Status": "process"})
+    kinds = {item.task_id: type(item) for item in fetched(client, store.keys).tasks}
+    assert kinds == {"a": KnownTask, "b": TaskInfo, "c": KnownTask}  # b changed: decoded
+
+
+def fetched(client: ApiClient, known: dict[int, str] | None) -> TaskWindow:
+    return client.fetch_tasks(
+        "shop",
+        is_dcdn=False,
+        begin=NOW - LOOKBACK,
+        end=NOW,
+        deadline=Deadline.after(10),
+        action=PREFETCH_ACTION,
+        known=known,
+    )
