@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from heapq import merge
 from itertools import compress, repeat
 from operator import itemgetter, ne, not_
-from typing import Final
+from typing import Final, NamedTuple
 
 from exporter.config import DEFAULT_BUCKETS, setting_default
 from exporter.histogram import Histogram
@@ -50,9 +50,12 @@ ANOMALIES: Final = (
 )
 
 
-@dataclass(frozen=True)
-class UnfinishedUrl:
-    """One unfinished URL and how far it has got (0..1)."""
+class UnfinishedUrl(NamedTuple):
+    """One unfinished URL and how far it has got (0..1).
+
+    A named tuple: up to ``max_url_series`` of them are made every collection, and a
+    tuple is made at C speed.
+    """
 
     task_id: str
     url: str
@@ -194,23 +197,24 @@ class Summarizer:
     def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
         """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
 
-        Only the tasks up to the cap are looked at, each by its slice of the columns.
+        Only the tasks up to the cap are looked at, each by its slice of the columns, and
+        their unfinished URLs are handed on in batches of about what the cap still takes.
         """
         builder = self._builder
-        cap = self._limits.max_url_series
         finished = frozenset(FINISHED_RAW)
         unfinished_urls = self._totals.unfinished_urls
         seen = 0
+        batch: list[tuple[str, UrlProgress]] = []
         for task, (urls, statuses, start, stop) in zip(tasks, spans, strict=True):
-            task_id = task.task_id or ""
+            if builder.progress_room() <= len(batch):
+                seen += builder.add_progress_batch(batch)
+                batch = []
+                if not builder.progress_room():
+                    break
             unfinished = map(not_, map(finished.__contains__, statuses[start:stop]))
-            for url in compress(urls[start:stop], unfinished):
-                if len(builder.url_progress) >= cap:
-                    # Every unfinished URL from here on is dropped, duplicates included.
-                    builder.url_series_dropped = unfinished_urls - seen
-                    return
-                seen += 1
-                builder.add_progress(task_id, url.url, url.progress)
+            batch.extend(zip(repeat(task.task_id or ""), compress(urls[start:stop], unfinished)))
+        seen += builder.add_progress_batch(batch)
+        # Every unfinished URL past the cap is dropped, duplicates included.
         builder.url_series_dropped = unfinished_urls - seen
 
 
@@ -300,10 +304,39 @@ class _SummaryBuilder:
             anomalies=self.anomalies,
         )
 
+    def progress_room(self) -> int:
+        """How many more progress series the cap takes."""
+        return max(0, self.limits.max_url_series - len(self.url_progress))
+
+    def add_progress_batch(self, batch: list[tuple[str, UrlProgress]]) -> int:
+        """Add a series for each ``(task_id, url)`` in order, until the cap; return how many
+        were looked at (the duplicates among them included).
+
+        Usually no value is long enough to need cutting and no two are the same: then the
+        series are made column by column, and only otherwise one by one.
+        """
+        room = self.progress_room()
+        chosen = batch[:room]
+        task_ids = [task_id for task_id, _ in chosen]
+        urls = [url.url for _, url in chosen]
+        keys = list(zip(task_ids, urls, strict=True))
+        longest = max(map(len, [*task_ids, *urls]), default=0)
+        if (
+            longest * 4 <= self.limits.max_label_value_length  # UTF-8: 4 bytes a character at most
+            and len(set(keys)) == len(keys)
+            and self.progress_keys.isdisjoint(keys)
+        ):
+            self.progress_keys.update(keys)
+            ratios = [min(1.0, max(0.0, url.progress / 100)) for _, url in chosen]
+            self.url_progress.extend(map(UnfinishedUrl, task_ids, urls, ratios))
+            return len(chosen)
+        for looked_at, (task_id, url) in enumerate(batch):
+            if not self.progress_room():
+                return looked_at
+            self.add_progress(task_id, url.url, url.progress)
+        return len(batch)
+
     def add_progress(self, task_id: str, url: str, progress: int) -> None:
-        if len(self.url_progress) >= self.limits.max_url_series:
-            self.url_series_dropped += 1
-            return
         key = (self.bounded(task_id), self.bounded(url))
         if key in self.progress_keys:  # two identical series: Prometheus rejects the scrape
             self.anomalies["duplicate_url"] += 1

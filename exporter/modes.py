@@ -13,11 +13,11 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from exporter.app import MetricsSnapshot
 from exporter.client import ApiClient, ApiError
 from exporter.collector import PrefetchCollector
 from exporter.config import Settings
 from exporter.deadline import Deadline
+from exporter.exposition import MetricsSnapshot
 
 PROG = "ucdn-prefetch-exporter"
 

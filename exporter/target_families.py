@@ -146,4 +146,4 @@ def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
 
 def go_float(value: float) -> str:
     """A float as Prometheus client libraries write it (``10.0``, ``+Inf``)."""
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+    return str(floatToGoString(value))

@@ -117,7 +117,8 @@ class TaskStore:
         self._unseen = set()
 
     def prune_keys(self) -> None:
-        """Forget the keys of tasks no longer held: the collection is over."""
+        """Forget the keys of tasks no longer held: after a full sync, which held its
+        unfinished ones only until it saw them again (a dropped task's key goes with it)."""
         held = self._key_of.keys() & {*self.finished, *self.unfinished, *self.stuck}
         self._key_of = {task_id: self._key_of[task_id] for task_id in held}
         self.keys = {key: task_id for task_id, key in self._key_of.items()}
@@ -194,6 +195,7 @@ class TaskStore:
         self.unfinished.pop(task_id, None)
         if is_finished(task):
             self.stuck.pop(task_id, None)
+            self._drop_key(task_id)
         else:
             self.stuck[task_id] = task
 
@@ -202,6 +204,7 @@ class TaskStore:
         for task_id in task_ids:
             self.unfinished.pop(task_id, None)
             self.stuck.pop(task_id, None)
+            self._drop_key(task_id)
 
     def age_out(self, begin: int, horizon: int) -> None:
         """Drop finished tasks created before ``begin``; unfinished ones become stuck,
@@ -218,6 +221,7 @@ class TaskStore:
         for task_id, task in list(self.stuck.items()):
             if task.create_time < horizon:
                 del self.stuck[task_id]
+                self._drop_key(task_id)
 
     def summary(self, window: TaskWindow) -> TargetSummary:
         """The window's figures, as a fetch of the whole window would give them.
@@ -255,6 +259,11 @@ class TaskStore:
         self.keys[key] = task_id
         self._key_of[task_id] = key
 
+    def _drop_key(self, task_id: str) -> None:
+        key = self._key_of.pop(task_id, None)
+        if key is not None and self.keys.get(key) == task_id:
+            del self.keys[key]
+
     def _add_finished(self, tasks: dict[str, TaskInfo]) -> None:
         shares = add_finished(self._totals, list(tasks.values()), list(tasks))
         completions = self._completions
@@ -279,6 +288,7 @@ class TaskStore:
         done = self.finished.pop(task_id, None)
         if done is None:
             return
+        self._drop_key(task_id)
         self._totals.subtract(done.totals(self.limits.buckets))
         if done.completion is not None:
             completions = self._newest_completions()

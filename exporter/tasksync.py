@@ -198,7 +198,6 @@ class TaskSync:
             task_id: task for task_id, task in store.looked_up().items() if task_id not in fresh
         }
         requests = window.requests + self._look_up(store, asked, (begin, end), deadline, None)
-        store.prune_keys()
         return store, window, requests
 
     def _look_up(

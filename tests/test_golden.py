@@ -21,11 +21,11 @@ from pydantic import SecretStr
 from simfaults import SimulatedApi
 
 from exporter.aggregate import SummaryLimits
-from exporter.app import MetricsSnapshot
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
+from exporter.exposition import MetricsSnapshot
 from exporter.kinds import TaskKind
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
 from exporter.quotas import QuotaSweeper

@@ -154,3 +154,52 @@ def fetched(client: ApiClient, known: dict[int, str] | None) -> TaskWindow:
         action=PREFETCH_ACTION,
         known=known,
     )
+
+
+class Forgetful(World):
+    """A gateway that, once ``timeless``, lists every task whatever BeginTime asks for."""
+
+    timeless = False
+
+    def tasks(self, target: Any, begin: int, end: int) -> Any:
+        return super().tasks(target, 0 if self.timeless else begin, end)
+
+
+def test_a_task_that_left_the_store_is_decoded_when_a_gateway_lists_it_again() -> None:
+    world = Forgetful(
+        [
+            finished("old", NOW - 900),
+            waiting("w", NOW - 950),
+            *(finished(f"f{i}") for i in range(4)),
+        ]
+    )
+    api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, world).start()
+    # Pages of one task: a full sync costs more than a collection between them.
+    options = ClientOptions(page_size=1, parallel_pages=2)
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
+    clock = [NOW]
+    sync_options = SyncOptions(lookback_seconds=LOOKBACK, resync_seconds=10**9, overlap_seconds=10)
+    sync = TaskSync(client, Target("shop", "cdn"), KIND, sync_options, wall_clock=lambda: clock[0])
+    try:
+        sync.collect(Deadline.after(10))
+        clock[0] += 200  # "old" leaves the window and the store; "w" leaves it, stuck
+        world.put({**waiting("w", NOW - 950), "Status": "success"})  # and then finishes
+        world.put(finished("w", NOW - 950))
+        assert sync.collect(Deadline.after(10)).sync == "incremental"
+        world.timeless = True  # now both are listed again, out of the window
+        sync.collect(Deadline.after(10))  # which makes the store inexact: a full sync next
+        collection = sync.collect(Deadline.after(10))
+        assert collection.sync == "full"
+        window = client.fetch_tasks(
+            "shop",
+            is_dcdn=False,
+            begin=clock[0] - LOOKBACK,
+            end=clock[0],
+            deadline=Deadline.after(10),
+        )
+        # What the gateway put in the window is in its figures, as a fetch's would be.
+        assert collection.summary == summarize(window, LIMITS)
+        assert collection.summary.tasks_by_status["success"] == 6
+    finally:
+        client.close()
+        api.stop()

@@ -26,11 +26,11 @@ from pydantic import SecretStr
 from simfaults import SimulatedApi
 
 from exporter.aggregate import ANOMALIES, SummaryLimits, bounded_label_value, summarize
-from exporter.app import MetricsSnapshot
 from exporter.client import ApiClient, ClientOptions, TaskWindow
 from exporter.collector import PrefetchCollector
 from exporter.config import ConfigError, Target, load_settings
 from exporter.deadline import Deadline
+from exporter.exposition import MetricsSnapshot
 from exporter.model import TaskInfo
 from exporter.simulator import StaticDataset
 

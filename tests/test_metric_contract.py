@@ -22,11 +22,12 @@ from pydantic import SecretStr
 from simdata import domains
 
 from exporter.aggregate import SummaryLimits
-from exporter.app import MetricsSnapshot, ScrapeTimeouts
+from exporter.app import ScrapeTimeouts
 from exporter.client import ApiClient, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
+from exporter.exposition import MetricsSnapshot
 from exporter.kinds import TaskKind
 from exporter.metrics import (
     ALL_FAMILIES,

@@ -32,11 +32,11 @@ from pydantic import SecretStr
 from simfaults import SimulatedApi
 
 from exporter.aggregate import ANOMALIES, SummaryLimits
-from exporter.app import MetricsSnapshot
 from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.collector import PrefetchCollector
 from exporter.config import Target
 from exporter.deadline import Deadline
+from exporter.exposition import MetricsSnapshot
 from exporter.model import STATUSES
 from exporter.simulator import StaticDataset
 from exporter.transport import _decode

@@ -1,0 +1,152 @@
+"""exporter.exposition writes, byte for byte, what prometheus_client's encoders write.
+
+Random families of every type the exporter publishes (and those it does not, which the
+fallback must take), with label values full of what needs escaping, values at the
+edges of floats, names prometheus_client would escape, timestamps: for each Accept
+header Prometheus or a person sends, the body and content type must be those of
+``choose_encoder``'s encoder, on a first scrape and on the next (from remembered lines).
+"""
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+    UnknownMetricFamily,
+)
+from prometheus_client.exposition import choose_encoder
+
+from exporter.exposition import Exposition, MetricsSnapshot
+
+ACCEPTS = (
+    "",
+    "*/*",
+    "text/plain;version=0.0.4",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",  # Prometheus 2.x
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=2.0.0",
+    "text/plain;version=1.0.0;escaping=underscores",
+)
+NAMES = st.sampled_from(["ucdn_prefetch_tasks", "up", "a_b", "colon:name", "dot.name", "_x1"])
+LABEL_NAMES = st.lists(
+    st.sampled_from(["project_id", "platform", "url", "le", "b", "weird.label"]),
+    unique=True,
+    max_size=3,
+)
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0.0, -0.0, 0, 1e22, 123456789.0, 5e-324]),
+)
+LABEL_VALUES = st.text(
+    alphabet=st.sampled_from(["a", '"', "\\", "\n", "é", "…", "/", "{", "}", "=", ",", " "]),
+    max_size=8,
+)
+DOCUMENTATION = st.text(alphabet=st.sampled_from(["d", '"', "\\", "\n", "é", " "]), max_size=12)
+
+
+@st.composite
+def families(draw: st.DrawFn) -> Metric:
+    kind = draw(
+        st.sampled_from(
+            ["gauge", "counter", "gaugehistogram", "histogram", "info", "stateset", "unknown"]
+        )
+    )
+    name = draw(NAMES)
+    documentation = draw(DOCUMENTATION)
+    labels = draw(LABEL_NAMES)
+    rows = draw(
+        st.lists(
+            st.lists(LABEL_VALUES, min_size=len(labels), max_size=len(labels)),
+            max_size=4,
+            unique_by=tuple,
+        )
+    )
+    timestamp = draw(st.one_of(st.none(), st.just(1_700_000_000.5)))
+    family: Metric
+    if kind == "gauge":
+        family = GaugeMetricFamily(
+            name,
+            documentation,
+            labels=labels,
+            unit=draw(st.sampled_from(["", "seconds"])) if name.endswith("seconds") else "",
+        )
+        for row in rows:
+            family.add_metric(row, draw(VALUES), timestamp)
+    elif kind == "counter":
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        for row in rows:
+            created = draw(st.one_of(st.none(), st.floats(0, 2e9)))
+            family.add_metric(row, draw(VALUES), created=created, timestamp=timestamp)
+    elif kind in ("gaugehistogram", "histogram"):
+        cls = GaugeHistogramMetricFamily if kind == "gaugehistogram" else HistogramMetricFamily
+        family = cls(name, documentation, labels=labels)
+        for row in rows:
+            buckets = [("10.0", draw(VALUES)), ("+Inf", draw(VALUES))]
+            if kind == "gaugehistogram":
+                family.add_metric(row, buckets, draw(VALUES), timestamp)
+            else:
+                family.add_metric(row, buckets, draw(VALUES), timestamp)
+    elif kind == "info":
+        family = InfoMetricFamily(name, documentation, labels=labels)
+        for row in rows:
+            family.add_metric(row, {"version": draw(LABEL_VALUES)}, timestamp)
+    elif kind == "stateset":
+        family = StateSetMetricFamily(name, documentation, labels=labels)
+        for row in rows:
+            family.add_metric(row, {"on": draw(st.booleans())}, timestamp)
+    else:
+        family = UnknownMetricFamily(name, documentation, labels=labels)
+        for row in rows:
+            family.add_metric(row, draw(VALUES), timestamp)
+    return family
+
+
+def reference(metrics: list[Metric], accept: str) -> tuple[bytes, str]:
+    encoder, content_type = choose_encoder(accept)
+    return encoder(MetricsSnapshot(metrics)), content_type
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(families(), max_size=5),
+    st.lists(families(), max_size=5),
+    st.sampled_from(ACCEPTS),
+)
+def test_the_bytes_are_prometheus_clients_on_a_first_scrape_and_the_next(
+    first: list[Metric], second: list[Metric], accept: str
+) -> None:
+    exposition = Exposition()
+    assert exposition.encode(first, accept, "/metrics") == reference(first, accept)
+    # The next scrape: some series again (remembered lines), some new, some changed.
+    again = [*first[:2], *second]
+    assert exposition.encode(again, accept, "/metrics") == reference(again, accept)
+
+
+def test_zero_and_negative_zero_are_two_lines_though_equal() -> None:
+    zero, negative = GaugeMetricFamily("g", "d"), GaugeMetricFamily("g", "d")
+    zero.add_metric([], 0.0)
+    negative.add_metric([], -0.0)
+    exposition = Exposition()
+    assert b"g 0.0\n" in exposition.encode([zero], "", "/metrics")[0]
+    assert b"g -0.0\n" in exposition.encode([negative], "", "/metrics")[0]
+    assert math.copysign(1.0, -0.0) < 0  # the case is real: the two floats compare equal
+
+
+def test_a_page_keeps_only_the_lines_of_its_last_scrape() -> None:
+    exposition = Exposition()
+    for value in range(50):
+        family = GaugeMetricFamily("g", "d", labels=["n"])
+        family.add_metric([str(value)], value)
+        exposition.encode([family], "", "/probe?a")
+        exposition.encode([GaugeMetricFamily("h", "d")], "", "/probe?b")
+    assert [len(lines) for lines in exposition._lines.values()] == [1, 0]
