@@ -11,7 +11,11 @@ scrape of ``/metrics``, and its API requests from ``ucdn_api_requests_total`` on
 The baseline is the floor: ``json.loads`` of the whole window's page bodies, fetched from
 the simulator with the exporter's own signed query, timed in a fresh Python process, the
 fastest of five back-to-back runs (and of two such processes, one before the exporters
-and one after). The exporter's CPU is the median of several scrapes of each kind.
+and one after). The exporter's CPU is the mean of many scrapes of each kind, with the
+median beside it: a scrape of a few milliseconds reads as 0 or 10 ms in ticks, so the
+median of such readings snaps to a tick, while each reading is off by less than a tick
+either way, and their mean converges on the true figure (30 scrapes: within about
+2 ms, against a target of 9 ms).
 
 Figures: 1. API requests of a steady scrape (between full syncs) vs a full fetch;
 2. CPU of a steady scrape vs json.loads; 3. CPU of a full sync (RESYNC_SECONDS=0, so that
@@ -96,8 +100,8 @@ class Plan:
 FULL: Final = Plan(
     cpu=World(Workload(2000, 50)),
     memory=World(Workload(10000, 100)),
-    steady_scrapes=15,
-    full_scrapes=9,
+    steady_scrapes=30,
+    full_scrapes=15,
     memory_steady_scrapes=3,
 )
 # The same shape in miniature: every figure and every line, in seconds, targets not meant.
@@ -442,24 +446,29 @@ def figures_cpu(run: Run) -> None:
         bool(first.reported) and not reported and synced,
     )
 
-    # 2. and 3. CPU: the median scrape of each kind against the floor.
-    steady_cpu = statistics.median(s.cpu for s in steady)
-    full_cpu = statistics.median(s.cpu for s in full)
-    mean = sum(s.cpu for s in steady) / len(steady)
+    # 2. and 3. CPU: the mean scrape of each kind (ticks: see the module's docstring)
+    # against the floor.
+    steady_cpu = statistics.mean(s.cpu for s in steady)
+    full_cpu = statistics.mean(s.cpu for s in full)
     run.verdict(
         "2. CPU of a steady scrape",
-        f"{ms(steady_cpu)} median of {len(steady)} (mean {mean * 1000:.1f} ms), "
-        f"json.loads {fine_ms(floor)}",
+        f"{fine_ms(steady_cpu)} mean of {len(steady)} (median "
+        f"{ms(statistics.median(s.cpu for s in steady))}), json.loads {fine_ms(floor)}",
         f"{steady_cpu / floor:.3f}x",
         f"<= {plan.steady_cpu_target}x",
         steady_cpu <= plan.steady_cpu_target * floor,
     )
     run.verdict(
         "3. CPU of a full sync",
-        f"{ms(full_cpu)} median of {len(full)}, json.loads {fine_ms(floor)}",
+        f"{fine_ms(full_cpu)} mean of {len(full)} (median "
+        f"{ms(statistics.median(s.cpu for s in full))}), json.loads {fine_ms(floor)}",
         f"{full_cpu / floor:.2f}x",
         f"<= {plan.full_cpu_target}x",
         full_cpu <= plan.full_cpu_target * floor,
+    )
+    print(
+        f"first (info): the first full sync, with nothing known yet, {ms(first.cpu)} "
+        f"({first.cpu / floor:.2f}x): every task decoded and summed"
     )
     wrong = [s for s in (first, *steady, *full) if not s.agrees]
     run.verdict(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import compress, repeat
-from operator import itemgetter, ne, not_
+from operator import itemgetter, ne, not_, truediv
 from typing import Final, NamedTuple
 
 from exporter.config import DEFAULT_BUCKETS, setting_default
@@ -33,6 +33,7 @@ __all__ = [
     "Summarizer",
     "SummaryLimits",
     "TargetSummary",
+    "TaskFigures",
     "UnfinishedUrl",
     "bounded_label_value",
     "completion_of",
@@ -126,6 +127,26 @@ class Completion:
 _UrlSpan = tuple[list[UrlProgress], list[str | None], int, int]
 
 
+@dataclass(frozen=True, slots=True)
+class TaskFigures:
+    """One task's figures and URL columns, worked out once for as long as it is unchanged.
+
+    A store keeps them for its unfinished tasks, which mostly come back the same from
+    one collection to the next (see :meth:`Summarizer.add_task`).
+    """
+
+    totals: Totals
+    urls: list[UrlProgress]
+    statuses: list[str | None]
+
+    @classmethod
+    def of(cls, task: TaskInfo, buckets: tuple[float, ...]) -> "TaskFigures":
+        """The figures of ``task`` alone."""
+        totals = Totals(buckets)
+        columns = totals.add_tasks([task], {})
+        return cls(totals, columns.urls, columns.statuses)
+
+
 class Summarizer:
     """Summarises one target's tasks page by page, while later pages are still on the wire.
 
@@ -157,6 +178,12 @@ class Summarizer:
         self._url_spans.extend(
             zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
         )
+
+    def add_task(self, task: TaskInfo, figures: TaskFigures) -> None:
+        """Add one task whose figures were worked out before (with the same buckets)."""
+        self._totals.add(figures.totals)
+        self._tasks.append(task)
+        self._url_spans.append((figures.urls, figures.statuses, 0, len(figures.urls)))
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
         """Add tasks summarised before: their totals, and their completions newest first.
@@ -327,8 +354,14 @@ class _SummaryBuilder:
             and self.progress_keys.isdisjoint(keys)
         ):
             self.progress_keys.update(keys)
-            ratios = [min(1.0, max(0.0, url.progress / 100)) for _, url in chosen]
-            self.url_progress.extend(map(UnfinishedUrl, task_ids, urls, ratios))
+            progresses = [url.progress for _, url in chosen]
+            if progresses and (min(progresses) < 0 or max(progresses) > 100):
+                ratios = [min(1.0, max(0.0, progress / 100)) for progress in progresses]
+            else:
+                ratios = list(map(truediv, progresses, repeat(100)))
+            # tuple.__new__ makes each at C speed; UnfinishedUrl(...) would call Python code.
+            rows = zip(task_ids, urls, ratios, strict=True)
+            self.url_progress.extend(map(tuple.__new__, repeat(UnfinishedUrl), rows))
             return len(chosen)
         for looked_at, (task_id, url) in enumerate(batch):
             if not self.progress_room():

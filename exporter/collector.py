@@ -40,7 +40,7 @@ from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
 from exporter.model import ACTIONS
 from exporter.outcomes import OUTCOMES, ApiError
 from exporter.singleflight import SharedFetches, ShutdownError
-from exporter.target_families import TargetFamilyBuilder, go_float, new_family
+from exporter.target_families import ProgressSamples, TargetFamilyBuilder, go_float, new_family
 from exporter.tasksync import Collection, SyncOptions, TaskSync
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class PrefetchCollector(Collector):
             fetch_seconds=default_timeout,
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
+        self._progress = ProgressSamples()
         self._lock = threading.Lock()
 
     @property
@@ -291,7 +292,9 @@ class PrefetchCollector(Collector):
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
                 last_success = self._last_success.get((outcome.target, kind))
-            families.add_target(labels, outcome.seconds, last_success, outcome.collection)
+            families.add_target(
+                labels, outcome.seconds, last_success, outcome.collection, self._progress
+            )
         return families
 
     def _cache_note(self) -> str:

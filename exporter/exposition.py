@@ -66,7 +66,7 @@ class Exposition:
     """Writes scrapes, remembering each page's sample lines until its next scrape."""
 
     def __init__(self) -> None:
-        self._lines: dict[str, dict[_LineKey, str]] = {}
+        self._lines: dict[str, _PageLines] = {}
         self._lock = threading.Lock()
 
     def encode(self, metrics: Sequence["Metric"], accept: str, page: str) -> tuple[bytes, str]:
@@ -80,8 +80,8 @@ class Exposition:
         if content_type != _TEXT and not openmetrics:
             return encoder(MetricsSnapshot(metrics)), content_type
         with self._lock:
-            known = self._lines.get(page, {})
-        lines: dict[_LineKey, str] = {}
+            known = self._lines.get(page) or _PageLines()
+        lines = _PageLines()
         try:
             text = _write(metrics, openmetrics, _Lines(known, lines))
         except _UnwritableError:
@@ -92,21 +92,38 @@ class Exposition:
 
 
 class _Lines:
-    """Sample lines: those of the page's last scrape, and those of this one so far."""
+    """Sample lines: those of the page's last scrape, and those of this one so far.
 
-    def __init__(self, known: dict[_LineKey, str], lines: dict[_LineKey, str]) -> None:
+    A line is found by its sample's name, labels and value, or, for a Sample the
+    collector kept from the last scrape (see ``ProgressSamples``), by the Sample
+    itself, which is cheaper: a Sample is immutable, and the entry holds it, so its id
+    is not reused while the entry lives.
+    """
+
+    def __init__(self, known: "_PageLines", lines: "_PageLines") -> None:
         self.known = known
         self.lines = lines
 
     def of(self, sample: "Sample") -> str:
-        value = sample.value
-        # 0.0 and -0.0 are equal keys but two texts; only zeros are told apart by repr.
-        key = (sample.name, tuple(sample.labels.items()), value or repr(value))
-        line = self.known.get(key)
-        if line is None:
-            line = _sample_line(sample)
-        self.lines[key] = line
+        kept = self.known.by_sample.get(id(sample))
+        if kept is not None and kept[0] is sample:
+            line = kept[1]
+        else:
+            value = sample.value
+            # 0.0 and -0.0 are equal keys but two texts; only zeros are told apart by repr.
+            key = (sample.name, tuple(sample.labels.items()), value or repr(value))
+            line = self.known.by_content.get(key) or _sample_line(sample)
+            self.lines.by_content[key] = line
+        self.lines.by_sample[id(sample)] = (sample, line)
         return line
+
+
+class _PageLines:
+    """The lines of one scrape of a page, by content and by Sample."""
+
+    def __init__(self) -> None:
+        self.by_content: dict[_LineKey, str] = {}
+        self.by_sample: dict[int, tuple[Sample, str]] = {}
 
 
 def _write(metrics: Sequence["Metric"], openmetrics: bool, lines: _Lines) -> str:

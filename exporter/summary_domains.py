@@ -11,8 +11,7 @@ no URL is matched or paired with its status one by one.
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate, chain, compress, repeat
-from operator import eq
+from itertools import accumulate, chain, repeat
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -79,11 +78,8 @@ class DomainCounter:
             for domain, length in zip(domains, lengths, strict=True):
                 counts[domain, status] += length
             return
-        for status in status_counts:
-            column = chain.from_iterable(map(repeat, domains, lengths))
-            chosen = Counter(compress(column, map(eq, statuses, repeat(status))))
-            for domain, count in chosen.items():
-                counts[domain, status] += count
+        column = chain.from_iterable(map(repeat, domains, lengths))
+        counts.update(zip(column, statuses, strict=True))
 
 
 def count_by_domain(

@@ -5,6 +5,8 @@ only writes outcomes as samples, in the contract's order (exporter/metrics.py): 
 always, figures only from a successful collection.
 """
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
@@ -14,14 +16,49 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.aggregate import ANOMALIES, TargetSummary
+from exporter.aggregate import ANOMALIES, TargetSummary, UnfinishedUrl
 from exporter.metrics import Family, TargetFamilies
 from exporter.model import FINISHED, STATUSES
 from exporter.tasksync import Collection
 
 _M = TypeVar("_M", bound=Metric)
+
+
+class ProgressSamples:
+    """Each target's ``url_progress`` samples, kept from one scrape to the next.
+
+    An unfinished URL whose progress has not moved since the last scrape gets the very
+    Sample it had, which the exposition writes from the line it keeps for that Sample
+    (see :mod:`exporter.exposition`): a target's thousand progress series then cost a
+    lookup each, not a Sample, a label dict and a line.
+    """
+
+    def __init__(self) -> None:
+        self._samples: dict[tuple[str, ...], dict[UnfinishedUrl, Sample]] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self, family: GaugeMetricFamily, labels: list[str], urls: Sequence[UnfinishedUrl]
+    ) -> None:
+        """Add ``urls``' samples for the target ``labels`` to ``family``."""
+        key = (family.name, *labels)
+        with self._lock:
+            known = self._samples.get(key, {})
+        kept: dict[UnfinishedUrl, Sample] = {}
+        samples = family.samples
+        for url in urls:
+            sample = known.get(url)
+            if sample is None:
+                family.add_metric([*labels, url.task_id, url.url], url.ratio)
+                sample = samples[-1]
+            else:
+                samples.append(sample)
+            kept[url] = sample
+        with self._lock:
+            self._samples[key] = kept
 
 
 @dataclass(frozen=True)
@@ -83,14 +120,18 @@ class TargetFamilyBuilder:
         seconds: float,
         last_success: float | None,
         collection: Collection | None,
+        progress: ProgressSamples,
     ) -> None:
-        """Add one target's samples: health always, data only from a successful collection."""
+        """Add one target's samples: health always, data only from a successful collection.
+
+        ``progress`` keeps the progress samples from one scrape to the next.
+        """
         self.up.add_metric(labels, 1 if collection else 0)
         self.scrape_duration.add_metric(labels, seconds)
         if last_success is not None:
             self.last_success.add_metric(labels, last_success)
         if collection is not None:
-            self.add_summary(labels, collection.summary)
+            self.add_summary(labels, collection.summary, progress)
             self.add_sync(labels, collection)
 
     def add_sync(self, labels: list[str], collection: Collection) -> None:
@@ -108,13 +149,14 @@ class TargetFamilyBuilder:
                     [*labels, status], counts.tasks[status], created=counts.created
                 )
 
-    def add_summary(self, labels: list[str], summary: TargetSummary) -> None:
+    def add_summary(
+        self, labels: list[str], summary: TargetSummary, progress: ProgressSamples
+    ) -> None:
         """Add the figures of one target's summary."""
         for status in STATUSES:
             self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
             self.urls.add_metric([*labels, status], summary.urls_by_status[status])
-        for url in summary.url_progress:
-            self.url_progress.add_metric([*labels, url.task_id, url.url], url.ratio)
+        progress.add(self.url_progress, labels, summary.url_progress)
         self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
         for status in sorted(FINISHED):
             histogram = summary.url_completion[status]

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Final
 
-from exporter.aggregate import Completion, Summarizer, SummaryLimits, TargetSummary
+from exporter.aggregate import (
+    Completion,
+    Summarizer,
+    SummaryLimits,
+    TargetSummary,
+    TaskFigures,
+)
 from exporter.finished import FinishedShare, add_finished
 from exporter.model import FINISHED, PageTask, TaskInfo
 from exporter.paging import TaskWindow
@@ -84,6 +90,9 @@ class TaskStore:
         self._key_of: dict[str, int] = {}
         # On a full sync, the finished tasks carried over that its fetch has not yet seen.
         self._unseen: set[str] = set()
+        # The figures of the unfinished tasks as last summarised, for as long as each is
+        # the same object (a task that comes back unchanged is the one held).
+        self._figures: dict[str, tuple[TaskInfo, TaskFigures]] = {}
 
     def copy(self) -> "TaskStore":
         """An independent copy that a later collection may change: it counts."""
@@ -98,6 +107,7 @@ class TaskStore:
         clone._ages = list(self._ages)
         clone.keys = dict(self.keys)
         clone._key_of = dict(self._key_of)
+        clone._figures = dict(self._figures)
         return clone
 
     def for_full_sync(self) -> "TaskStore":
@@ -229,7 +239,15 @@ class TaskStore:
         ``window`` is the fetch of this collection whose paging anomalies are reported.
         """
         summarizer = Summarizer(self.limits)
-        summarizer.add_page([*self.unfinished.values(), *self.anonymous])
+        figures: dict[str, tuple[TaskInfo, TaskFigures]] = {}
+        for task_id, task in self.unfinished.items():
+            kept = self._figures.get(task_id)
+            if kept is None or kept[0] is not task:
+                kept = (task, TaskFigures.of(task, self.limits.buckets))
+            figures[task_id] = kept
+            summarizer.add_task(task, kept[1])
+        self._figures = figures
+        summarizer.add_page(self.anonymous)
         summarizer.add_summarised(self._totals, self._newest_completions())
         summary = summarizer.summary(window)
         stuck = [
@@ -297,7 +315,7 @@ class TaskStore:
     def _count(
         self, task: TaskInfo, task_id: str, last: TaskInfo | None, *, already_finished: bool
     ) -> None:
-        if not self.counting or already_finished:
+        if not self.counting or already_finished or task is last:  # unchanged: nothing new
             return
         now = _finished_urls(task)
         seen = _finished_urls(last) if last is not None else dict.fromkeys(FINISHED_RAW, 0)

@@ -149,4 +149,4 @@ def test_a_page_keeps_only_the_lines_of_its_last_scrape() -> None:
         family.add_metric([str(value)], value)
         exposition.encode([family], "", "/probe?a")
         exposition.encode([GaugeMetricFamily("h", "d")], "", "/probe?b")
-    assert [len(lines) for lines in exposition._lines.values()] == [1, 0]
+    assert [len(lines.by_content) for lines in exposition._lines.values()] == [1, 0]
