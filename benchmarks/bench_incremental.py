@@ -268,9 +268,13 @@ class Scrape:
 
 
 def scrape(running: Exporter, world: WorldState) -> Scrape:
-    """Scrape once, after a pause; check the figures against ``world``."""
-    time.sleep(SETTLE)
+    """Scrape once, after a pause; check the figures against ``world``.
+
+    The request counter is read before the pause, so that nothing of that request is
+    still running in the exporter when the scrape's CPU is read.
+    """
     before = api_requests(running)
+    time.sleep(SETTLE)
     body, wall, cpu = running.scrape()
     requests = api_requests(running) - before
     reported = by_label(body, "ucdn_prefetch_collection_api_requests", "sync")

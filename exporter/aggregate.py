@@ -132,10 +132,11 @@ class TaskFigures:
     """One task's figures and URL columns, worked out once for as long as it is unchanged.
 
     A store keeps them for its unfinished tasks, which mostly come back the same from
-    one collection to the next (see :meth:`Summarizer.add_task`).
+    one collection to the next (see :meth:`Summarizer.add_figured`).
     """
 
-    totals: Totals
+    totals: Totals  # without the oldest unfinished CreateTime, so that it can be taken out
+    oldest_unfinished: int | None
     urls: list[UrlProgress]
     statuses: list[str | None]
 
@@ -144,7 +145,8 @@ class TaskFigures:
         """The figures of ``task`` alone."""
         totals = Totals(buckets)
         columns = totals.add_tasks([task], {})
-        return cls(totals, columns.urls, columns.statuses)
+        oldest, totals.oldest_unfinished = totals.oldest_unfinished, None
+        return cls(totals, oldest, columns.urls, columns.statuses)
 
 
 class Summarizer:
@@ -179,11 +181,17 @@ class Summarizer:
             zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
         )
 
-    def add_task(self, task: TaskInfo, figures: TaskFigures) -> None:
-        """Add one task whose figures were worked out before (with the same buckets)."""
-        self._totals.add(figures.totals)
-        self._tasks.append(task)
-        self._url_spans.append((figures.urls, figures.statuses, 0, len(figures.urls)))
+    def add_figured(
+        self, tasks: Sequence[TaskInfo], figures: Sequence[TaskFigures], totals: Totals
+    ) -> None:
+        """Add tasks whose ``figures`` were worked out before, with the same buckets;
+        ``totals`` is the sum of theirs, kept by the caller rather than added up here."""
+        self._totals.add(totals)
+        for figured in figures:
+            if figured.oldest_unfinished is not None:
+                self._totals.include_oldest(figured.oldest_unfinished)
+        self._tasks.extend(tasks)
+        self._url_spans.extend((f.urls, f.statuses, 0, len(f.urls)) for f in figures)
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
         """Add tasks summarised before: their totals, and their completions newest first.

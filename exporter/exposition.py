@@ -15,6 +15,7 @@ those encoders would escape or quote), a timestamp, an exemplar or a native hist
 families.
 """
 
+import functools
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -104,18 +105,23 @@ class _Lines:
         self.known = known
         self.lines = lines
 
-    def of(self, sample: "Sample") -> str:
-        kept = self.known.by_sample.get(id(sample))
-        if kept is not None and kept[0] is sample:
-            line = kept[1]
-        else:
-            value = sample.value
-            # 0.0 and -0.0 are equal keys but two texts; only zeros are told apart by repr.
-            key = (sample.name, tuple(sample.labels.items()), value or repr(value))
-            line = self.known.by_content.get(key) or _sample_line(sample)
-            self.lines.by_content[key] = line
-        self.lines.by_sample[id(sample)] = (sample, line)
-        return line
+    def of(self, samples: Sequence["Sample"]) -> list[str]:
+        """The lines of ``samples``, in order (one loop for a family: this runs per sample)."""
+        by_sample, by_content = self.known.by_sample, self.known.by_content
+        now_by_sample, now_by_content = self.lines.by_sample, self.lines.by_content
+        written: list[str] = []
+        for sample in samples:
+            kept = by_sample.get(id(sample))
+            if kept is None or kept[0] is not sample:
+                value = sample.value
+                # 0.0 and -0.0 are equal keys but two texts: zeros are told apart by repr.
+                key = (sample.name, tuple(sample.labels.items()), value or repr(value))
+                line = by_content.get(key) or _sample_line(sample)
+                now_by_content[key] = line
+                kept = (sample, line)
+            now_by_sample[id(sample)] = kept
+            written.append(kept[1])
+        return written
 
 
 class _PageLines:
@@ -144,14 +150,18 @@ def _write_text(metric: "Metric", output: list[str], lines: _Lines) -> None:
     shown = name + _TEXT_SUFFIXES.get(kind, "")
     help_text = _help_text(metric.documentation)
     output.append(f"# HELP {shown} {help_text}\n# TYPE {shown} {_TEXT_TYPES.get(kind, kind)}\n")
+    samples = metric.samples
+    moved_names = {name + suffix: suffix for suffix in _MOVED_SUFFIXES}
+    if not any(sample.name in moved_names for sample in samples):
+        output.extend(lines.of(samples))
+        return
     moved: dict[str, list[str]] = {}
-    for sample in metric.samples:
-        for suffix in _MOVED_SUFFIXES:
-            if sample.name == name + suffix:
-                moved.setdefault(suffix, []).append(lines.of(sample))
-                break
+    for sample, line in zip(samples, lines.of(samples), strict=True):
+        suffix = moved_names.get(sample.name)
+        if suffix is None:
+            output.append(line)
         else:
-            output.append(lines.of(sample))
+            moved.setdefault(suffix, []).append(line)
     for suffix, moved_lines in sorted(moved.items()):
         output.append(f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n")
         output.extend(moved_lines)
@@ -163,7 +173,7 @@ def _write_openmetrics(metric: "Metric", output: list[str], lines: _Lines) -> No
     output.append(f"# HELP {name} {help_text}\n# TYPE {name} {metric.type}\n")
     if metric.unit:
         output.append(f"# UNIT {name} {metric.unit}\n")
-    output.extend(map(lines.of, metric.samples))
+    output.extend(lines.of(metric.samples))
 
 
 def _sample_line(sample: "Sample") -> str:
@@ -183,6 +193,7 @@ def _sample_line(sample: "Sample") -> str:
     return f"{name}{{{labels}}} {floatToGoString(sample.value)}\n"
 
 
+@functools.lru_cache(maxsize=4096)  # the exporter's names are a few dozen; a match is not free
 def _plain(name: str) -> str:
     if _PLAIN_NAME.fullmatch(name) is None:
         raise _UnwritableError

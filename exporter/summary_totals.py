@@ -160,7 +160,7 @@ class Totals:
         """Add another set's figures (of tasks not in this one)."""
         self._merge(other, 1)
         if other.oldest_unfinished is not None:
-            self._add_oldest_time(other.oldest_unfinished)
+            self.include_oldest(other.oldest_unfinished)
 
     def subtract(self, other: "Totals") -> None:
         """Take out the figures of tasks added before, none of them unfinished.
@@ -194,9 +194,10 @@ class Totals:
             default=None,
         )
         if oldest is not None:
-            self._add_oldest_time(oldest)
+            self.include_oldest(oldest)
 
-    def _add_oldest_time(self, created: int) -> None:
+    def include_oldest(self, created: int) -> None:
+        """Count ``created`` among the unfinished tasks' CreateTimes (the oldest is kept)."""
         if self.oldest_unfinished is None or created < self.oldest_unfinished:
             self.oldest_unfinished = created
 

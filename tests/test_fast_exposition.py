@@ -23,7 +23,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from exporter.aggregate import UnfinishedUrl
 from exporter.exposition import Exposition, MetricsSnapshot
+from exporter.target_families import ProgressSamples
 
 ACCEPTS = (
     "",
@@ -150,3 +152,27 @@ def test_a_page_keeps_only_the_lines_of_its_last_scrape() -> None:
         exposition.encode([family], "", "/probe?a")
         exposition.encode([GaugeMetricFamily("h", "d")], "", "/probe?b")
     assert [len(lines.by_content) for lines in exposition._lines.values()] == [1, 0]
+
+
+def progress_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily("p", "d", labels=["project_id", "platform", "task_id", "url"])
+
+
+def test_a_progress_series_keeps_its_sample_until_it_moves() -> None:
+    memo = ProgressSamples()
+    first, second = progress_family(), progress_family()
+    still, moving = UnfinishedUrl("t", "https://a/1", 0.25), UnfinishedUrl("t", "https://a/2", 0.5)
+    memo.add(first, ["p", "cdn"], [still, moving])
+    memo.add(second, ["p", "cdn"], [still, moving._replace(ratio=0.75)])
+    assert second.samples[0] is first.samples[0]
+    assert second.samples[1] is not first.samples[1]
+    assert second.samples[1].value == 0.75
+    # A target's samples are its own, and the exposition writes the moved value.
+    other = progress_family()
+    memo.add(other, ["q", "cdn"], [still])
+    assert other.samples[0].labels["project_id"] == "q"
+    exposition = Exposition()
+    exposition.encode([first], "", "/metrics")
+    body = exposition.encode([second], "", "/metrics")[0]
+    assert b'url="https://a/2"} 0.75\n' in body
+    assert body == reference([second], "")[0]
