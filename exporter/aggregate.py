@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import merge
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import itemgetter, ne, not_, truediv
 from typing import Final, NamedTuple
 
@@ -296,16 +296,18 @@ def _task_completion(
     Only the tasks up to the cap are looked at; ``earlier`` are in the same order.
     """
     limit = builder.limits.max_task_series
-    completion = builder.task_completion
     if limit <= 0:
         return
-    timed = ((_newest_first(task), task.task_id or "", completion_of(task)) for task in tasks)
+    # Tasks without a completion time add nothing: leaving them out keeps the order.
+    timed = [
+        (_newest_first(task), task.task_id or "", seconds)
+        for task in tasks
+        if (seconds := completion_of(task)) is not None
+    ]
     summarised = ((done.order, done.task_id, done.seconds) for done in earlier)
-    for _, task_id, seconds in merge(timed, summarised, key=itemgetter(0)):
-        if seconds is not None:
-            builder.add_task_completion(task_id, seconds)
-            if len(completion) >= limit:
-                return
+    picked = merge(timed, summarised, key=itemgetter(0)) if timed else summarised
+    for _, task_id, seconds in islice(picked, limit):
+        builder.add_task_completion(task_id, seconds)
 
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:

@@ -40,7 +40,7 @@ from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
 from exporter.model import ACTIONS
 from exporter.outcomes import OUTCOMES, ApiError
 from exporter.singleflight import SharedFetches, ShutdownError
-from exporter.target_families import ProgressSamples, TargetFamilyBuilder, go_float, new_family
+from exporter.target_families import SeriesMemo, TargetFamilyBuilder, go_float, new_family
 from exporter.tasksync import Collection, SyncOptions, TaskSync
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class PrefetchCollector(Collector):
             fetch_seconds=default_timeout,
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
-        self._progress = ProgressSamples()
+        self._memo = SeriesMemo()
         self._lock = threading.Lock()
 
     @property
@@ -293,7 +293,7 @@ class PrefetchCollector(Collector):
             with self._lock:
                 last_success = self._last_success.get((outcome.target, kind))
             families.add_target(
-                labels, outcome.seconds, last_success, outcome.collection, self._progress
+                labels, outcome.seconds, last_success, outcome.collection, self._memo
             )
         return families
 

@@ -96,7 +96,7 @@ class _Lines:
     """Sample lines: those of the page's last scrape, and those of this one so far.
 
     A line is found by its sample's name, labels and value, or, for a Sample the
-    collector kept from the last scrape (see ``ProgressSamples``), by the Sample
+    collector kept from the last scrape (see ``SeriesMemo``), by the Sample
     itself, which is cheaper: a Sample is immutable, and the entry holds it, so its id
     is not reused while the entry lives.
     """

@@ -6,9 +6,9 @@ always, figures only from a successful collection.
 """
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.aggregate import ANOMALIES, TargetSummary, UnfinishedUrl
+from exporter.aggregate import ANOMALIES, TargetSummary
 from exporter.metrics import Family, TargetFamilies
 from exporter.model import FINISHED, STATUSES
 from exporter.tasksync import Collection
@@ -27,36 +27,40 @@ from exporter.tasksync import Collection
 _M = TypeVar("_M", bound=Metric)
 
 
-class ProgressSamples:
-    """Each target's ``url_progress`` samples, kept from one scrape to the next.
+# A series as (*its label values after the target's, its value): an UnfinishedUrl is one.
+Row = tuple[Any, ...]
 
-    An unfinished URL whose progress has not moved since the last scrape gets the very
+
+class SeriesMemo:
+    """The samples of the families that grow with the data, kept from one scrape to the next.
+
+    A series whose label values and value are those of the last scrape gets the very
     Sample it had, which the exposition writes from the line it keeps for that Sample
     (see :mod:`exporter.exposition`): a target's thousand progress series then cost a
-    lookup each, not a Sample, a label dict and a line.
+    lookup each, not a Sample, a label dict and a line. The values of these families
+    (ratios, seconds, counts) are never -0.0, the one float equal to another that is
+    written differently.
     """
 
     def __init__(self) -> None:
-        self._samples: dict[tuple[str, ...], dict[UnfinishedUrl, Sample]] = {}
+        self._samples: dict[tuple[str, ...], dict[Row, Sample]] = {}
         self._lock = threading.Lock()
 
-    def add(
-        self, family: GaugeMetricFamily, labels: list[str], urls: Sequence[UnfinishedUrl]
-    ) -> None:
-        """Add ``urls``' samples for the target ``labels`` to ``family``."""
+    def add(self, family: GaugeMetricFamily, labels: list[str], rows: Iterable[Row]) -> None:
+        """Add ``rows`` as ``family``'s samples of the target ``labels``."""
         key = (family.name, *labels)
         with self._lock:
             known = self._samples.get(key, {})
-        kept: dict[UnfinishedUrl, Sample] = {}
+        kept: dict[Row, Sample] = {}
         samples = family.samples
-        for url in urls:
-            sample = known.get(url)
+        for row in rows:
+            sample = known.get(row)
             if sample is None:
-                family.add_metric([*labels, url.task_id, url.url], url.ratio)
+                family.add_metric([*labels, *row[:-1]], row[-1])
                 sample = samples[-1]
             else:
                 samples.append(sample)
-            kept[url] = sample
+            kept[row] = sample
         with self._lock:
             self._samples[key] = kept
 
@@ -120,18 +124,18 @@ class TargetFamilyBuilder:
         seconds: float,
         last_success: float | None,
         collection: Collection | None,
-        progress: ProgressSamples,
+        memo: SeriesMemo,
     ) -> None:
         """Add one target's samples: health always, data only from a successful collection.
 
-        ``progress`` keeps the progress samples from one scrape to the next.
+        ``memo`` keeps the samples of the largest families from one scrape to the next.
         """
         self.up.add_metric(labels, 1 if collection else 0)
         self.scrape_duration.add_metric(labels, seconds)
         if last_success is not None:
             self.last_success.add_metric(labels, last_success)
         if collection is not None:
-            self.add_summary(labels, collection.summary, progress)
+            self.add_summary(labels, collection.summary, memo)
             self.add_sync(labels, collection)
 
     def add_sync(self, labels: list[str], collection: Collection) -> None:
@@ -149,33 +153,36 @@ class TargetFamilyBuilder:
                     [*labels, status], counts.tasks[status], created=counts.created
                 )
 
-    def add_summary(
-        self, labels: list[str], summary: TargetSummary, progress: ProgressSamples
-    ) -> None:
+    def add_summary(self, labels: list[str], summary: TargetSummary, memo: SeriesMemo) -> None:
         """Add the figures of one target's summary."""
         for status in STATUSES:
             self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
             self.urls.add_metric([*labels, status], summary.urls_by_status[status])
-        progress.add(self.url_progress, labels, summary.url_progress)
+        memo.add(self.url_progress, labels, summary.url_progress)
         self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
         for status in sorted(FINISHED):
             histogram = summary.url_completion[status]
             buckets = [(go_float(le), count) for le, count in histogram.cumulative()]
             self.url_completion.add_metric([*labels, status], buckets, histogram.total)
-        published: set[str] = set()
+        # Tasks without a TaskId all become task_id="": a repeated series would make
+        # Prometheus reject the whole scrape, so only the newest of them is published.
+        newest: dict[str, float] = {}
         for task_id, seconds in summary.task_completion:
-            # Tasks without a TaskId all become task_id="": a repeated series would make
-            # Prometheus reject the whole scrape, so only the newest of them is published.
-            if task_id not in published:
-                published.add(task_id)
-                self.task_completion.add_metric([*labels, task_id], seconds)
+            newest.setdefault(task_id, seconds)
+        memo.add(self.task_completion, labels, newest.items())
         if summary.oldest_unfinished_created is not None:
             self.oldest_unfinished.add_metric(labels, summary.oldest_unfinished_created)
         for reason in ANOMALIES:
             self.records_invalid.add_metric([*labels, reason], summary.anomalies[reason])
-        for domain, counts in sorted(summary.domain_urls.items()):
-            for status in STATUSES:
-                self.domain_urls.add_metric([*labels, domain, status], counts[status])
+        memo.add(
+            self.domain_urls,
+            labels,
+            [
+                (domain, status, counts[status])
+                for domain, counts in sorted(summary.domain_urls.items())
+                for status in STATUSES
+            ],
+        )
 
 
 def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:

@@ -25,7 +25,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.aggregate import UnfinishedUrl
 from exporter.exposition import Exposition, MetricsSnapshot
-from exporter.target_families import ProgressSamples
+from exporter.target_families import SeriesMemo
 
 ACCEPTS = (
     "",
@@ -159,7 +159,7 @@ def progress_family() -> GaugeMetricFamily:
 
 
 def test_a_progress_series_keeps_its_sample_until_it_moves() -> None:
-    memo = ProgressSamples()
+    memo = SeriesMemo()
     first, second = progress_family(), progress_family()
     still, moving = UnfinishedUrl("t", "https://a/1", 0.25), UnfinishedUrl("t", "https://a/2", 0.5)
     memo.add(first, ["p", "cdn"], [still, moving])
