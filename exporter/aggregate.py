@@ -11,10 +11,10 @@ This is also where the series are picked, so it is where label values are bounde
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from heapq import merge
-from itertools import compress, islice, repeat
+from itertools import chain, compress, islice, repeat
 from operator import itemgetter, ne, not_, truediv
 from typing import Final, NamedTuple
 
@@ -298,14 +298,19 @@ def _task_completion(
     limit = builder.limits.max_task_series
     if limit <= 0:
         return
-    # Tasks without a completion time add nothing: leaving them out keeps the order.
-    timed = [
+    # Tasks without a completion time add nothing: leaving them out keeps the order. Lazily:
+    # only the tasks up to the cap are timed (a task's time is a loop over its URLs).
+    timed = (
         (_newest_first(task), task.task_id or "", seconds)
         for task in tasks
         if (seconds := completion_of(task)) is not None
-    ]
+    )
     summarised = ((done.order, done.task_id, done.seconds) for done in earlier)
-    picked = merge(timed, summarised, key=itemgetter(0)) if timed else summarised
+    first = next(timed, None)
+    if first is None:  # no merge needed, which is what a store's summary mostly has
+        picked: Iterator[tuple[tuple[int, str], str, float]] = summarised
+    else:
+        picked = merge(chain([first], timed), summarised, key=itemgetter(0))
     for _, task_id, seconds in islice(picked, limit):
         builder.add_task_completion(task_id, seconds)
 

@@ -2,16 +2,18 @@
 
 Parsing every URL's host is the cost, so it is paid once per distinct *host prefix*
 (``scheme://host/``, up to the first ``/``, ``?`` or ``#`` after the host), which every
-URL of a domain shares. A task's URLs are usually all on one host: when every URL of a
-page starts with its task's first one's (one C-level ``startswith`` pass tells), the
-page is counted task by task, by the tasks' lengths and the page's status columns, and
-no URL is matched or paired with its status one by one.
+URL of a domain shares. A page's URLs are often all on one host, and a task's usually
+are: when every URL of a page starts with the first one's, or with its task's first
+one's (one C-level ``startswith`` pass tells), the page is counted by its status counts,
+or task by task by the tasks' lengths and the page's status columns, and no URL is
+matched or paired with its status one by one.
 """
 
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, chain, compress, repeat
+from operator import eq
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -52,6 +54,14 @@ class DomainCounter:
         already parsed; the caller decides how long it lives (a collection), so that
         counts kept for long do not keep it.
         """
+        if not urls:
+            return [None] * len(lengths)
+        first = _HOST_PREFIX.match(urls[0])
+        if first is not None and all(map(str.startswith, urls, repeat(first.group()))):
+            domain = _domain(first.group(), domain_of_prefix)  # one host for the whole page
+            for status, count in status_counts.items():
+                self.counts[domain, status] += count
+            return [domain if n else None for n in lengths]
         matches = [_HOST_PREFIX.match(urls[start]) for start in _starts(lengths) if start >= 0]
         if None not in matches:
             prefixes = [match.group() for match in matches if match is not None]
@@ -78,8 +88,11 @@ class DomainCounter:
             for domain, length in zip(domains, lengths, strict=True):
                 counts[domain, status] += length
             return
-        column = chain.from_iterable(map(repeat, domains, lengths))
-        counts.update(zip(column, statuses, strict=True))
+        for status in status_counts:
+            column = chain.from_iterable(map(repeat, domains, lengths))
+            chosen = Counter(compress(column, map(eq, statuses, repeat(status))))
+            for domain, count in chosen.items():
+                counts[domain, status] += count
 
 
 def count_by_domain(
