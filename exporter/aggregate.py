@@ -139,14 +139,31 @@ class TaskFigures:
     oldest_unfinished: int | None
     urls: list[UrlProgress]
     statuses: list[str | None]
+    # Its unfinished URLs as progress series, and whether they can be published as they
+    # are: a TaskId, no value long enough to be cut, no URL twice.
+    progress: list[UnfinishedUrl]
+    plain: bool
 
     @classmethod
-    def of(cls, task: TaskInfo, buckets: tuple[float, ...]) -> "TaskFigures":
+    def of(cls, task: TaskInfo, limits: SummaryLimits) -> "TaskFigures":
         """The figures of ``task`` alone."""
-        totals = Totals(buckets)
+        totals = Totals(limits.buckets)
         columns = totals.add_tasks([task], {})
         oldest, totals.oldest_unfinished = totals.oldest_unfinished, None
-        return cls(totals, oldest, columns.urls, columns.statuses)
+        finished = frozenset(FINISHED_RAW)
+        unfinished = [
+            url for url, status in zip(columns.urls, columns.statuses, strict=True)
+            if status not in finished
+        ]  # fmt: skip
+        task_id = task.task_id or ""
+        addresses = [url.url for url in unfinished]
+        plain = (
+            bool(task_id)
+            and max(map(len, [task_id, *addresses])) * 4 <= limits.max_label_value_length
+            and len(set(addresses)) == len(addresses)
+        )
+        progress = [UnfinishedUrl(task_id, url.url, _ratio(url.progress)) for url in unfinished]
+        return cls(totals, oldest, columns.urls, columns.statuses, progress, plain)
 
 
 class Summarizer:
@@ -170,12 +187,14 @@ class Summarizer:
         self._tasks: list[TaskInfo] = []
         # Where each task's URLs are in its page's columns, to find its unfinished ones.
         self._url_spans: list[_UrlSpan] = []
+        self._figures: list[TaskFigures | None] = []  # each task's, if worked out before
         self._earlier: Sequence[Completion] = ()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
         columns = self._totals.add_tasks(tasks, self._domain_of_prefix)
         self._tasks.extend(tasks)
+        self._figures.extend(repeat(None, len(tasks)))
         starts = columns.starts
         self._url_spans.extend(
             zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
@@ -191,6 +210,7 @@ class Summarizer:
             if figured.oldest_unfinished is not None:
                 self._totals.include_oldest(figured.oldest_unfinished)
         self._tasks.extend(tasks)
+        self._figures.extend(figures)
         self._url_spans.extend((f.urls, f.statuses, 0, len(f.urls)) for f in figures)
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
@@ -218,7 +238,9 @@ class Summarizer:
         order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
         newest_first = [self._tasks[i] for i in order]
         _task_completion(builder, newest_first, self._earlier)
-        self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
+        figured = [self._figures[i] for i in order]
+        if not self._pick_figured(figured):
+            self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
         summary = builder.summary()
         summary.domain_urls = domain_urls(
             totals.domains.counts.items(),
@@ -228,6 +250,26 @@ class Summarizer:
         )
         _count_window_anomalies(summary, window)
         return summary
+
+    def _pick_figured(self, figures: list[TaskFigures | None]) -> bool:
+        """Pick the progress series from tasks' own, as they are, if every task has them
+        worked out and plain and no two share a TaskId; whether it could."""
+        plain = [f for f in figures if f is not None and f.plain]
+        if len(plain) < len(figures):
+            return False
+        with_series = [f.progress for f in plain if f.progress]
+        if len({rows[0].task_id for rows in with_series}) < len(with_series):
+            return False
+        builder = self._builder
+        room = self._limits.max_url_series
+        for rows in with_series:
+            if room <= 0:
+                break
+            taken = rows[:room]
+            builder.url_progress.extend(taken)
+            room -= len(taken)
+        builder.url_series_dropped = self._totals.unfinished_urls - len(builder.url_progress)
+        return True
 
     def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
         """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
@@ -315,6 +357,11 @@ def _task_completion(
         builder.add_task_completion(task_id, seconds)
 
 
+def _ratio(progress: int) -> float:
+    """A Progress (0 to 100, as the API should send it) as a ratio, within 0..1 whatever."""
+    return min(1.0, max(0.0, progress / 100))
+
+
 def _newest_first(task: TaskInfo) -> tuple[int, str]:
     return -task.create_time, task.task_id or ""
 
@@ -371,7 +418,7 @@ class _SummaryBuilder:
             self.progress_keys.update(keys)
             progresses = [url.progress for _, url in chosen]
             if progresses and (min(progresses) < 0 or max(progresses) > 100):
-                ratios = [min(1.0, max(0.0, progress / 100)) for progress in progresses]
+                ratios = list(map(_ratio, progresses))
             else:
                 ratios = list(map(truediv, progresses, repeat(100)))
             # tuple.__new__ makes each at C speed; UnfinishedUrl(...) would call Python code.
@@ -391,8 +438,7 @@ class _SummaryBuilder:
             return
         self.progress_keys.add(key)
         self.count_cuts((task_id, url), key)
-        ratio = min(1.0, max(0.0, progress / 100))
-        self.url_progress.append(UnfinishedUrl(key[0], key[1], ratio))
+        self.url_progress.append(UnfinishedUrl(key[0], key[1], _ratio(progress)))
 
     def add_task_completion(self, task_id: str, seconds: float) -> None:
         label = self.bounded(task_id)

@@ -285,7 +285,7 @@ class TaskStore:
             if last is None or last[0] is not task:
                 if last is not None:
                     total.subtract(last[1].totals)
-                last = (task, TaskFigures.of(task, self.limits.buckets))
+                last = (task, TaskFigures.of(task, self.limits))
                 total.add(last[1].totals)
             kept[task_id] = last
         for _, left in self._figures.values():  # no longer unfinished in the window

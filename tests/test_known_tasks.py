@@ -203,3 +203,20 @@ def test_a_task_that_left_the_store_is_decoded_when_a_gateway_lists_it_again() -
     finally:
         client.close()
         api.stop()
+
+
+def test_a_kept_unfinished_task_with_a_url_twice_still_counts_the_duplicate(
+    gateway: tuple[World, ApiClient, Callable[[], TaskSync]],
+) -> None:
+    world, client, syncing = gateway
+    twice = [
+        url_entry("https://a.example/same", "wait"),
+        url_entry("https://a.example/same", "wait"),
+    ]
+    world.put(task("dup", NOW - 100, "wait", twice))
+    world.put(waiting("other"))
+    sync = syncing()
+    for _ in range(2):  # the second from the figures the first kept
+        collection = sync.collect(Deadline.after(10))
+        assert collection.summary == summarize(fetched(client, None), LIMITS)
+        assert collection.summary.anomalies["duplicate_url"] == 1
