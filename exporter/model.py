@@ -212,7 +212,10 @@ def _decode(body: bytes, shape: type[_Shape], at: str) -> _Shape:
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError too
-        raise InvalidResponseError(str(error).replace("`$", f"`${at}", 1)) from None
+        message = str(error)
+        if at and "`$" not in message:  # msgspec names no place for the value itself
+            message += " - at `$`"
+        raise InvalidResponseError(message.replace("`$", f"`${at}", 1)) from None
     except UnicodeDecodeError:  # msgspec's own error for a string that is not UTF-8
         raise InvalidResponseError("JSON is malformed: a string is not valid UTF-8") from None
     except RecursionError:  # msgspec walks nesting on the C stack, even in skipped fields

@@ -22,7 +22,14 @@ from exporter.client import ApiClient, ApiError, ClientOptions, TaskWindow
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
-from exporter.model import PREFETCH_ACTION, KnownTask, RawTaskListResponse, TaskInfo, decode_tasks
+from exporter.model import (
+    PREFETCH_ACTION,
+    InvalidResponseError,
+    KnownTask,
+    RawTaskListResponse,
+    TaskInfo,
+    decode_tasks,
+)
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, SimulatedApi, StaticDataset
 from exporter.taskstore import FinishedCounts, TaskStore
 from exporter.tasksync import SyncOptions, TaskSync
@@ -63,6 +70,15 @@ def test_what_the_gateway_sends_as_a_key_is_neither_trusted_nor_an_error() -> No
         (decoded,) = decode_tasks([raw], {12345: "b"})
         assert isinstance(decoded, TaskInfo)
         assert decoded.key == hash(bytes(raw))
+
+
+def test_a_task_that_is_not_an_object_is_named_by_its_place_as_a_whole_answer_would_be() -> None:
+    raws = msgspec.json.decode(
+        b'{"RetCode": 0, "TaskList": [{"TaskId": "a"}, 1]}', type=RawTaskListResponse
+    ).task_list
+    with pytest.raises(InvalidResponseError) as raised:
+        decode_tasks(raws, {})
+    assert str(raised.value) == "Expected `object`, got `int` - at `$.TaskList[1]`"
 
 
 def test_an_invalid_task_is_an_invalid_answer_naming_where_it_is() -> None:
