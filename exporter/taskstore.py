@@ -267,11 +267,9 @@ class TaskStore:
             self.exact = False
 
     def _remember(self, task_id: str, key: int) -> None:
-        old = self._key_of.get(task_id)
-        if old == key or not key or type(key) is not int:  # not set: not from decode_tasks
+        if not key or type(key) is not int or self._key_of.get(task_id) == key:  # 0: not set
             return
-        if old is not None and self.keys.get(old) == task_id:
-            del self.keys[old]
+        self._drop_key(task_id)
         self.keys[key] = task_id
         self._key_of[task_id] = key
 
