@@ -23,7 +23,7 @@ from exporter.histogram import Histogram
 from exporter.model import FINISHED, STATUSES, TaskInfo, UrlProgress
 from exporter.paging import TaskWindow
 from exporter.summary_domains import domain_urls
-from exporter.summary_labels import bounded_label_value
+from exporter.summary_labels import bounded_label_value, fit_as_they_are
 from exporter.summary_totals import FINISHED_RAW, STATUS_OF, Totals
 
 __all__ = [
@@ -150,16 +150,15 @@ class TaskFigures:
         totals = Totals(limits.buckets)
         columns = totals.add_tasks([task], {})
         oldest, totals.oldest_unfinished = totals.oldest_unfinished, None
-        finished = frozenset(FINISHED_RAW)
         unfinished = [
             url for url, status in zip(columns.urls, columns.statuses, strict=True)
-            if status not in finished
+            if status not in FINISHED
         ]  # fmt: skip
         task_id = task.task_id or ""
         addresses = [url.url for url in unfinished]
         plain = (
             bool(task_id)
-            and max(map(len, [task_id, *addresses])) * 4 <= limits.max_label_value_length
+            and fit_as_they_are([task_id, *addresses], limits.max_label_value_length)
             and len(set(addresses)) == len(addresses)
         )
         progress = [UnfinishedUrl(task_id, url.url, _ratio(url.progress)) for url in unfinished]
@@ -409,9 +408,8 @@ class _SummaryBuilder:
         task_ids = [task_id for task_id, _ in chosen]
         urls = [url.url for _, url in chosen]
         keys = list(zip(task_ids, urls, strict=True))
-        longest = max(map(len, [*task_ids, *urls]), default=0)
         if (
-            longest * 4 <= self.limits.max_label_value_length  # UTF-8: 4 bytes a character at most
+            fit_as_they_are([*task_ids, *urls], self.limits.max_label_value_length)
             and len(set(keys)) == len(keys)
             and self.progress_keys.isdisjoint(keys)
         ):
