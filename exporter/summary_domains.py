@@ -3,10 +3,10 @@
 Parsing every URL's host is the cost, so it is paid once per distinct *host prefix*
 (``scheme://host/``, up to the first ``/``, ``?`` or ``#`` after the host), which every
 URL of a domain shares. A page's URLs are often all on one host, and a task's usually
-are: when every URL of a page starts with the first one's, or with its task's first
-one's (one C-level ``startswith`` pass tells), the page is counted by its status counts,
-or task by task by the tasks' lengths and the page's status columns, and no URL is
-matched or paired with its status one by one.
+are: when every URL of a page starts with the first one's, or every URL of each task
+with its task's first one's (C-level ``startswith`` passes tell), the page is counted by
+its status counts, or task by task by the tasks' lengths and the page's status columns,
+and no URL is matched or paired with its status one by one.
 """
 
 import re
@@ -62,17 +62,17 @@ class DomainCounter:
             for status, count in status_counts.items():
                 self.counts[domain, status] += count
             return [domain if n else None for n in lengths]
-        matches = [_HOST_PREFIX.match(urls[start]) for start in _starts(lengths) if start >= 0]
-        if None not in matches:
-            prefixes = [match.group() for match in matches if match is not None]
-            by_task = list(map(repeat, prefixes, filter(None, lengths)))
-            if all(map(str.startswith, urls, chain.from_iterable(by_task))):
-                domains = [_domain(prefix, domain_of_prefix) for prefix in prefixes]
-                self._count_by_task(domains, [n for n in lengths if n], statuses, status_counts)
-                found = iter(domains)
-                return [next(found) if n else None for n in lengths]
-        self.counts.update(count_by_domain(urls, statuses, domain_of_prefix))
-        return [_one_domain(urls, start, n, domain_of_prefix) for start, n in _spans(lengths)]
+        domains = [_one_domain(urls, start, n, domain_of_prefix) for start, n in _spans(lengths)]
+        if all(domain is not None for domain, n in zip(domains, lengths, strict=True) if n):
+            self._count_by_task(
+                [domain for domain in domains if domain is not None],
+                [n for n in lengths if n],
+                statuses,
+                status_counts,
+            )
+        else:
+            self.counts.update(count_by_domain(urls, statuses, domain_of_prefix))
+        return domains
 
     def _count_by_task(
         self,
@@ -105,12 +105,6 @@ def count_by_domain(
     for (prefix_or_url, status), count in by_prefix.items():
         counts[_domain(prefix_or_url, domain_of_prefix), status] += count
     return counts
-
-
-def _starts(lengths: list[int]) -> list[int]:
-    """Where each task's URLs start; -1 for a task without any."""
-    ends = list(accumulate(lengths))
-    return [end - n if n else -1 for end, n in zip(ends, lengths, strict=True)]
 
 
 def _spans(lengths: list[int]) -> Iterator[tuple[int, int]]:
