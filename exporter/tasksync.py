@@ -214,7 +214,7 @@ class TaskSync:
         has is dropped.
         """
         begin, end = window
-        known = dict((store if before is None else before).keys)
+        known = (store if before is None else before).keys  # read here, between batches
         ids = sorted(tasks)
         batch_size = self._options.lookup_batch
         requests = 0
@@ -236,9 +236,10 @@ class TaskSync:
             asked = set(batch)
             found: dict[str, TaskInfo] = {}
             for item in found_window.tasks:  # a task the gateway adds unasked is not trusted
-                task = store.sighting(item, before)
-                if task is not None and task.task_id in asked and task.task_id not in found:
-                    found[task.task_id] = task
+                if item.task_id in asked and item.task_id not in found:
+                    task = store.sighting(item, before)
+                    if task is not None:
+                        found[item.task_id] = task
             in_window = [task for task in found.values() if task.create_time >= begin]
             for task in found.values():
                 if task.create_time < begin:
