@@ -31,7 +31,6 @@ from exporter.redaction import SIGNATURES, describe, scrub
 from exporter.signature import ParamValue, signed_form
 from exporter.watchdog import GuardedAdapter, Watchdog
 
-_T = TypeVar("_T")
 _Result = TypeVar("_Result")
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # The gateway's own "try again" codes (see the API's RetCode table): 153 is its rate
@@ -339,7 +338,7 @@ def _invalid(error: InvalidResponseError, request_id: str | None, *secrets: str)
     return ApiError("invalid_response", scrub(str(error), *secrets)[:_DETAIL_LIMIT], request_id)
 
 
-def _unchanged(answer: _T) -> _T:
+def _unchanged(answer: _Result) -> _Result:
     return answer
 
 
