@@ -242,7 +242,7 @@ class ApiClient:
         query = {**base, "Offset": offset}
         if known is None:
             answer = self._transport.call(query, deadline, TaskListResponse)
-            return Page(list(answer.task_list), answer.total_count)
+            return Page(answer.task_list, answer.total_count)
 
         def decode(answer: RawTaskListResponse) -> Page:
             return Page(decode_tasks(answer.task_list, known), answer.total_count)

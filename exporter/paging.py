@@ -47,7 +47,7 @@ class TaskWindow:
 class Page:
     """One answer's tasks and the TotalCount it gave."""
 
-    tasks: list[PageTask]
+    tasks: Sequence[PageTask]
     total_count: int | None
 
 
@@ -205,7 +205,7 @@ class WindowBuilder:
         self._duplicates = 0
         self._pages = 0
 
-    def add(self, page: list[PageTask]) -> None:
+    def add(self, page: Sequence[PageTask]) -> None:
         """Add the next page in order."""
         new: list[PageTask] = []
         for task in page:
