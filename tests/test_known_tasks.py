@@ -160,12 +160,12 @@ def test_every_task_a_store_holds_comes_back_known_until_it_changes(
     assert kinds == {"a": KnownTask, "b": TaskInfo, "c": KnownTask}  # b changed: decoded
 
 
-def fetched(client: ApiClient, known: dict[int, str] | None) -> TaskWindow:
+def fetched(client: ApiClient, known: dict[int, str] | None, end: int = NOW) -> TaskWindow:
     return client.fetch_tasks(
         "shop",
         is_dcdn=False,
-        begin=NOW - LOOKBACK,
-        end=NOW,
+        begin=end - LOOKBACK,
+        end=end,
         deadline=Deadline.after(10),
         action=PREFETCH_ACTION,
         known=known,
@@ -199,22 +199,14 @@ def test_a_task_that_left_the_store_is_decoded_when_a_gateway_lists_it_again() -
     try:
         sync.collect(Deadline.after(10))
         clock[0] += 200  # "old" leaves the window and the store; "w" leaves it, stuck
-        world.put({**waiting("w", NOW - 950), "Status": "success"})  # and then finishes
-        world.put(finished("w", NOW - 950))
+        world.put(finished("w", NOW - 950))  # and then finishes
         assert sync.collect(Deadline.after(10)).sync == "incremental"
         world.timeless = True  # now both are listed again, out of the window
         sync.collect(Deadline.after(10))  # which makes the store inexact: a full sync next
         collection = sync.collect(Deadline.after(10))
         assert collection.sync == "full"
-        window = client.fetch_tasks(
-            "shop",
-            is_dcdn=False,
-            begin=clock[0] - LOOKBACK,
-            end=clock[0],
-            deadline=Deadline.after(10),
-        )
         # What the gateway put in the window is in its figures, as a fetch's would be.
-        assert collection.summary == summarize(window, LIMITS)
+        assert collection.summary == summarize(fetched(client, None, clock[0]), LIMITS)
         assert collection.summary.tasks_by_status["success"] == 6
     finally:
         client.close()
