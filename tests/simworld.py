@@ -5,9 +5,12 @@ questions from them as they are at that moment, so that a collection and a full 
 made one after the other see the same world.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from exporter.client import ApiClient, TaskWindow
+from exporter.deadline import Deadline
+from exporter.model import PREFETCH_ACTION
 from exporter.simulator import PrefetchOnlyDataset, Target, Task
 
 SHOP: Target = ("shop", False)
@@ -55,3 +58,19 @@ def task(
     if task_id is not None:
         answer["TaskId"] = task_id
     return answer
+
+
+def fetch_window(
+    client: ApiClient, end: int, lookback: int, known: Mapping[int, str] | None = None
+) -> TaskWindow:
+    """The shop's prefetch tasks of the ``lookback`` seconds up to ``end``, fetched whole
+    (``known`` as for :meth:`ApiClient.fetch_tasks`)."""
+    return client.fetch_tasks(
+        SHOP[0],
+        is_dcdn=SHOP[1],
+        begin=end - lookback,
+        end=end,
+        deadline=Deadline.after(10),
+        action=PREFETCH_ACTION,
+        known=known,
+    )

@@ -18,14 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 from simfaults import Faults
-from simworld import World, task
+from simworld import World, fetch_window, task
 
 from exporter.aggregate import SummaryLimits, TargetSummary, summarize
 from exporter.client import ApiClient, ClientOptions
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
-from exporter.model import PREFETCH_ACTION
 from exporter.outcomes import ApiError
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, FixedDelay, SimulatedApi
 from exporter.tasksync import Collection, SyncOptions, TaskSync
@@ -59,14 +58,7 @@ def gateway() -> Iterator[tuple[SimulatedApi, ApiClient]]:
 
 def full_fetch(client: ApiClient, end: int) -> tuple[TargetSummary, set[str]]:
     """What a fetch of the whole window gives at ``end``, and the TaskIds it holds."""
-    window = client.fetch_tasks(
-        "shop",
-        is_dcdn=False,
-        begin=end - LOOKBACK,
-        end=end,
-        deadline=Deadline.after(10),
-        action=PREFETCH_ACTION,
-    )
+    window = fetch_window(client, end, LOOKBACK)
     return summarize(window, LIMITS), {t.task_id for t in window.tasks if t.task_id}
 
 

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 from conftest import url_entry
 from pydantic import SecretStr
-from simworld import World, task
+from simworld import World, fetch_window, task
 
 from exporter.aggregate import SummaryLimits, summarize
-from exporter.client import ApiClient, ApiError, ClientOptions, TaskWindow
+from exporter.client import ApiClient, ApiError, ClientOptions
 from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
@@ -142,7 +142,7 @@ def test_full_syncs_carry_unchanged_tasks_over_and_give_a_full_fetchs_figures(
     del world.tasks_by_id["d"]  # gone from the window
     again = sync.collect(Deadline.after(10))
     assert again.sync == "full"
-    reference = summarize(fetched(client, None), LIMITS)
+    reference = summarize(fetch_window(client, NOW, LOOKBACK), LIMITS)
     assert again.summary == reference
     assert (reference.tasks_by_status["success"], reference.tasks_by_status["failure"]) == (2, 1)
 
@@ -154,22 +154,12 @@ def test_every_task_a_store_holds_comes_back_known_until_it_changes(
     for entry in (finished("a"), waiting("b"), finished("c", NOW - 900)):
         world.put(entry)
     store = TaskStore(LIMITS, FinishedCounts(0.0), counting=False)
-    store.add_page(fetched(client, {}).tasks, NOW - LOOKBACK, NOW, None)
+    store.add_page(fetch_window(client, NOW, LOOKBACK, {}).tasks, NOW - LOOKBACK, NOW, None)
     world.put({**waiting("b"), "Status": "process"})
-    kinds = {item.task_id: type(item) for item in fetched(client, store.keys).tasks}
+    kinds = {
+        item.task_id: type(item) for item in fetch_window(client, NOW, LOOKBACK, store.keys).tasks
+    }
     assert kinds == {"a": KnownTask, "b": TaskInfo, "c": KnownTask}  # b changed: decoded
-
-
-def fetched(client: ApiClient, known: dict[int, str] | None, end: int = NOW) -> TaskWindow:
-    return client.fetch_tasks(
-        "shop",
-        is_dcdn=False,
-        begin=end - LOOKBACK,
-        end=end,
-        deadline=Deadline.after(10),
-        action=PREFETCH_ACTION,
-        known=known,
-    )
 
 
 class Forgetful(World):
@@ -206,7 +196,7 @@ def test_a_task_that_left_the_store_is_decoded_when_a_gateway_lists_it_again() -
         collection = sync.collect(Deadline.after(10))
         assert collection.sync == "full"
         # What the gateway put in the window is in its figures, as a fetch's would be.
-        assert collection.summary == summarize(fetched(client, None, clock[0]), LIMITS)
+        assert collection.summary == summarize(fetch_window(client, clock[0], LOOKBACK), LIMITS)
         assert collection.summary.tasks_by_status["success"] == 6
     finally:
         client.close()
@@ -226,5 +216,5 @@ def test_a_kept_unfinished_task_with_a_url_twice_still_counts_the_duplicate(
     sync = syncing()
     for _ in range(2):  # the second from the figures the first kept
         collection = sync.collect(Deadline.after(10))
-        assert collection.summary == summarize(fetched(client, None), LIMITS)
+        assert collection.summary == summarize(fetch_window(client, NOW, LOOKBACK), LIMITS)
         assert collection.summary.anomalies["duplicate_url"] == 1
