@@ -4,9 +4,9 @@ Structured fields travel in ``extra={"fields": {...}}``, so a collection failure
 ``msg="collection failed" project_id=web platform=cdn reason=timeout`` in logfmt and
 the same keys in JSON, and Loki or Elasticsearch need no parsing rules.
 
-Libraries' records (urllib3's, cheroot's) are demoted to debug: urllib3 logs a
-malformed response header verbatim at warning, so at warning a gateway could write
-any text, a signature included, into our log.
+Libraries' records (cheroot's, or any other's) are demoted to debug: a library may log
+what a peer sent verbatim at warning (urllib3 did so with a malformed response header),
+and at warning a peer could then write any text, a signature included, into our log.
 """
 
 import json
@@ -129,8 +129,8 @@ class RedactSecrets(logging.Filter):
 class DemoteLibraries(logging.Filter):
     """Libraries' records become debug records, dropped unless debug is on.
 
-    Their messages carry what a peer sent (urllib3 quotes an unparsable response header
-    at warning), so a gateway must not be able to raise a line to warning. The
+    Their messages may carry what a peer sent (urllib3 quotes an unparsable response
+    header at warning), so a peer must not be able to raise a line to warning. The
     exporter's own loggers keep their levels.
     """
 

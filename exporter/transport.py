@@ -6,6 +6,8 @@ attempt is counted by action and outcome; every answer is decoded into the shape
 action returns, and a ``RetCode`` other than 0 becomes an :class:`ApiError`.
 """
 
+import http.client
+import logging
 import math
 import random
 import re
@@ -17,19 +19,20 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlencode
 
-import requests
-import urllib3
 from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.budgets import CollectionDeadline, RateLimit
 from exporter.config import Settings
 from exporter.deadline import Deadline
+from exporter.gateway_http import GatewayConnection, GatewayConnections
 from exporter.model import Answer, InvalidResponseError, TaskListResponse, decode_answer
 from exporter.outcomes import ApiError, Outcome, RequestStats
 from exporter.redaction import SIGNATURES, describe, scrub
 from exporter.signature import ParamValue, signed_form
-from exporter.watchdog import GuardedAdapter, Watchdog
+from exporter.watchdog import RequestGuard, Watchdog
+
+log = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -78,12 +81,10 @@ class ClientOptions:
 class Transport:
     """Signed calls to one gateway, each retried within its deadline and counted.
 
-    An adapter rather than a Session: a Session would merge cookies, hooks, proxy and CA
-    variables from the environment (a stray REQUESTS_CA_BUNDLE must not change whom we
-    trust) and look for redirects, at a cost per page that shows in a scrape. Retries
-    are ours, bounded by the deadline; urllib3's know no deadline. Its connections hand
-    their sockets to the watchdog, which ends a request at its deadline whatever part of
-    the exchange it is in.
+    Retries are ours, bounded by the deadline. The connections
+    (:mod:`exporter.gateway_http`) hand their sockets to the watchdog, which ends a
+    request at its deadline whatever part of the exchange it is in; nothing is taken
+    from the environment (no proxy, no CA bundle: whom we trust is a setting).
     """
 
     def __init__(
@@ -101,17 +102,16 @@ class Transport:
         self._options = options
         self._stats = stats
         self._sleep = sleep
-        self._adapter = GuardedAdapter(pool_maxsize=options.parallel_pages * 4, max_retries=0)
+        self._connections = GatewayConnections(
+            api_url, ca_bundle=options.ca_bundle, max_idle=options.parallel_pages * 4
+        )
         self._watchdog = Watchdog()
-        self._verify: bool | str = str(options.ca_bundle) if options.ca_bundle else True
-        # The URL and headers are parsed once; each attempt copies this and adds its body.
         # No Accept-Encoding: http.client asks for identity, so that the size cap counts
         # the bytes we decode and no decompression runs unbounded on a gateway's say-so.
-        headers = {
+        self._headers = {
             "User-Agent": f"ucdn-prefetch-exporter/{__version__}",
             "Content-Type": "application/x-www-form-urlencoded",
         }
-        self._request = requests.Request("POST", api_url, headers=headers).prepare()
         self._rate_limit = RateLimit(options.max_requests_per_second)
 
     def close(self) -> None:
@@ -120,7 +120,7 @@ class Transport:
         Requests started afterwards end at once too, as timeouts.
         """
         self._watchdog.close()
-        self._adapter.close()
+        self._connections.close()
 
     def call(
         self, params: dict[str, ParamValue], deadline: Deadline, shape: type[Answer]
@@ -189,7 +189,7 @@ class Transport:
         with self._watchdog.guard(remaining) as guard:
             try:
                 body, request_id = self._exchange(
-                    form, deadline, min(self._options.request_timeout, remaining)
+                    form, deadline, min(self._options.request_timeout, remaining), guard
                 )
             except Exception:
                 # Whatever the shutdown broke (a read, a parse, a send) is the deadline's doing.
@@ -208,42 +208,59 @@ class Transport:
             raise _invalid(error, request_id, secret) from None
 
     def _exchange(
-        self, form: dict[str, str], deadline: Deadline, timeout: float
+        self, form: dict[str, str], deadline: Deadline, timeout: float, guard: RequestGuard
     ) -> tuple[bytes, str | None]:
-        """Send one request; its answer's body and request id. The caller's guard bounds it."""
+        """Send one request; its answer's body and request id. ``guard`` bounds it.
+
+        The connection goes back to the pool only when its answer was read to the end
+        and the watchdog did not end it; on any failure it is closed.
+        """
+        connection = self._connections.checkout(timeout)
         try:
-            request = self._request.copy()
-            # Encoded here: requests' own form encoding checks each value's type, per page.
-            request.prepare_body(urlencode(form), None)
-            # Never a redirect: an adapter does not follow them, and a 3xx is an HTTP error.
-            response = self._adapter.send(
-                request, stream=True, timeout=(timeout, timeout), verify=self._verify
-            )
-        except requests.Timeout:
-            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
-            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
-        except requests.RequestException as error:
-            raise ApiError("connection_error", describe(error)) from None
-        with response:
-            status = response.status_code
-            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER))
+            answer = self._send(connection, form, timeout)
+            if answer.msg.defects:
+                _log_defects(answer)
+            request_id = _request_id(_header(answer, _REQUEST_ID_HEADER))
+            status = answer.status
             if status in _RETRY_STATUSES:
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = _retry_after(_header(answer, "Retry-After"))
                 http_error = ApiError("http_error", f"HTTP {status}", request_id)
                 raise _RetryableError(http_error, retry_after)
             if status != 200:
                 raise ApiError("http_error", f"HTTP {status}", request_id)
             try:
-                return self._read_body(response, deadline), request_id
-            except ApiError as error:  # a body cut short or too large: support wants the id
-                error.request_id = request_id
+                body = self._read_body(answer, connection, deadline)
+            except (ApiError, _RetryableError) as error:
+                # A body cut short or too large: support wants the request id.
+                (error if isinstance(error, ApiError) else error.error).request_id = request_id
                 raise
-            except _RetryableError as retryable:
-                retryable.error.request_id = request_id
-                raise
+        except BaseException:
+            connection.close()
+            raise
+        if answer.will_close or guard.fired:
+            connection.close()
+        else:
+            self._connections.give_back(connection)
+        return body, request_id
 
-    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+    def _send(
+        self, connection: GatewayConnection, form: dict[str, str], timeout: float
+    ) -> http.client.HTTPResponse:
+        """POST the form; the answer with its status line and headers read."""
+        try:
+            connection.request(
+                "POST", self._connections.path, urlencode(form).encode(), self._headers
+            )
+            return connection.getresponse()
+        except TimeoutError:
+            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
+        except (OSError, http.client.HTTPException) as error:
+            # Refused, reset, closed, DNS, TLS; a status line or headers that are not HTTP.
+            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
+
+    def _read_body(
+        self, answer: http.client.HTTPResponse, connection: GatewayConnection, deadline: Deadline
+    ) -> bytes:
         """Read the whole body, but never past the size caps.
 
         The deadline is the watchdog's to enforce; the socket timeout bounds each read.
@@ -251,41 +268,34 @@ class Transport:
         or close mid-body is a connection error worth retrying, as at connect time.
         """
         limit = self._options.max_response_bytes
-        declared = response.headers.get("Content-Length", "")
+        declared = _header(answer, "Content-Length") or ""
         if declared.isdigit() and int(declared) > limit:
             raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
         budget = deadline.budget if isinstance(deadline, CollectionDeadline) else None
-        raw = response.raw
-        sock = getattr(raw.connection, "sock", None)
-        if sock is not None:  # the headers were read with the time left at the start
-            sock.settimeout(self._options.request_timeout)
+        if connection.sock is not None:  # the headers were read with the time left at the start
+            connection.sock.settimeout(self._options.request_timeout)
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
-                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+                chunk = answer.read(_READ_CHUNK)
                 if not chunk:
-                    return b"".join(chunks)
+                    break
                 size += len(chunk)
                 if size > limit:
                     raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
                 if budget is not None:
                     budget.spend(len(chunk))
                 chunks.append(chunk)
-        except (TimeoutError, urllib3.exceptions.TimeoutError):
+        except TimeoutError:
             raise ApiError("timeout", f"no data for {self._options.request_timeout:.1f}s") from None
-        except ApiError:
-            raise  # a size cap's, as it is
-        except (
-            OSError,
-            urllib3.exceptions.ProtocolError,
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-        ) as error:
+        except (OSError, http.client.HTTPException) as error:
             failure = ApiError("connection_error", describe(error))
             raise _RetryableError(failure, None) from None
-        except Exception as error:  # urllib3's decoding errors share no base class
-            raise ApiError("invalid_response", describe(error)) from None
+        if answer.length:  # http.client ends a Content-Length body cut short quietly
+            missing = f"answer cut short, {answer.length} bytes missing"
+            raise _RetryableError(ApiError("connection_error", missing), None)
+        return b"".join(chunks)
 
 
 def _ended(deadline: Deadline) -> ApiError:
@@ -363,6 +373,19 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None or not math.isfinite(seconds):  # HTTP dates are GMT, always
         return None
     return min(max(0.0, seconds), _RETRY_AFTER_CAP_SECONDS)
+
+
+def _log_defects(answer: http.client.HTTPResponse) -> None:
+    # A line that is not a header ends the headers: it and those after it are ignored.
+    # Their text is the gateway's (it may echo a signature): only the kinds are named.
+    kinds = ",".join(sorted({type(defect).__name__ for defect in answer.msg.defects}))
+    log.debug("answer headers not parsed whole", extra={"fields": {"defects": kinds}})
+
+
+def _header(answer: http.client.HTTPResponse, name: str) -> str | None:
+    """A header's value, its repetitions joined by commas as a single field's would be."""
+    values = answer.headers.get_all(name)
+    return None if values is None else ", ".join(values)
 
 
 def _request_id(value: str | None) -> str | None:

@@ -8,12 +8,13 @@ the headers, the chunk framing or the trailers a byte at a time, or floods inter
 thread is blocked in (connect, TLS handshake, send, any read) returns at once, and the
 gateway sees the connection closed.
 
-Sockets reach the request's :class:`RequestGuard` through :class:`GuardedAdapter`, whose
-urllib3 connections attach each socket they create or reuse to the guard that the
-calling thread holds (:meth:`Watchdog.guard` sets it for the thread). The guard keeps
-a duplicate of each socket's descriptor: ``shutdown`` acts on the socket, not on the
-descriptor, so it reaches the connection even after TLS has wrapped (and detached) the
-socket urllib3 first created, and the duplicate can never be a recycled descriptor.
+Sockets reach the request's :class:`RequestGuard` through :func:`attach`, which the
+gateway's connections (:mod:`exporter.gateway_http`) call for each socket they create or
+reuse, with the guard that the calling thread holds (:meth:`Watchdog.guard` sets it for
+the thread). The guard keeps a duplicate of each socket's descriptor: ``shutdown`` acts
+on the socket, not on the descriptor, so it reaches the connection even after TLS has
+wrapped (and detached) the socket first created, and the duplicate can never be a
+recycled descriptor.
 """
 
 import contextlib
@@ -23,13 +24,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
-
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from typing import Protocol
 
 _current = threading.local()
+
+
+class Closable(Protocol):
+    """A connection, closed by its guard when the watchdog ended its request."""
+
+    def close(self) -> None:
+        """Close it for good: it must not be reused."""
 
 
 class RequestGuard:
@@ -38,7 +42,7 @@ class RequestGuard:
     def __init__(self, at: float) -> None:
         self.at = at
         self._lock = threading.Lock()
-        self._attached: list[tuple[HTTPConnection, socket.socket]] = []
+        self._attached: list[tuple[Closable, socket.socket]] = []
         self._fired = False
         self._released = False
 
@@ -48,7 +52,7 @@ class RequestGuard:
         with self._lock:
             return self._fired
 
-    def attach(self, connection: HTTPConnection, sock: socket.socket) -> None:
+    def attach(self, connection: Closable, sock: socket.socket) -> None:
         """Watch ``sock`` (of ``connection``); shut it down at once if the guard has fired."""
         try:
             watched = socket.fromfd(sock.fileno(), sock.family, sock.type)
@@ -145,44 +149,8 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _attach(connection: HTTPConnection, sock: socket.socket | None) -> None:
+def attach(connection: Closable, sock: socket.socket) -> None:
+    """Have the calling thread's guard, if it holds one, watch ``sock`` of ``connection``."""
     guard: RequestGuard | None = getattr(_current, "guard", None)
-    if guard is not None and sock is not None:
+    if guard is not None:
         guard.attach(connection, sock)
-
-
-class _GuardedHTTPConnection(HTTPConnection):
-    """Attaches its new socket, and its kept-alive one when reused, to the thread's guard."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _attach(self, sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self, self.sock)  # None for a new connection: _new_conn attaches it
-        super().request(*args, **kwargs)
-
-
-class _GuardedHTTPSConnection(_GuardedHTTPConnection, HTTPSConnection):
-    """The same for HTTPS: the raw socket is attached before the TLS handshake starts."""
-
-
-class _GuardedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
-
-
-class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-class GuardedAdapter(HTTPAdapter):
-    """An ``HTTPAdapter`` whose connections report their sockets to :class:`Watchdog` guards."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """Build the pool manager, with pools of guarded connections."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPConnectionPool,
-            "https": _GuardedHTTPSConnectionPool,
-        }

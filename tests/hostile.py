@@ -13,8 +13,9 @@ or an error), so a test can assert that the client really let go, and when::
 
 Behaviours: :func:`drip_status_line`, :func:`drip_headers`, :func:`drip_chunk_size`,
 :func:`drip_trailers`, :func:`flood_continue`, :func:`flood_trailers`,
-:func:`cut_mid_body`, :func:`nested_json`, :func:`valid_answer`, :func:`full_pages`;
-:func:`in_turn` gives successive connections successive behaviours.
+:func:`cut_mid_body`, :func:`nested_json`, :func:`valid_answer`, :func:`full_pages`,
+:func:`keep_alive_answers`; :func:`in_turn` gives successive connections successive
+behaviours. Given a server-side ``tls`` context, the gateway speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import itertools
 import json
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -125,8 +127,9 @@ Behaviour = Callable[[Peer], None]
 class HostileGateway:
     """A raw TCP server on 127.0.0.1 (port 0) running ``behaviour`` on every connection."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, *, tls: ssl.SSLContext | None = None) -> None:
         self._behaviour = behaviour
+        self._tls = tls
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -134,7 +137,7 @@ class HostileGateway:
         self._threads: list[threading.Thread] = []
         self._acceptor = threading.Thread(target=self._accept, name="hostile-accept", daemon=True)
         port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
 
     @property
     def connections(self) -> list[Connection]:
@@ -184,6 +187,15 @@ class HostileGateway:
             thread.start()
 
     def _serve(self, sock: socket.socket, record: Connection) -> None:
+        try:
+            if self._tls is not None:
+                sock.settimeout(5.0)
+                sock = self._tls.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+        except OSError:  # the client refused the certificate, or hung up
+            record.saw_close()
+            sock.close()
+            return
         peer = Peer(sock, record, self._stopping)
         try:
             record.form = _read_request(sock)
@@ -329,6 +341,24 @@ def valid_answer(tasks: list[dict[str, Any]] | None = None) -> Behaviour:
 
     def behave(peer: Peer) -> None:
         peer.send(_head(f"Content-Length: {len(body)}") + body)
+
+    return behave
+
+
+def keep_alive_answers(count: int, *, then_close: bool = False) -> Behaviour:
+    """``count`` well-formed answers (no task) on one kept-alive connection, a request each;
+    with ``then_close``, the gateway closes the connection after the last, as an idle
+    keep-alive connection is closed by a server's timeout."""
+    body = answer_body([])
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+
+    def behave(peer: Peer) -> None:
+        for answered in range(count):
+            if answered:
+                peer.record.form = _read_request(peer.sock)
+            peer.send(f"{head}\r\n\r\n".encode() + body)
+        if then_close:
+            peer.sock.shutdown(socket.SHUT_RDWR)
 
     return behave
 

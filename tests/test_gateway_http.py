@@ -1,0 +1,136 @@
+"""The gateway's connections: TLS trusts only what it should, kept-alive connections are
+reused, and one the gateway closed while idle costs a new connection, not a failure.
+
+Against :mod:`hostile` gateways on loopback, HTTPS with throwaway certificates (trustme),
+through an ``ApiClient`` in this process.
+"""
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from hostile import Behaviour, HostileGateway, keep_alive_answers, valid_answer
+from pydantic import SecretStr
+
+from exporter.client import ApiClient, ApiError, ClientOptions
+from exporter.deadline import Deadline
+from exporter.model import PREFETCH_ACTION
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[HostileGateway]]:
+    started: list[HostileGateway] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
+
+
+def _gateway(
+    started: list[HostileGateway], behaviour: Behaviour, tls: ssl.SSLContext | None = None
+) -> HostileGateway:
+    gateway = HostileGateway(behaviour, tls=tls).start()
+    started.append(gateway)
+    return gateway
+
+
+def _tls(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
+def _client(gateway: HostileGateway, **options: Any) -> ApiClient:
+    return ApiClient(gateway.url, "public", SecretStr("private"), options=ClientOptions(**options))
+
+
+def _fetch(client: ApiClient) -> int:
+    window = client.fetch_tasks("", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(10))
+    return window.task_count
+
+
+def _outcomes(client: ApiClient) -> dict[str, int]:
+    counts = client.stats.snapshot()
+    return {outcome: n for (action, outcome), n in counts.items() if action == PREFETCH_ACTION and n}
+
+
+def _bundle(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_https_with_the_ca_bundle_is_trusted(
+    gateways: list[HostileGateway], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    gateway = _gateway(gateways, valid_answer(), _tls(ca, "127.0.0.1"))
+    client = _client(gateway, ca_bundle=_bundle(ca, tmp_path))
+    try:
+        assert _fetch(client) == 0
+    finally:
+        client.close()
+    assert _outcomes(client) == {"ok": 1}
+    assert gateway.connections[0].form["Action"] == PREFETCH_ACTION
+
+
+def test_a_certificate_of_an_unknown_ca_is_refused(gateways: list[HostileGateway]) -> None:
+    gateway = _gateway(gateways, valid_answer(), _tls(trustme.CA(), "127.0.0.1"))
+    client = _client(gateway, max_retries=0)  # certifi's bundle does not know the CA
+    try:
+        with pytest.raises(ApiError) as raised:
+            _fetch(client)
+    finally:
+        client.close()
+    assert raised.value.reason == "connection_error"
+    assert "CERTIFICATE_VERIFY_FAILED" in raised.value.detail or "SSL" in raised.value.detail
+    assert not any(connection.form for connection in gateway.connections), "nothing was sent"
+
+
+def test_a_certificate_for_another_host_is_refused(
+    gateways: list[HostileGateway], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    gateway = _gateway(gateways, valid_answer(), _tls(ca, "gateway.example"))
+    client = _client(gateway, ca_bundle=_bundle(ca, tmp_path), max_retries=0)
+    try:
+        with pytest.raises(ApiError) as raised:
+            _fetch(client)
+    finally:
+        client.close()
+    assert raised.value.reason == "connection_error"
+    assert not any(connection.form for connection in gateway.connections), "nothing was sent"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_kept_alive_connection_is_reused(
+    gateways: list[HostileGateway], tmp_path: Path, tls: bool
+) -> None:
+    ca = trustme.CA()
+    gateway = _gateway(gateways, keep_alive_answers(3), _tls(ca, "127.0.0.1") if tls else None)
+    client = _client(gateway, ca_bundle=_bundle(ca, tmp_path) if tls else None)
+    try:
+        for _ in range(3):
+            assert _fetch(client) == 0
+    finally:
+        client.close()
+    assert len(gateway.connections) == 1
+    assert _outcomes(client) == {"ok": 3}
+
+
+def test_a_connection_the_gateway_closed_while_idle_costs_no_failure(
+    gateways: list[HostileGateway],
+) -> None:
+    gateway = _gateway(gateways, keep_alive_answers(1, then_close=True))
+    client = _client(gateway, max_retries=0)  # a failure would not be retried away
+    try:
+        for attempt in range(3):
+            assert _fetch(client) == 0
+            # Seen closed before the next request: that one goes on a new connection.
+            assert gateway.connections[attempt].wait_closed(5.0) is not None
+    finally:
+        client.close()
+    assert len(gateway.connections) == 3
+    assert _outcomes(client) == {"ok": 3}
