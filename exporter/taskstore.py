@@ -64,8 +64,10 @@ class FinishedCounts:
 class TaskStore:
     """One target's tasks of one kind, as of its last collection.
 
-    A collection works on a :meth:`copy` and the caller keeps it only if it succeeds, so
-    a collection that fails or runs out of time changes nothing.
+    A collection between full syncs updates it in place: each sighting it records is the
+    task's latest, so a collection that fails half way leaves a store that the next one
+    brings up to date. A full sync fills a :meth:`for_full_sync` copy instead, which it
+    reads against this store.
     """
 
     def __init__(self, limits: SummaryLimits, counts: FinishedCounts, *, counting: bool) -> None:

@@ -9,8 +9,14 @@ finished ones are final and are not asked for again. A full sync also looks up t
 stuck tasks, which no window holds any more. A window whose last full sync cost no more
 requests than that is fetched whole every time.
 
-Only a collection that succeeds changes the store, so a failed or late one costs
-nothing but its own requests.
+A collection between full syncs brings the store up to date in place, never copying
+it, so that it costs what changed and not the window: what it read before it failed (a
+request that timed out, an error) is each task's latest sighting, which the next
+collection, asking from the same EndTime, takes up again. A full sync fills a new store
+and replaces the old one only when it succeeds. Either way a failed or late collection
+costs nothing but its own requests. Collections of one target and kind take turns. A
+collection ended by a bug of ours drops the store: the next starts afresh, as after a
+restart (its counters too, with a new ``_created``).
 """
 
 import math
@@ -26,6 +32,7 @@ from exporter.config import Target, setting_default
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.model import PageTask, TaskInfo
+from exporter.outcomes import ApiError
 from exporter.paging import TaskWindow
 from exporter.taskstore import FinishedCounts, TaskStore
 
@@ -83,16 +90,24 @@ class TaskSync:
         self._options = options
         self._wall_clock = wall_clock
         self._state: _State | None = None
-        self._lock = threading.Lock()
+        # Held for a whole collection: one that ran out of time may still be ending when
+        # the next starts, and an incremental one changes the store in place. The one
+        # before ends by its deadline, which its requests' watchdog enforces.
+        self._turn = threading.Lock()
 
     def collect(self, deadline: Deadline) -> Collection:
-        """A collection: incremental if the store allows it, else a full sync.
+        """A collection: incremental if the store allows it, else a full sync."""
+        with self._turn:
+            try:
+                return self._collect(deadline)
+            except ApiError:
+                raise
+            except Exception:
+                self._state = None  # a bug of ours: the store may be half updated
+                raise
 
-        Two collections may overlap (one that ran out of time is still ending): the one
-        that started from the store as it is now replaces it, the other is not kept.
-        """
-        with self._lock:
-            state = self._state
+    def _collect(self, deadline: Deadline) -> Collection:
+        state = self._state
         end = int(self._wall_clock())
         if state is None or self._full_due(state, end):
             sync: SyncKind = "full"
@@ -103,18 +118,10 @@ class TaskSync:
             store, window, requests = self._incremental(state, end, deadline)
             full_sync_at, full_requests = state.full_sync_at, state.full_requests
         summary = store.summary(window)
-        with self._lock:
-            if self._state is state:
-                self._state = _State(store, end, full_sync_at, full_requests)
-            kept = self._state
-        assert kept is not None  # this collection's or a newer one's
+        store.counting = True  # the first collection's finished work is not counted, later ones'
+        self._state = _State(store, end, full_sync_at, full_requests)
         return Collection(
-            summary,
-            self._wall_clock(),
-            sync,
-            requests,
-            kept.full_sync_at,
-            kept.store.counts.copy(),
+            summary, self._wall_clock(), sync, requests, full_sync_at, store.counts.copy()
         )
 
     def _full_due(self, state: _State, end: int) -> bool:
@@ -180,7 +187,7 @@ class TaskSync:
         options = self._options
         begin = end - options.lookback_seconds
         since = max(begin, state.end - options.overlap_seconds)
-        store = state.store.copy()
+        store = state.store
         target = self._target
         window = self._client.fetch_tasks(
             target.project_id,

@@ -8,7 +8,10 @@ moment, through the real client and the simulated API on loopback.
 """
 
 import dataclasses
+import itertools
 import math
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +20,7 @@ from conftest import examples, url_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from simanswers import RetCodeAnswer
 from simfaults import Faults
 from simworld import World, fetch_window, task
 
@@ -27,6 +31,9 @@ from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.outcomes import ApiError
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, FixedDelay, SimulatedApi
+from exporter.simulator.hooks import Fault
+from exporter.simulator.protocol import Target as SimulatedTarget
+from exporter.taskstore import TaskStore
 from exporter.tasksync import Collection, SyncOptions, TaskSync
 
 NOW = 1_790_000_000
@@ -54,6 +61,21 @@ def gateway() -> Iterator[tuple[SimulatedApi, ApiClient]]:
     yield api, client
     client.close()
     api.stop()
+
+
+class FailNth:
+    """The gateway answers its ``nth`` request from now (1 for the next) with an API error,
+    so that a collection can fail part way: after its new tasks, or between lookups."""
+
+    def __init__(self, nth: int) -> None:
+        self._left = nth
+        self._lock = threading.Lock()
+
+    def take(self, target: SimulatedTarget | None, offset: int = 0) -> tuple[float, Fault | None]:
+        with self._lock:
+            self._left -= 1
+            hit = self._left == 0
+        return 0.0, RetCodeAnswer(230, "Params [TaskId.0] not available") if hit else None
 
 
 def full_fetch(client: ApiClient, end: int) -> tuple[TargetSummary, set[str]]:
@@ -177,6 +199,14 @@ def test_every_collection_gives_the_figures_of_a_full_fetch(
         for step in range(data.draw(st.integers(1, 6))):
             if step:
                 evolve(data, world, clock, serial)
+                if data.draw(st.integers(0, 3)) == 0:  # a collection fails part way first
+                    api.faults = FailNth(data.draw(st.integers(1, 4)))
+                    try:
+                        sync.collect(Deadline.after(10))
+                    except ApiError:
+                        pass  # what it read before is in the store: the next one goes on
+                    finally:
+                        api.faults = FixedDelay()
             collection = sync.collect(Deadline.after(10))
             reference, ids = full_fetch(client, clock[0])
             seen |= ids
@@ -364,7 +394,7 @@ def test_a_task_without_a_task_id_makes_every_collection_a_full_one(
     assert [collect(sync).sync for _ in range(2)] == ["full", "full"]
 
 
-def test_a_failed_collection_leaves_the_store_as_it_was(
+def test_a_failed_collection_costs_nothing_but_its_requests(
     gateway: tuple[SimulatedApi, ApiClient],
 ) -> None:
     api, _ = gateway
@@ -385,6 +415,118 @@ def test_a_failed_collection_leaves_the_store_as_it_was(
     assert after.counts is not None
     assert (after.sync, after.counts.tasks["success"]) == ("incremental", 1)
     assert after.summary.tasks_by_status["success"] == 10
+
+
+def test_a_collection_that_fails_between_lookups_leaves_what_it_read_for_the_next(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    api, client = gateway
+    clock = [NOW]
+    world = World(
+        [
+            one_url("a", NOW - 300, "wait"),
+            one_url("b", NOW - 200, "process"),
+            one_url("c", NOW - 100, "wait"),
+            *fillers(),
+        ]
+    )
+    sync = syncing(gateway, world, clock, lookup_batch=1)
+    collect(sync)
+    clock[0] += 30
+    world.put(one_url("a", NOW - 300, "success", clock[0]))
+    world.put(one_url("c", NOW - 100, "failure", clock[0]))
+    world.put(one_url("new", clock[0] - 5, "success", clock[0] - 1))
+    # The new tasks and the first lookup ("a") are read; the lookup of "b" fails.
+    api.faults = FailNth(3)
+    try:
+        with pytest.raises(ApiError):
+            collect(sync)
+    finally:
+        api.faults = FixedDelay()
+    after = collect(sync)
+    reference, _ = full_fetch(client, clock[0])
+    assert after.sync == "incremental"
+    assert without_paging(after.summary) == without_paging(reference)
+    assert after.counts is not None
+    # "a" and "new" were counted by the failed collection, "c" by this one: each once.
+    assert after.counts.tasks == {"success": 2, "failure": 1}
+    assert after.counts.urls == {"success": 2, "failure": 1}
+
+
+def test_a_collection_ended_by_a_bug_of_ours_drops_the_store(
+    gateway: tuple[SimulatedApi, ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [NOW]
+    world = World([one_url("w", NOW - 100, "wait"), *fillers()])
+    sync = syncing(gateway, world, clock)
+    first = collect(sync)
+    world.put(one_url("w", NOW - 100, "success", NOW - 1))
+    summary = TaskStore.summary
+    with monkeypatch.context() as patched:
+
+        def broken(store: TaskStore, window: Any) -> TargetSummary:
+            raise RuntimeError("a bug")
+
+        patched.setattr(TaskStore, "summary", broken)
+        clock[0] += 30
+        with pytest.raises(RuntimeError):
+            collect(sync)
+    assert TaskStore.summary is summary
+    clock[0] += 30
+    afresh = collect(sync)
+    # As after a restart: a full sync, whose finished work is not counted, and counters
+    # that start again from zero with a new _created.
+    assert afresh.sync == "full"
+    assert afresh.counts is not None and first.counts is not None
+    assert afresh.counts.tasks == {"success": 0, "failure": 0}
+    assert afresh.counts.created == clock[0] != first.counts.created
+
+
+class Arrivals:
+    """Holds every request ``seconds`` before answering it, and notes when each arrived."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.times: list[float] = []
+        self._lock = threading.Lock()
+
+    def take(self, target: SimulatedTarget | None, offset: int = 0) -> tuple[float, Fault | None]:
+        with self._lock:
+            self.times.append(time.monotonic())
+        return self.seconds, None
+
+
+def test_collections_of_one_target_take_turns(gateway: tuple[SimulatedApi, ApiClient]) -> None:
+    api, _ = gateway
+    clock = [NOW]
+    world = World([one_url("w", NOW - 100, "wait"), *fillers()])
+    sync = syncing(gateway, world, clock)
+    collect(sync)
+    clock[0] += 30
+    world.put(one_url("w", NOW - 100, "success", NOW - 1))
+    arrivals = Arrivals(0.3)
+    api.faults = arrivals
+    start = threading.Barrier(2)
+    results: list[Collection] = []
+
+    def one() -> None:
+        start.wait()
+        results.append(sync.collect(Deadline.after(30)))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        api.faults = FixedDelay()
+    assert len(results) == 2
+    # Each request is held 0.3 s: had the second collection not waited for the first,
+    # its first request would have arrived while the first collection's was held.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals.times)]
+    assert len(arrivals.times) >= 2 and min(gaps) >= 0.29, gaps
+    assert all(r.counts is not None and r.counts.tasks["success"] == 1 for r in results)
 
 
 def test_a_window_a_full_fetch_reads_as_cheaply_is_fetched_whole_every_time(
