@@ -1,10 +1,12 @@
 """Measure a scrape's cost against issue 5's targets, with every baseline taken in the same run.
 
 The exporter and the simulated API run as separate processes on loopback, so that the
-simulator's CPU is never counted as the exporter's. The exporter's CPU is read from
-``/proc/PID/stat`` (utime + stime of every thread, 10 ms ticks) around each HTTP scrape
-of ``/metrics``: it includes fetching, decoding, validating, summarising, the exposition
-and the HTTP serving, that is everything a scrape costs. The baseline is plain
+simulator's CPU is never counted as the exporter's. The exporter's CPU is read from /proc
+around each HTTP scrape of ``/metrics``: every thread's time on a CPU to the nanosecond
+(``/proc/PID/task/TID/schedstat``), or utime + stime in 10 ms ticks (``/proc/PID/stat``)
+where that cannot be had (see ``benchkit.CpuReading``). It includes fetching, decoding,
+validating, summarising, the exposition and the HTTP serving, that is everything a scrape
+costs. The baseline is plain
 ``json.loads`` of the very page bodies the exporter receives, timed in this process.
 
 Every scrape here is a full sync (``--resync-seconds 0``): the whole window is fetched,
@@ -24,7 +26,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Final, NotRequired
 
 import requests
-from benchkit import Verdict, free_port, ms, stop, summary, table
+from benchkit import CpuReading, Verdict, cpu_between, free_port, ms, stop, summary, table
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
@@ -46,7 +47,6 @@ from exporter.signature import ParamValue, signed_form
 from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 SCRAPE_TIMEOUT: Final = 120.0  # generous: the 1M-URL scrape on a busy shared core
 START_TIMEOUT: Final = 60.0
 LOOKBACK: Final = 86400
@@ -155,11 +155,9 @@ class Exporter:
     url: str
     session: requests.Session = field(default_factory=requests.Session)
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of every thread of the process so far."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    def cpu(self) -> CpuReading:
+        """The process' CPU time so far (see :class:`benchkit.CpuReading`)."""
+        return CpuReading.of(self.process.pid)
 
     def peak_rss_mb(self) -> float:
         """VmHWM: the most resident memory the process ever had."""
@@ -170,7 +168,7 @@ class Exporter:
 
     def scrape(self) -> tuple[bytes, float, float]:
         """One scrape of /metrics: the body, its wall-clock seconds and the exporter's CPU."""
-        cpu = self.cpu_seconds()
+        cpu = self.cpu()
         started = time.perf_counter()
         response = self.session.get(
             self.url + "metrics",
@@ -178,7 +176,7 @@ class Exporter:
             timeout=SCRAPE_TIMEOUT + 10,
         )
         wall = time.perf_counter() - started
-        used = self.cpu_seconds() - cpu
+        used = cpu_between(cpu, self.cpu())
         response.raise_for_status()
         if b'ucdn_prefetch_up{platform="cdn",project_id="default"} 1.0' not in response.content:
             raise RuntimeError("the scrape failed: a failed collection is not a measurement")
@@ -447,11 +445,9 @@ class Sample:
 
 
 def measure(workload: Workload, scrapes: int, parallel_pages: int) -> Sample:
-    """Scrape ``workload`` ``scrapes`` times after a warm-up; CPU is the total over the count.
-
-    With 10 ms CPU ticks, a total over several scrapes divided by their number resolves
-    the small workloads better than a median of single ticks would.
-    """
+    """Scrape ``workload`` ``scrapes`` times after a warm-up; CPU is the mean scrape's
+    (with 10 ms ticks, where nanoseconds cannot be had, the mean resolves the small
+    workloads better than a median of single ticks would)."""
     with simulator(workload) as api:
         bodies = page_bodies(api, workload.page_size)
         with exporter(api, workload.page_size, parallel_pages) as running:

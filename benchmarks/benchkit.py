@@ -6,6 +6,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -24,6 +28,44 @@ def stop(process: "subprocess.Popen[str] | subprocess.Popen[bytes]") -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """A process' CPU time so far, read two ways from /proc.
+
+    ``ticks``: utime + stime of every thread, ended ones included (``/proc/PID/stat``),
+    in clock ticks of 10 ms. ``threads``: each live thread's time on a CPU to the
+    nanosecond (the first field of ``/proc/PID/task/TID/schedstat``), or None where the
+    kernel keeps no such figures.
+    """
+
+    ticks: float
+    threads: dict[str, int] | None
+
+    @classmethod
+    def of(cls, pid: int) -> "CpuReading":
+        """Read ``pid``'s CPU time now."""
+        threads: dict[str, int] | None
+        try:
+            threads = {
+                task.name: int((task / "schedstat").read_text().split()[0])
+                for task in Path(f"/proc/{pid}/task").iterdir()
+            }
+        except (OSError, ValueError, IndexError):
+            threads = None  # no schedstat here, or a thread ended as it was read
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
+        return cls((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, threads)
+
+
+def cpu_between(before: CpuReading, after: CpuReading) -> float:
+    """CPU seconds from ``before`` to ``after``: to the nanosecond when every thread read
+    before is still there (none took its time with it), else in ticks."""
+    if before.threads is None or after.threads is None or before.threads.keys() - after.threads:
+        return after.ticks - before.ticks
+    spent = sum(ns - before.threads.get(tid, 0) for tid, ns in after.threads.items())
+    return spent / 1e9
 
 
 @dataclass
