@@ -77,6 +77,12 @@ class TargetSummary:
     anomalies: dict[str, int]
     # domain -> status -> URLs, the domains with most URLs first and ``_other`` last
     domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
+    # ``url_progress`` in runs, one per task where its series were worked out before and
+    # picked whole (the very list, from one collection to the next while the task is
+    # unchanged), so that what publishes them can reuse what it made of a run last time.
+    url_progress_runs: list[Sequence[UnfinishedUrl]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -264,8 +270,9 @@ class Summarizer:
         for rows in with_series:
             if room <= 0:
                 break
-            taken = rows[:room]
+            taken = rows if len(rows) <= room else rows[:room]
             builder.url_progress.extend(taken)
+            builder.url_progress_runs.append(taken)
             room -= len(taken)
         builder.url_series_dropped = self._totals.unfinished_urls - len(builder.url_progress)
         return True
@@ -374,6 +381,7 @@ class _SummaryBuilder:
         self.urls_by_status = dict.fromkeys(STATUSES, 0)
         self.anomalies = dict.fromkeys(ANOMALIES, 0)
         self.url_progress: list[UnfinishedUrl] = []
+        self.url_progress_runs: list[Sequence[UnfinishedUrl]] = []  # if picked by task
         self.progress_keys: set[tuple[str, str]] = set()
         self.url_series_dropped = 0
         self.url_completion = {status: Histogram(limits.buckets) for status in sorted(FINISHED)}
@@ -390,6 +398,7 @@ class _SummaryBuilder:
             task_completion=self.task_completion,
             oldest_unfinished_created=self.oldest_unfinished,
             anomalies=self.anomalies,
+            url_progress_runs=self.url_progress_runs or [self.url_progress],
         )
 
     def progress_room(self) -> int:

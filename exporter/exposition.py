@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_1_0_0
 from prometheus_client.registry import Collector
@@ -29,6 +30,8 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
     from prometheus_client.samples import Sample
+
+    SampleRun = tuple[Sample, ...]
 
 # The content types choose_encoder gives the formats written here.
 _TEXT: Final = CONTENT_TYPE_PLAIN_0_0_4
@@ -51,6 +54,25 @@ _LineKey = tuple[str, tuple[tuple[str, str], ...], object]
 
 class _UnwritableError(Exception):
     """A sample or family this module does not write: prometheus_client's encoder does."""
+
+
+class GaugeRuns(GaugeMetricFamily):
+    """A gauge family whose samples come in runs that recur from one scrape to the next.
+
+    Its samples are its runs one after the other (:meth:`add_run` keeps them so). A run
+    written on the page's last scrape, the very tuple, is written again from its text,
+    without a look at each of its samples: most of a target's thousand progress series
+    come in runs of a task each, unchanged between scrapes.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        super().__init__(name, documentation, labels=labels)
+        self.runs: list[SampleRun] = []
+
+    def add_run(self, run: "SampleRun") -> None:
+        """Add ``run``'s samples, each named as this family (as :meth:`add_metric` names)."""
+        self.samples.extend(run)
+        self.runs.append(run)
 
 
 class MetricsSnapshot(Collector):
@@ -105,6 +127,25 @@ class _Lines:
         self.known = known
         self.lines = lines
 
+    def of_family(self, metric: "Metric") -> list[str]:
+        """The lines of ``metric``'s samples, a run at a time where it comes in runs."""
+        if isinstance(metric, GaugeRuns) and sum(map(len, metric.runs)) == len(metric.samples):
+            return self.of_runs(metric.runs)
+        return self.of(metric.samples)
+
+    def of_runs(self, runs: Sequence["SampleRun"]) -> list[str]:
+        """The text of each run: one of the page's last scrape as it was written then (the
+        entry holds the run, so its id is not reused), any other sample by sample."""
+        by_run, now_by_run = self.known.by_run, self.lines.by_run
+        texts: list[str] = []
+        for run in runs:
+            kept = by_run.get(id(run))
+            if kept is None or kept[0] is not run:
+                kept = (run, "".join(self.of(run)))
+            now_by_run[id(run)] = kept
+            texts.append(kept[1])
+        return texts
+
     def of(self, samples: Sequence["Sample"]) -> list[str]:
         """The lines of ``samples``, in order (one loop for a family: this runs per sample)."""
         by_sample, by_content = self.known.by_sample, self.known.by_content
@@ -130,6 +171,7 @@ class _PageLines:
     def __init__(self) -> None:
         self.by_content: dict[_LineKey, str] = {}
         self.by_sample: dict[int, tuple[Sample, str]] = {}
+        self.by_run: dict[int, tuple[SampleRun, str]] = {}
 
 
 def _write(metrics: Sequence["Metric"], openmetrics: bool, lines: _Lines) -> str:
@@ -152,8 +194,9 @@ def _write_text(metric: "Metric", output: list[str], lines: _Lines) -> None:
     output.append(f"# HELP {shown} {help_text}\n# TYPE {shown} {_TEXT_TYPES.get(kind, kind)}\n")
     samples = metric.samples
     moved_names = {name + suffix: suffix for suffix in _MOVED_SUFFIXES}
-    if not any(sample.name in moved_names for sample in samples):
-        output.extend(lines.of(samples))
+    # A gauge's samples bear its name: none is moved.
+    if isinstance(metric, GaugeRuns) or not any(sample.name in moved_names for sample in samples):
+        output.extend(lines.of_family(metric))
         return
     moved: dict[str, list[str]] = {}
     for sample, line in zip(samples, lines.of(samples), strict=True):
@@ -173,7 +216,7 @@ def _write_openmetrics(metric: "Metric", output: list[str], lines: _Lines) -> No
     output.append(f"# HELP {name} {help_text}\n# TYPE {name} {metric.type}\n")
     if metric.unit:
         output.append(f"# UNIT {name} {metric.unit}\n")
-    output.extend(lines.of(metric.samples))
+    output.extend(lines.of_family(metric))
 
 
 def _sample_line(sample: "Sample") -> str:

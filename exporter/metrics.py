@@ -31,6 +31,13 @@ _SAMPLE_SUFFIXES: Final[dict[FamilyType, tuple[str, ...]]] = {
     "counter": ("_total",),
     "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
 }
+# A metric family class (an alias: inside Family, ``type`` is a field).
+MetricClass = type[Metric]
+_FAMILY_CLASSES: Final[dict[FamilyType, MetricClass]] = {
+    "gauge": GaugeMetricFamily,
+    "counter": CounterMetricFamily,
+    "gaugehistogram": GaugeHistogramMetricFamily,
+}
 
 
 @dataclass(frozen=True)
@@ -61,15 +68,20 @@ class Family:
         suffixes = _SAMPLE_SUFFIXES[self.type] + (("_created",) if self.created else ())
         return tuple(self.name + suffix for suffix in suffixes)
 
-    def new(self, cache_note: str = "") -> Metric:
-        """An empty metric family; ``cache_note`` is appended to the HELP when ``cached``."""
+    def new(self, cache_note: str = "", kind: MetricClass | None = None) -> Metric:
+        """An empty metric family; ``cache_note`` is appended to the HELP when ``cached``.
+
+        ``kind`` is the class to build it with: its type's family class (the default) or
+        a subclass of it; any other is a TypeError (the contract and the caller disagree).
+        """
         documentation = self.help + (cache_note if self.cached else "")
-        labels = list(self.label_names)
-        if self.type == "counter":
-            return CounterMetricFamily(self.name, documentation, labels=labels)
-        if self.type == "gaugehistogram":
-            return GaugeHistogramMetricFamily(self.name, documentation, labels=labels)
-        return GaugeMetricFamily(self.name, documentation, labels=labels)
+        base = _FAMILY_CLASSES[self.type]
+        if kind is None:
+            kind = base
+        elif not issubclass(kind, base):
+            raise TypeError(f"{self.name} is a {self.type}, not a {kind.__name__}")
+        # Each of these classes takes its labels by that keyword.
+        return kind(self.name, documentation, labels=list(self.label_names))  # type: ignore[call-arg]
 
 
 # The process' own families: they belong to no target.

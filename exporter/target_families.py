@@ -6,7 +6,7 @@ always, figures only from a successful collection.
 """
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.aggregate import ANOMALIES, TargetSummary
+from exporter.exposition import GaugeRuns
 from exporter.metrics import Family, TargetFamilies
 from exporter.model import FINISHED, STATUSES
 from exporter.tasksync import Collection
@@ -44,6 +45,9 @@ class SeriesMemo:
 
     def __init__(self) -> None:
         self._samples: dict[tuple[str, ...], dict[Row, Sample]] = {}
+        # By the id of a run of rows: the run itself (so that its id is not reused) and
+        # the tuple of Samples made of it.
+        self._runs: dict[tuple[str, ...], dict[int, tuple[Sequence[Row], tuple[Sample, ...]]]] = {}
         self._lock = threading.Lock()
 
     def add(self, family: GaugeMetricFamily, labels: list[str], rows: Iterable[Row]) -> None:
@@ -52,17 +56,49 @@ class SeriesMemo:
         with self._lock:
             known = self._samples.get(key, {})
         kept: dict[Row, Sample] = {}
-        samples = family.samples
-        for row in rows:
-            sample = known.get(row)
-            if sample is None:
-                family.add_metric([*labels, *row[:-1]], row[-1])
-                sample = samples[-1]
-            else:
-                samples.append(sample)
-            kept[row] = sample
+        family.samples.extend(_samples_of(family, labels, rows, known, kept))
         with self._lock:
             self._samples[key] = kept
+
+    def add_runs(self, family: GaugeRuns, labels: list[str], runs: Iterable[Sequence[Row]]) -> None:
+        """Add ``runs`` of rows as ``family``'s samples of the target ``labels``.
+
+        A run that is the very object of the last scrape gets the very tuple of Samples
+        it had, which the exposition writes from the text it kept; the rows of any other
+        run are looked up one by one among those of runs made so last time.
+        """
+        key = (family.name, *labels)
+        with self._lock:
+            known_runs = self._runs.get(key, {})
+            known = self._samples.get(key, {})
+        kept_runs: dict[int, tuple[Sequence[Row], tuple[Sample, ...]]] = {}
+        kept: dict[Row, Sample] = {}
+        for run in runs:
+            entry = known_runs.get(id(run))
+            if entry is None or entry[0] is not run:
+                entry = (run, tuple(_samples_of(family, labels, run, known, kept)))
+            kept_runs[id(run)] = entry
+            family.add_run(entry[1])
+        with self._lock:
+            self._runs[key] = kept_runs
+            self._samples[key] = kept
+
+
+def _samples_of(
+    family: GaugeMetricFamily,
+    labels: list[str],
+    rows: Iterable[Row],
+    known: dict[Row, Sample],
+    kept: dict[Row, Sample],
+) -> Iterator[Sample]:
+    """A Sample for each row: the one ``known`` has for it, else a new one; all ``kept``."""
+    for row in rows:
+        sample = known.get(row)
+        if sample is None:
+            family.add_metric([*labels, *row[:-1]], row[-1])
+            sample = family.samples.pop()  # made here, placed by the caller
+        kept[row] = sample
+        yield sample
 
 
 @dataclass(frozen=True)
@@ -74,7 +110,7 @@ class TargetFamilyBuilder:
     last_success: GaugeMetricFamily
     tasks: GaugeMetricFamily
     urls: GaugeMetricFamily
-    url_progress: GaugeMetricFamily
+    url_progress: GaugeRuns
     url_series_dropped: GaugeMetricFamily
     url_completion: GaugeHistogramMetricFamily
     task_completion: GaugeMetricFamily
@@ -95,7 +131,7 @@ class TargetFamilyBuilder:
             last_success=new_family(contract.last_success, GaugeMetricFamily, cache_note),
             tasks=new_family(contract.tasks, GaugeMetricFamily, cache_note),
             urls=new_family(contract.urls, GaugeMetricFamily, cache_note),
-            url_progress=new_family(contract.url_progress, GaugeMetricFamily, cache_note),
+            url_progress=new_family(contract.url_progress, GaugeRuns, cache_note),
             url_series_dropped=new_family(
                 contract.url_series_dropped, GaugeMetricFamily, cache_note
             ),
@@ -158,7 +194,7 @@ class TargetFamilyBuilder:
         for status in STATUSES:
             self.tasks.add_metric([*labels, status], summary.tasks_by_status[status])
             self.urls.add_metric([*labels, status], summary.urls_by_status[status])
-        memo.add(self.url_progress, labels, summary.url_progress)
+        memo.add_runs(self.url_progress, labels, summary.url_progress_runs)
         self.url_series_dropped.add_metric(labels, summary.url_series_dropped)
         for status in sorted(FINISHED):
             histogram = summary.url_completion[status]
@@ -186,10 +222,10 @@ class TargetFamilyBuilder:
 
 
 def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
-    """The contract's empty family, as the metric class the collector adds samples with."""
-    metric = family.new(cache_note)
-    if not isinstance(metric, kind):  # the contract and the collector disagree: a bug
-        raise TypeError(f"{family.name} is a {family.type}, not a {kind.__name__}")
+    """The contract's empty family, as the metric class the collector adds samples with
+    (a TypeError if the contract and the collector disagree: a bug)."""
+    metric = family.new(cache_note, kind)
+    assert isinstance(metric, kind)  # built as one
     return metric
 
 

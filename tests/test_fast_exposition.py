@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 
 from exporter.aggregate import UnfinishedUrl
-from exporter.exposition import Exposition, MetricsSnapshot
+from exporter.exposition import Exposition, GaugeRuns, MetricsSnapshot
 from exporter.target_families import SeriesMemo
 
 ACCEPTS = (
@@ -60,7 +60,10 @@ DOCUMENTATION = st.text(alphabet=st.sampled_from(["d", '"', "\\", "\n", "é", " 
 def families(draw: st.DrawFn) -> Metric:
     kind = draw(
         st.sampled_from(
-            ["gauge", "counter", "gaugehistogram", "histogram", "info", "stateset", "unknown"]
+            [
+                *("gauge", "runs", "counter", "gaugehistogram", "histogram"),
+                *("info", "stateset", "unknown"),
+            ]
         )
     )
     name = draw(NAMES)
@@ -84,6 +87,17 @@ def families(draw: st.DrawFn) -> Metric:
         )
         for row in rows:
             family.add_metric(row, draw(VALUES), timestamp)
+    elif kind == "runs":
+        family = GaugeRuns(name, documentation, labels)
+        source = GaugeMetricFamily(name, documentation, labels=labels)
+        for row in rows:
+            source.add_metric(row, draw(VALUES), timestamp)
+        cut = draw(st.integers(0, len(source.samples)))
+        for run in (source.samples[:cut], source.samples[cut:]):
+            family.add_run(tuple(run))
+        outside: bool = draw(st.booleans())
+        if rows and outside:  # a sample outside the runs: written one by one
+            family.add_metric(rows[0], draw(VALUES))
     elif kind == "counter":
         family = CounterMetricFamily(name, documentation, labels=labels)
         for row in rows:
@@ -129,9 +143,18 @@ def test_the_bytes_are_prometheus_clients_on_a_first_scrape_and_the_next(
 ) -> None:
     exposition = Exposition()
     assert exposition.encode(first, accept, "/metrics") == reference(first, accept)
-    # The next scrape: some series again (remembered lines), some new, some changed.
-    again = [*first[:2], *second]
+    # The next scrape: some series again (remembered lines), some new, some changed, and
+    # runs again in new families, as the collector makes them (remembered runs).
+    again = [*first[:2], *(rerun(f) for f in first if isinstance(f, GaugeRuns)), *second]
     assert exposition.encode(again, accept, "/metrics") == reference(again, accept)
+
+
+def rerun(family: GaugeRuns) -> GaugeRuns:
+    """The family of a next scrape: the same runs, the very tuples, in reverse order."""
+    again = GaugeRuns(family.name, family.documentation, [])
+    for run in reversed(family.runs):
+        again.add_run(run)
+    return again
 
 
 def test_zero_and_negative_zero_are_two_lines_though_equal() -> None:
@@ -176,3 +199,29 @@ def test_a_progress_series_keeps_its_sample_until_it_moves() -> None:
     body = exposition.encode([second], "", "/metrics")[0]
     assert b'url="https://a/2"} 0.75\n' in body
     assert body == reference([second], "")[0]
+
+
+def runs_family() -> GaugeRuns:
+    return GaugeRuns("p", "d", ["project_id", "platform", "task_id", "url"])
+
+
+def test_a_run_that_recurs_keeps_its_samples_and_its_text() -> None:
+    memo = SeriesMemo()
+    task_a = [UnfinishedUrl("a", f"https://a/{i}", 0.5) for i in range(3)]
+    task_b = [UnfinishedUrl("b", "https://b/1", 0.0)]
+    first, second = runs_family(), runs_family()
+    memo.add_runs(first, ["p", "cdn"], [task_a, task_b])
+    # a recurs, the very list; b comes as a new list of equal rows, with one more
+    moved = [*task_b, UnfinishedUrl("b", "https://b/2", 0.25)]
+    memo.add_runs(second, ["p", "cdn"], [task_a, moved])
+    assert second.runs[0] is first.runs[0]
+    assert second.runs[1] is not first.runs[1]
+    assert second.runs[1][0] is first.runs[1][0], "an equal row keeps its Sample"
+    assert second.samples == [*second.runs[0], *second.runs[1]]
+    exposition = Exposition()
+    exposition.encode([first], "", "/metrics")
+    kept = exposition._lines["/metrics"].by_run[id(first.runs[0])]
+    body = exposition.encode([second], "", "/metrics")[0]
+    assert exposition._lines["/metrics"].by_run[id(second.runs[0])] is kept
+    assert body == reference([second], "")[0]
+    assert b'url="https://b/2"} 0.25\n' in body

@@ -53,7 +53,9 @@ def _fetch(client: ApiClient) -> int:
 
 def _outcomes(client: ApiClient) -> dict[str, int]:
     counts = client.stats.snapshot()
-    return {outcome: n for (action, outcome), n in counts.items() if action == PREFETCH_ACTION and n}
+    return {
+        outcome: n for (action, outcome), n in counts.items() if action == PREFETCH_ACTION and n
+    }
 
 
 def _bundle(ca: trustme.CA, tmp_path: Path) -> Path:
