@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from faultkit import Exporter
+from hostile import Behaviour, HostileGateway
 from hypothesis import settings
 from simfaults import SimulatedApi
 
@@ -202,3 +204,22 @@ def started(servers: list[WebServer], server: WebServer) -> WebServer:
     servers.append(server)
     server.start()
     return server
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[HostileGateway]]:
+    """Hostile gateways a test starts with :func:`start_gateway`; each is stopped afterwards."""
+    gateways: list[HostileGateway] = []
+    yield gateways
+    for gateway in gateways:
+        gateway.stop()
+
+
+def start_gateway(
+    gateways: list[HostileGateway], behaviour: Behaviour, tls: ssl.SSLContext | None = None
+) -> HostileGateway:
+    """Start a gateway running ``behaviour`` (over ``tls``, if given), which
+    :func:`gateways` stops."""
+    gateway = HostileGateway(behaviour, tls=tls).start()
+    gateways.append(gateway)
+    return gateway

@@ -9,11 +9,12 @@ process for ``--once``, ``--check-config`` and its resident memory.
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import start_gateway
 from faultkit import Exporter, exporter_args
 from hostile import (
     Behaviour,
@@ -52,20 +53,6 @@ HOLDERS = {
 }
 
 
-@pytest.fixture
-def gateways() -> Iterator[list[HostileGateway]]:
-    started: list[HostileGateway] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
-
-
-def _gateway(started: list[HostileGateway], behaviour: Behaviour) -> HostileGateway:
-    gateway = HostileGateway(behaviour).start()
-    started.append(gateway)
-    return gateway
-
-
 def _client(gateway: HostileGateway, **options: Any) -> ApiClient:
     return ApiClient(gateway.url, "public", SecretStr("private"), options=ClientOptions(**options))
 
@@ -89,7 +76,7 @@ def _cpu_over(seconds: float) -> float:
 def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
     gateways: list[HostileGateway], behaviour: Callable[[], Behaviour]
 ) -> None:
-    gateway = _gateway(gateways, in_turn(behaviour(), valid_answer([TASK])))
+    gateway = start_gateway(gateways, in_turn(behaviour(), valid_answer([TASK])))
     client = _client(gateway)
     try:
         error, deadline, ended = _fetch(client)
@@ -115,7 +102,7 @@ def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
 def test_every_page_thread_is_freed_when_parallel_pages_are_held(
     gateways: list[HostileGateway],
 ) -> None:
-    gateway = _gateway(gateways, in_turn(full_pages(urls_per_task=1), drip_headers()))
+    gateway = start_gateway(gateways, in_turn(full_pages(urls_per_task=1), drip_headers()))
     client = _client(gateway, page_size=10, parallel_pages=4)
     try:
         error, deadline, ended = _fetch(client)
@@ -132,7 +119,7 @@ def test_every_page_thread_is_freed_when_parallel_pages_are_held(
 
 
 def test_close_ends_a_request_in_flight_at_once(gateways: list[HostileGateway]) -> None:
-    gateway = _gateway(gateways, drip_headers())
+    gateway = start_gateway(gateways, drip_headers())
     client = _client(gateway)
     errors: list[ApiError] = []
 
@@ -156,7 +143,7 @@ def test_close_ends_a_request_in_flight_at_once(gateways: list[HostileGateway]) 
 
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "close"])
 def test_a_connection_cut_mid_body_is_retried(gateways: list[HostileGateway], reset: bool) -> None:
-    gateway = _gateway(gateways, in_turn(cut_mid_body(reset=reset), valid_answer([TASK])))
+    gateway = start_gateway(gateways, in_turn(cut_mid_body(reset=reset), valid_answer([TASK])))
     client = _client(gateway)
     try:
         window = client.fetch_tasks("", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(5))
@@ -168,7 +155,7 @@ def test_a_connection_cut_mid_body_is_retried(gateways: list[HostileGateway], re
 
 
 def test_deeply_nested_json_is_an_invalid_answer(gateways: list[HostileGateway]) -> None:
-    gateway = _gateway(gateways, nested_json(depth=100_000))
+    gateway = start_gateway(gateways, nested_json(depth=100_000))
     client = _client(gateway)
     try:
         error, _, _ = _fetch(client, 5.0)
@@ -178,7 +165,7 @@ def test_deeply_nested_json_is_an_invalid_answer(gateways: list[HostileGateway])
 
 
 def test_endless_pages_stop_at_the_collection_cap(gateways: list[HostileGateway]) -> None:
-    gateway = _gateway(gateways, full_pages(urls_per_task=5))
+    gateway = start_gateway(gateways, full_pages(urls_per_task=5))
     cap = 2 * 1024 * 1024
     client = _client(gateway, page_size=50, parallel_pages=4, max_collection_bytes=cap)
     try:
@@ -199,7 +186,7 @@ def test_endless_pages_stop_at_the_collection_cap(gateways: list[HostileGateway]
 def test_once_against_a_dripping_gateway_exits_within_its_deadline(
     gateways: list[HostileGateway],
 ) -> None:
-    gateway = _gateway(gateways, drip_headers())
+    gateway = start_gateway(gateways, drip_headers())
     started = time.monotonic()
     exporter = Exporter(
         [*exporter_args(gateway.url), "--once", "--max-scrape-timeout-seconds", "2"]
@@ -217,7 +204,7 @@ def test_once_against_a_dripping_gateway_exits_within_its_deadline(
 def test_check_config_against_a_hostile_gateway_exits_in_time_without_a_traceback(
     gateways: list[HostileGateway], behaviour: Behaviour
 ) -> None:
-    gateway = _gateway(gateways, behaviour)
+    gateway = start_gateway(gateways, behaviour)
     started = time.monotonic()
     exporter = Exporter(
         [*exporter_args(gateway.url), "--check-config", "--request-timeout-seconds", "2"]
@@ -245,7 +232,7 @@ def test_rss_is_bounded_and_flat_over_failing_scrapes_of_endless_pages(
     Before the fix one scrape of these pages peaked near 100 MB and each failing scrape
     left some 50 MB behind (121 -> 472 MB in the report): six scrapes reached 340 MB.
     """
-    gateway = _gateway(gateways, full_pages(urls_per_task=20, url_length=200))
+    gateway = start_gateway(gateways, full_pages(urls_per_task=20, url_length=200))
     exporter = Exporter(exporter_args(gateway.url, "--log-level", "info")).wait_started()
     try:
         pid = exporter._process.pid

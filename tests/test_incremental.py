@@ -7,6 +7,7 @@ the collection's summary is compared with a full fetch of the same world at the 
 moment, through the real client and the simulated API on loopback.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -30,7 +31,7 @@ from exporter.config import Target
 from exporter.deadline import Deadline
 from exporter.kinds import TaskKind
 from exporter.outcomes import ApiError
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, FixedDelay, SimulatedApi
+from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, FixedDelay, SimulatedApi, hooks
 from exporter.simulator.hooks import Fault
 from exporter.simulator.protocol import Target as SimulatedTarget
 from exporter.taskstore import TaskStore
@@ -61,6 +62,16 @@ def gateway() -> Iterator[tuple[SimulatedApi, ApiClient]]:
     yield api, client
     client.close()
     api.stop()
+
+
+@contextlib.contextmanager
+def faults_on(api: SimulatedApi, faults: hooks.Faults) -> Iterator[None]:
+    """The gateway misbehaves as ``faults`` say for the block, then is sound again."""
+    api.faults = faults
+    try:
+        yield
+    finally:
+        api.faults = FixedDelay()
 
 
 class FailNth:
@@ -200,13 +211,10 @@ def test_every_collection_gives_the_figures_of_a_full_fetch(
             if step:
                 evolve(data, world, clock, serial)
                 if data.draw(st.integers(0, 3)) == 0:  # a collection fails part way first
-                    api.faults = FailNth(data.draw(st.integers(1, 4)))
-                    try:
+                    # What it read before is in the store: the next one goes on from there.
+                    failing = FailNth(data.draw(st.integers(1, 4)))
+                    with faults_on(api, failing), contextlib.suppress(ApiError):
                         sync.collect(Deadline.after(10))
-                    except ApiError:
-                        pass  # what it read before is in the store: the next one goes on
-                    finally:
-                        api.faults = FixedDelay()
             collection = sync.collect(Deadline.after(10))
             reference, ids = full_fetch(client, clock[0])
             seen |= ids
@@ -407,12 +415,8 @@ def test_a_failed_collection_costs_nothing_but_its_requests(
     world.put(one_url("w", NOW - 100, "success", NOW - 1))
     failing = Faults()
     failing.ret_code(230, "Params [TaskId.0] not available")
-    api.faults = failing
-    try:
-        with pytest.raises(ApiError):
-            collect(sync)
-    finally:
-        api.faults = FixedDelay()
+    with faults_on(api, failing), pytest.raises(ApiError):
+        collect(sync)
     after = collect(sync)
     assert after.counts is not None
     assert (after.sync, after.counts.tasks["success"]) == ("incremental", 1)
@@ -439,12 +443,8 @@ def test_a_collection_that_fails_between_lookups_leaves_what_it_read_for_the_nex
     world.put(one_url("c", NOW - 100, "failure", clock[0]))
     world.put(one_url("new", clock[0] - 5, "success", clock[0] - 1))
     # The new tasks and the first lookup ("a") are read; the lookup of "b" fails.
-    api.faults = FailNth(3)
-    try:
-        with pytest.raises(ApiError):
-            collect(sync)
-    finally:
-        api.faults = FixedDelay()
+    with faults_on(api, FailNth(3)), pytest.raises(ApiError):
+        collect(sync)
     after = collect(sync)
     reference, _ = full_fetch(client, clock[0])
     assert after.sync == "incremental"
@@ -507,7 +507,6 @@ def test_collections_of_one_target_take_turns(gateway: tuple[SimulatedApi, ApiCl
     clock[0] += 30
     world.put(one_url("w", NOW - 100, "success", NOW - 1))
     arrivals = Arrivals(0.3)
-    api.faults = arrivals
     start = threading.Barrier(2)
     results: list[Collection] = []
 
@@ -516,13 +515,11 @@ def test_collections_of_one_target_take_turns(gateway: tuple[SimulatedApi, ApiCl
         results.append(sync.collect(Deadline.after(30)))
 
     threads = [threading.Thread(target=one) for _ in range(2)]
-    try:
+    with faults_on(api, arrivals):
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
-    finally:
-        api.faults = FixedDelay()
     assert len(results) == 2
     # Each request is held 0.3 s: had the second collection not waited for the first,
     # its first request would have arrived while the first collection's was held.
