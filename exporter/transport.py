@@ -292,6 +292,10 @@ class Transport:
         except (OSError, http.client.HTTPException) as error:
             failure = ApiError("connection_error", describe(error))
             raise _RetryableError(failure, None) from None
+        except ApiError:
+            raise  # a size cap's, as it is
+        except Exception as error:  # anything else http.client meets in a body is the body's
+            raise ApiError("invalid_response", describe(error)) from None
         if answer.length:  # http.client ends a Content-Length body cut short quietly
             missing = f"answer cut short, {answer.length} bytes missing"
             raise _RetryableError(ApiError("connection_error", missing), None)
