@@ -7,7 +7,7 @@ FAST = -m "not e2e and not system"
 # Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
 FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench bench-incremental ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench bench-incremental bench-ab ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -58,5 +58,9 @@ bench:  ## the performance benchmark (about a minute)
 
 bench-incremental:  ## incremental collection against issue 13's targets (under a minute)
 	$(PYTHON) benchmarks/bench_incremental.py
+
+BASE ?= HEAD
+bench-ab:  ## a steady scrape of revision BASE against this tree, in turns (a few minutes)
+	$(PYTHON) benchmarks/ab_steady.py $(BASE)
 
 ci: lint types test test-py313  ## what .ci/run runs after installing

@@ -180,12 +180,17 @@ def simulator(world: World) -> Iterator[Simulator]:
 
 @contextlib.contextmanager
 def exporter(
-    api_url: str, page_size: int, resync_seconds: float | None = None, cache_seconds: int = 0
+    api_url: str,
+    page_size: int,
+    resync_seconds: float | None = None,
+    cache_seconds: int = 0,
+    checkout: Path = ROOT,
 ) -> Iterator[Exporter]:
     """``python -m exporter`` configured by its environment only; ready when yielded.
 
     ``resync_seconds`` None leaves RESYNC_SECONDS at its default (a steady scrape between
     full syncs); 0 makes every scrape a full sync. ``cache_seconds`` is CACHE_SECONDS.
+    ``checkout`` is the source tree the exporter runs from (its package comes first).
     """
     port = free_port()
     # Nothing of this shell's own exporter settings leaks in.
@@ -209,7 +214,7 @@ def exporter(
     if resync_seconds is not None:
         settings["RESYNC_SECONDS"] = str(resync_seconds)
     env.update({f"UCDN_EXPORTER_{name}": value for name, value in settings.items()})
-    process = subprocess.Popen([sys.executable, "-m", "exporter"], cwd=ROOT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "exporter"], cwd=checkout, env=env)
     running = Exporter(process, f"http://127.0.0.1:{port}/")
     try:
         wait_ready(running)

@@ -69,3 +69,22 @@ def test_quick_incremental_benchmark_prints_every_figure() -> None:
     assert_prints_every_figure(
         "benchmarks/bench_incremental.py", INCREMENTAL_FIGURES, INCREMENTAL_VERDICTS
     )
+
+
+def test_quick_a_b_comparison_prints_both_medians_and_removes_its_worktree() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/ab_steady.py", "HEAD", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "### Steady scrapes in turns: HEAD (A) against this tree (B)" in result.stdout
+    assert "| 1     | A then B |" in result.stdout and "| 2     | B then A |" in result.stdout
+    assert "; B / A = " in result.stdout.splitlines()[-1]
+    worktrees = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
+    )
+    assert "ab-steady-" not in worktrees.stdout
