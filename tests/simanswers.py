@@ -100,7 +100,8 @@ class EchoSignature:
             body = json_bytes(exchange.api_payload())
             exchange.send(200, body, content_type, {"X-Echo-Signature": quoted})
         else:
-            # No colon: http.client keeps it as a defect, urllib3 logs it with the line.
+            # No colon: the headers end there, http.client keeps it as a defect (and the
+            # lines after it as no header), the client logs only the defect's kind.
             body = json_bytes(exchange.api_payload())
             exchange.send(200, body, content_type, raw_header_lines=[f"Signature {quoted}"])
 

@@ -206,7 +206,8 @@ class Faults:
 
         ``message``: a RetCode 171 answer with them in its Message; ``header``: the real
         answer with them in a header; ``malformed_header``: the real answer with them in
-        a header line without a colon, which urllib3 reports (and quotes) at warning.
+        a header line without a colon, which ends the headers (urllib3, which the client
+        used before, quoted it at warning).
         ``upper`` sends them upper-cased.
         """
         self._add(EchoSignature(place, upper), times, target, from_offset)
