@@ -29,12 +29,10 @@ VERDICTS = (
 )
 
 
-def assert_prints_every_figure(
-    script: str, figures: tuple[str, ...], verdicts: tuple[str, ...]
-) -> None:
-    """Run ``script --quick``: it must succeed, print every heading and end each verdict row."""
+def run_quick(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script --quick`` with ``args``, from the repository, which must succeed."""
     result = subprocess.run(
-        [sys.executable, script, "--quick"],
+        [sys.executable, script, *args, "--quick"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -42,6 +40,14 @@ def assert_prints_every_figure(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def assert_prints_every_figure(
+    script: str, figures: tuple[str, ...], verdicts: tuple[str, ...]
+) -> None:
+    """Run ``script --quick``: it must succeed, print every heading and end each verdict row."""
+    result = run_quick(script)
     for line in (*figures, *verdicts):
         assert line in result.stdout, f"missing {line!r} in:\n{result.stdout}"
     for row in result.stdout.splitlines():
@@ -72,15 +78,7 @@ def test_quick_incremental_benchmark_prints_every_figure() -> None:
 
 
 def test_quick_a_b_comparison_prints_both_medians_and_removes_its_worktree() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/ab_steady.py", "HEAD", "--quick"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_quick("benchmarks/ab_steady.py", "HEAD")
     assert "### Steady scrapes in turns: HEAD (A) against this tree (B)" in result.stdout
     assert "| 1     | A then B |" in result.stdout and "| 2     | B then A |" in result.stdout
     assert "; B / A = " in result.stdout.splitlines()[-1]
