@@ -56,7 +56,8 @@ class SeriesMemo:
         with self._lock:
             known = self._samples.get(key, {})
         kept: dict[Row, Sample] = {}
-        family.samples.extend(_samples_of(family, labels, rows, known, kept))
+        samples = list(_samples_of(family, labels, rows, known, kept))  # made, then placed
+        family.samples.extend(samples)
         with self._lock:
             self._samples[key] = kept
 
