@@ -6,7 +6,9 @@ samples of a target with many unfinished URLs costs more than a collection betwe
 syncs. :class:`Exposition` writes the same bytes for the formats Prometheus asks for,
 text 0.0.4 and OpenMetrics 1.0.0 with underscore escaping, and keeps each sample's line
 from the previous scrape of the same page: most series do not change between scrapes,
-and a line looked up costs a fraction of one written.
+and a line looked up costs a fraction of one written. A family whose samples come in
+runs (:class:`GaugeRuns`) keeps the text of each run, so that a run that recurs is
+written without a look at its samples.
 
 It falls back on prometheus_client's own encoder for anything else: another format,
 version or escaping, a name that is not a plain ``[a-zA-Z_][a-zA-Z0-9_]*`` (which
