@@ -34,7 +34,7 @@ test-py313:  ## every test on Python 3.13, in $(VENV313)
 	$(FULL) $(VENV313)/bin/python -m pytest
 
 golden:  ## rewrite tests/fixtures/golden.prom after an intended change of the exposition
-	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/test_golden.py
+	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/publish/test_golden.py
 
 dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py
 	$(PYTHON) dashboards/generate.py

@@ -57,8 +57,8 @@ from benchkit import Verdict, free_port, stop, summary, table
 from evolving_world import WorldState
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.model import PREFETCH_ACTION
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+from exporter.gateway.answers import PREFETCH_ACTION
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 
 SETTLE: Final = 0.2  # seconds of pause before each timed scrape
 BASELINE_RUNS: Final = 5

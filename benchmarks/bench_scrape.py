@@ -40,11 +40,12 @@ from benchkit import CpuReading, Verdict, cpu_between, free_port, ms, stop, summ
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
-from exporter.aggregate import SummaryLimits, summarize
-from exporter.client import ACTION, TaskWindow
-from exporter.model import decode_response
-from exporter.signature import ParamValue, signed_form
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+from exporter.gateway.answers import decode_response
+from exporter.gateway.api_client import ACTION
+from exporter.gateway.paging import TaskWindow
+from exporter.gateway.signature import ParamValue, signed_form
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+from exporter.summary.target_summary import SummaryLimits, summarize
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SCRAPE_TIMEOUT: Final = 120.0  # generous: the 1M-URL scrape on a busy shared core
@@ -345,7 +346,7 @@ def figure_cpu(run: Run) -> float:
 
 
 class PydanticUrl(TypedDict):
-    """exporter.model's URL as a pydantic TypedDict: the choice msgspec replaced, compared."""
+    """The answer model's URL as a pydantic TypedDict: the choice msgspec replaced, compared."""
 
     Url: NotRequired[str]
     CreateTime: NotRequired[int]

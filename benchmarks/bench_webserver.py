@@ -35,8 +35,8 @@ import bcrypt
 import requests
 import trustme
 
-from exporter.webconfig import WebConfig, load_web_config
-from exporter.webserver import WebServer
+from exporter.web.server import WebServer
+from exporter.web.web_config import WebConfig, load_web_config
 
 REQUESTS = 20
 PASSWORD = "the-real-scraper"

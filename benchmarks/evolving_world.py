@@ -41,15 +41,15 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Final
 
-from exporter.simulator import (
+from exporter.simulator.protocol import (
     DAY_SECONDS,
     DEMO_PRIVATE_KEY,
     DEMO_PUBLIC_KEY,
     PrefetchOnlyDataset,
-    SimulatedApi,
     Target,
     Task,
 )
+from exporter.simulator.server import SimulatedApi
 
 TARGET: Final[Target] = ("", False)  # the default project, on CDN
 STATUSES: Final = ("success", "wait", "process", "failure", "unknown")  # as the exporter reports

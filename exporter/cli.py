@@ -25,19 +25,22 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from pydantic import SecretStr
 
-from exporter import __version__
-from exporter.aggregate import SummaryLimits
-from exporter.app import ExporterApp, ScrapeTimeouts
-from exporter.client import SIGNATURES, ApiClient, ClientOptions
-from exporter.collector import PrefetchCollector
-from exporter.config import ConfigError, Settings, env_name, flag_name, load_settings
-from exporter.kinds import TaskKind
+from exporter.collection.kinds import TaskKind
+from exporter.collection.quota_sweep import QuotaSweeper
+from exporter.collection.sync import SyncOptions
+from exporter.gateway.api_client import ApiClient
+from exporter.gateway.redaction import SIGNATURES
+from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
-from exporter.quotas import QuotaSweeper
-from exporter.tasksync import SyncOptions
-from exporter.webconfig import WebConfigError, load_web_config
-from exporter.webserver import WebServer
+from exporter.publish.collector import PrefetchCollector
+from exporter.settings.config import Settings, load_settings
+from exporter.settings.names import ConfigError, env_name, flag_name
+from exporter.summary.target_summary import SummaryLimits
+from exporter.version import __version__
+from exporter.web.app import ExporterApp, ScrapeTimeouts
+from exporter.web.server import WebServer
+from exporter.web.web_config import WebConfigError, load_web_config
 
 # From SIGTERM to exit, at the most, whatever any thread is doing: far below Kubernetes'
 # default grace of 30 s, and above the web server's own grace (3 s) for slow readers.
@@ -194,12 +197,9 @@ def _upstream(settings: Settings) -> Iterator[Settings]:
         return
     # Imported here: the simulator (and http.server with it) is for --demo alone, and a
     # normal start should neither load it nor pay for it.
-    from exporter.simulator import (  # noqa: PLC0415
-        DEMO_PRIVATE_KEY,
-        DEMO_PUBLIC_KEY,
-        LiveDataset,
-        SimulatedApi,
-    )
+    from exporter.simulator.live import LiveDataset  # noqa: PLC0415
+    from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY  # noqa: PLC0415
+    from exporter.simulator.server import SimulatedApi  # noqa: PLC0415
 
     simulator = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, LiveDataset()).start()
     log.info("demo mode: simulated API", extra={"fields": {"url": simulator.url}})

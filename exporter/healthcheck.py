@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from exporter.address import DEFAULT_PORT, parse_listen_address
+from exporter.settings.address import DEFAULT_PORT, parse_listen_address
 
 LISTEN_VARIABLE = "UCDN_EXPORTER_LISTEN_ADDRESS"
 WEB_CONFIG_VARIABLE = "UCDN_EXPORTER_WEB_CONFIG_FILE"

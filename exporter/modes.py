@@ -13,11 +13,12 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from exporter.client import ApiClient, ApiError
-from exporter.collector import PrefetchCollector
-from exporter.config import Settings
-from exporter.deadline import Deadline
-from exporter.exposition import MetricsSnapshot
+from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import ApiError
+from exporter.publish.collector import PrefetchCollector
+from exporter.publish.exposition import MetricsSnapshot
+from exporter.settings.config import Settings
 
 PROG = "ucdn-prefetch-exporter"
 

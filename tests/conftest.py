@@ -18,15 +18,17 @@ from hostile import Behaviour, HostileGateway
 from hypothesis import settings
 from simfaults import SimulatedApi
 
-from exporter.simulator import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, StaticDataset
-from exporter.webserver import WebServer
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+from exporter.simulator.static import StaticDataset
+from exporter.web.server import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
-# stays quick) caps every property test at FAST_EXAMPLES; "full" (make test, CI) runs each
-# with the examples its own @settings asks for. The examples stay derandomized in both, so a
+# stays quick) gives a property test without examples of its own FAST_EXAMPLES, and one
+# that asks for more takes them through examples(); "full" (make test, CI) runs each with
+# the examples its own @settings asks for. The examples stay derandomized in both, so a
 # failure found in CI is found again by the same command.
 FAST_EXAMPLES = 25
 settings.register_profile("fast", max_examples=FAST_EXAMPLES, derandomize=True)
@@ -36,56 +38,13 @@ settings.load_profile(PROFILE)
 
 
 def examples(full: int, fast: int = 200) -> int:
-    """Examples for a property whose settings are made at run time (out of the cap's reach).
+    """The examples a property that asks for ``full`` runs in the current profile.
 
-    Such a property counts what its random cases exercised, so it needs more than the fast
-    profile's cap, yet not all of ``full`` to be worth running in the fast lane.
+    A test's own ``max_examples`` outranks any profile, so a property that wants more than
+    the fast profile's default asks through here: all of ``full`` in the full profile, at
+    most ``fast`` in the fast lane.
     """
     return full if PROFILE == "full" else min(full, fast)
-
-
-# Tests that take seconds by design: they wait out real timeouts or rates on loopback (a
-# slow client, a rate limit, a Retry-After) or time bcrypt at its real cost. They run in
-# the full suite, not the fast lane.
-# Node ids without parameters; each belongs to another module's owner, who may move the
-# marker into the module itself.
-SLOW_ON_LOOPBACK = {
-    "tests/test_webserver.py::test_slowloris_is_cut_off_while_others_are_served",
-    "tests/test_gateway_signals.py::test_n_requests_take_about_n_over_rate_seconds_from_many_threads",
-    "tests/test_gateway_signals.py::test_the_rate_limit_is_shared_by_the_pages_of_every_target",
-    "tests/test_gateway_signals.py::test_a_wait_for_a_slot_past_the_deadline_fails_at_once_and_none_overruns",
-    "tests/test_gateway_signals.py::test_a_short_retry_after_is_waited_for",
-    "tests/test_gateway_signals.py::test_a_failed_page_past_the_short_one_does_not_fail_the_target",
-    "tests/test_simulator.py::test_delay_holds_each_answer_and_requests_run_in_parallel",
-    "tests/test_simulator.py::test_drip_sends_headers_then_the_body_slowly",
-    "tests/test_simulator.py::test_hang_never_answers_until_stop",
-    "tests/test_singleflight.py::test_a_patient_scrape_joining_a_hasty_scrapes_fetch_gets_its_answer",
-    "tests/test_client.py::test_promised_pages_come_in_parallel_as_slots_free",
-    "tests/test_webconfig.py::test_basic_auth_remembers_successes_only_and_stays_bounded",
-    "tests/test_webconfig.py::test_basic_auth_is_busy_at_once_when_checks_are_queued",
-    "tests/test_quotas.py::test_a_slow_sweep_never_holds_a_scrape_past_its_deadline",
-    "tests/test_quotas.py::test_a_scrape_within_the_interval_makes_no_call_and_one_after_it_sweeps_again",
-    "tests/test_quotas.py::test_a_first_sweep_slower_than_the_deadline_publishes_up_0_and_nothing_else",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the slow loopback tests ``e2e``; cap property tests' examples in the fast profile."""
-    for item in items:
-        if item.nodeid.split("[")[0] in SLOW_ON_LOOPBACK:
-            item.add_marker(pytest.mark.e2e)
-        if PROFILE == "fast":
-            _cap_examples(item)
-
-
-def _cap_examples(item: pytest.Item) -> None:
-    # A test's own @settings(max_examples=...) outranks any profile, so the cap is applied to
-    # the settings hypothesis attached to the test (they keep everything else they set).
-    test = getattr(item, "obj", None)
-    own = getattr(test, "_hypothesis_internal_use_settings", None)
-    if test is not None and own is not None and own.max_examples > FAST_EXAMPLES:
-        test._hypothesis_internal_use_settings = settings(own, max_examples=FAST_EXAMPLES)
 
 
 def installed(program: str) -> str:

@@ -31,8 +31,9 @@ import requests
 from exposition import Samples, samples, value
 from simfaults import SimulatedApi
 
-from exporter.model import PREFETCH_ACTION
-from exporter.simulator import StaticDataset, Task, generate_tasks
+from exporter.gateway.answers import PREFETCH_ACTION
+from exporter.simulator.protocol import Task
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLIC_KEY = "faultkit-public"

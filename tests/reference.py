@@ -1,6 +1,6 @@
 """The metric contract stated plainly, one task and one URL at a time: the tests' oracle.
 
-``exporter.aggregate.summarize`` computes the same figures by columns, for speed; this
+``exporter.summary.target_summary.summarize`` computes the same figures by columns, for speed; this
 states what they are, as simply as possible, so that the equivalence and property tests
 can compare the two on any input. It shares only the public containers with the
 product (``Histogram``, ``TargetSummary``, ``SummaryLimits``, ``bounded_label_value``),
@@ -11,16 +11,11 @@ from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from exporter.aggregate import (
-    ANOMALIES,
-    Histogram,
-    SummaryLimits,
-    TargetSummary,
-    UnfinishedUrl,
-    bounded_label_value,
-)
-from exporter.client import TaskWindow
-from exporter.model import STATUSES, TaskInfo, UrlProgress
+from exporter.gateway.answers import STATUSES, TaskInfo, UrlProgress
+from exporter.gateway.paging import TaskWindow
+from exporter.summary.histogram import Histogram
+from exporter.summary.labels import bounded_label_value
+from exporter.summary.target_summary import ANOMALIES, SummaryLimits, TargetSummary, UnfinishedUrl
 
 # ``unknow`` is the API's documented spelling; anything else unlisted is an anomaly.
 STATUS_OF = {

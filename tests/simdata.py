@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.simulator import Domain, Task
+from exporter.simulator.protocol import Domain, Task
 
 
 def url_progress(

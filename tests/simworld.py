@@ -8,10 +8,11 @@ made one after the other see the same world.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from exporter.client import ApiClient, TaskWindow
-from exporter.deadline import Deadline
-from exporter.model import PREFETCH_ACTION
-from exporter.simulator import PrefetchOnlyDataset, Target, Task
+from exporter.gateway.answers import PREFETCH_ACTION
+from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
+from exporter.gateway.paging import TaskWindow
+from exporter.simulator.protocol import PrefetchOnlyDataset, Target, Task
 
 SHOP: Target = ("shop", False)
 

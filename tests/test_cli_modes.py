@@ -15,7 +15,7 @@ from exposition import samples
 from faultkit import Exporter
 from simfaults import SimulatedApi
 
-from exporter.simulator import StaticDataset, generate_tasks
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

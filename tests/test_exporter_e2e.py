@@ -17,8 +17,8 @@ from exposition import samples, value
 from faultkit import Exporter
 from simfaults import SimulatedApi
 
-from exporter.model import PREFETCH_ACTION
-from exporter.simulator import StaticDataset, generate_tasks
+from exporter.gateway.answers import PREFETCH_ACTION
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

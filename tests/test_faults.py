@@ -30,7 +30,7 @@ from faultkit import (
 from simanswers import WrongTypes
 from simfaults import SimulatedApi
 
-from exporter.simulator import generate_tasks
+from exporter.simulator.static import generate_tasks
 
 pytestmark = pytest.mark.e2e
 

@@ -27,9 +27,9 @@ from faultkit import (
 )
 from simfaults import SimulatedApi
 
-from exporter.client import SignatureMemory
+from exporter.gateway.redaction import SignatureMemory
+from exporter.gateway.signature import sign
 from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets
-from exporter.signature import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -267,7 +267,7 @@ def test_at_info_a_gateway_cannot_write_a_line_into_the_log() -> None:
     assert api.request_count() >= 1
     # Only the exporter's own start and stop lines: not the malformed header's, at any level.
     loggers = {record.get("logger") for record in exporter.log_records()}
-    assert loggers <= {"exporter.cli", "exporter.webserver"}, exporter.stderr
+    assert loggers <= {"exporter.cli", "exporter.web.server"}, exporter.stderr
     assert "not parsed whole" not in exporter.stderr
 
 

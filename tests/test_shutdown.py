@@ -24,7 +24,7 @@ from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.cli import SHUTDOWN_GRACE_SECONDS
-from exporter.simulator import StaticDataset, generate_tasks
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 pytestmark = pytest.mark.e2e
 

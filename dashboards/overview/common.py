@@ -1,7 +1,7 @@
 """Builders and constants every row shares.
 
 Limits shared with prometheus/rules.yml live here, so that panels turn red where the
-alerts fire (tests/test_dashboards.py reads both and compares them).
+alerts fire (tests/shipped/test_dashboards.py reads both and compares them).
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.model import (
+from exporter.gateway.answers import (
     ACTIONS,
     DOMAINS_ACTION,
     PREFETCH_ENABLE_ACTION,
     QUOTA_ACTION,
     REFRESH_ACTION,
 )
-from exporter.signature import sign
+from exporter.gateway.signature import sign
 from exporter.simulator.protocol import (
     RET_ACTION_MISSING,
     RET_ACTION_NOT_EXIST,

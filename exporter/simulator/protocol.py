@@ -1,7 +1,7 @@
 """The simulated gateway's wire protocol: actions, keys, RetCodes, and what a dataset serves.
 
 Shared by every other module of the simulator; it imports none of them. The action
-names are the exporter's own (:mod:`exporter.model`), so the two cannot drift apart.
+names are the exporter's own (:mod:`exporter.gateway.answers`), so the two cannot drift apart.
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from exporter.model import PREFETCH_ACTION
+from exporter.gateway.answers import PREFETCH_ACTION
 
 ACTION = PREFETCH_ACTION
 RESPONSE_ACTION = ACTION + "Response"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from exporter.signature import wire_value
+from exporter.gateway.signature import wire_value
 from exporter.simulator.protocol import DAY_SECONDS, Target, Task
 
 T = TypeVar("T")

@@ -29,13 +29,7 @@ from exporter.simulator.protocol import (
     error_payload,
     json_bytes,
 )
-from exporter.simulator.query import (
-    ParamError,
-    form_params,
-    json_params,
-    offset_of,
-    target_of,
-)
+from exporter.simulator.query import ParamError, form_params, json_params, offset_of, target_of
 
 
 @dataclass(frozen=True)

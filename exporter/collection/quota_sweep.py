@@ -1,0 +1,366 @@
+"""Each project's domain quotas and prefetch switches, swept in the background now and then.
+
+Quotas change only when someone submits work, and they cost two calls per domain, so
+they are not fetched on every scrape: a scrape that finds a project's sweep due starts
+one in the background (one per project at a time) and serves what the last sweep found.
+A scrape waits for a sweep, within its own deadline, only while the project has no
+finished sweep yet (the first scrape); otherwise it answers at once with what the last
+finished sweep found, and a refresh shows from the next scrape after it ends.
+
+What a scrape publishes for a project follows the last *finished* sweep:
+
+- it succeeded: ``up 1`` and its quotas, use, switches and dropped-domain count, even
+  while the next sweep runs (``last_success_timestamp_seconds`` says how old they are);
+- it failed (an API error, its own deadline, a bug): ``up 0`` and no quota series at all
+  until a sweep succeeds again, so nothing stale passes for fresh; the last success's
+  timestamp stays, so ``time() - last_success`` shows the age of the last good answer;
+- none has finished yet (the first sweep outlived the first scrape's deadline): ``up 0``
+  and no other series.
+
+Calls in flight are bounded across all projects by one pool of ``max_parallel``
+threads; a sweep runs on a deadline of its own, so a hung gateway never pins a thread
+for longer, and :meth:`QuotaSweeper.close` ends every sweep and wait at once.
+"""
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collection.singleflight import ShutdownError
+from exporter.gateway.answers import DomainInfo, QuotaResponse
+from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import ApiError
+from exporter.metrics import QUOTA
+from exporter.publish.families import new_family
+from exporter.settings.target import DEFAULT_PROJECT_LABEL
+
+KINDS = ("prefetch", "refresh_file", "refresh_dir")
+# How long past its deadline a sweep waits for its calls to notice and end.
+_GRACE_SECONDS = 1.0
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DomainListing(Protocol):
+    """One project's domains, as many as were asked for, and how many the project has."""
+
+    @property
+    def domains(self) -> Sequence[DomainInfo]:
+        """The domains returned, at most the ``limit`` asked for."""
+
+    @property
+    def total(self) -> int:
+        """The project's whole count of domains (``TotalCount``)."""
+
+
+class QuotaClient(Protocol):
+    """The three API calls a sweep makes; :class:`~exporter.gateway.api_client.ApiClient`
+    provides them."""
+
+    def list_domains(self, project_id: str, *, deadline: Deadline, limit: int) -> DomainListing:
+        """Up to ``limit`` of the project's domains, every page of them."""
+
+    def domain_quota(self, project_id: str, domain_id: str, *, deadline: Deadline) -> QuotaResponse:
+        """One domain's daily quotas and what was submitted today."""
+
+    def prefetch_enabled(self, project_id: str, domain_id: str, *, deadline: Deadline) -> bool:
+        """Whether prefetch is switched on for one domain."""
+
+
+class SweepTimeoutError(Exception):
+    """A sweep's calls were not all answered within the sweep's own deadline."""
+
+
+@dataclass(frozen=True)
+class DomainQuota:
+    """One domain's quotas, use and prefetch switch, as one sweep found them."""
+
+    domain: str
+    quota: QuotaResponse
+    prefetch_enabled: bool
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """``(quota, used)`` for each of :data:`KINDS`."""
+        q = self.quota
+        return {
+            "prefetch": (q.prefetch_quota, q.submit_prefetch_count),
+            "refresh_file": (q.refresh_file_quota, q.submit_refresh_file),
+            "refresh_dir": (q.refresh_dir_quota, q.submit_refresh_dir),
+        }
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A successful sweep of one project: its domains, those beyond the cap, when it ended."""
+
+    domains: tuple[DomainQuota, ...]
+    dropped: int
+    finished_at: float
+
+
+@dataclass
+class _Project:
+    """What the scrapes know of one project; changed only under the sweeper's lock."""
+
+    project_id: str
+    good: Sweep | None = None  # the last sweep's result, None when it failed
+    finished_once: bool = False
+    last_success: float | None = None
+    running: "Future[None] | None" = None
+    next_due: float = -math.inf  # monotonic time at which a new sweep may start
+
+    @property
+    def label(self) -> str:
+        """The ``project_id`` label value, as the collector writes it."""
+        return self.project_id or DEFAULT_PROJECT_LABEL
+
+
+class _Families:
+    """One scrape's quota families, in exposition order."""
+
+    def __init__(self) -> None:
+        self.up = new_family(QUOTA.up, GaugeMetricFamily)
+        self.last_success = new_family(QUOTA.last_success, GaugeMetricFamily)
+        self.dropped = new_family(QUOTA.domains_dropped, GaugeMetricFamily)
+        self.quota = new_family(QUOTA.quota, GaugeMetricFamily)
+        self.used = new_family(QUOTA.used, GaugeMetricFamily)
+        self.enabled = new_family(QUOTA.prefetch_enabled, GaugeMetricFamily)
+
+    def all(self) -> list[Metric]:
+        """Every family, in exposition order."""
+        return [self.up, self.last_success, self.dropped, self.quota, self.used, self.enabled]
+
+    def add(self, project: _Project) -> None:
+        """One project's samples: health always, figures only from a good last sweep."""
+        labels = [project.label]
+        self.up.add_metric(labels, 1 if project.good else 0)
+        if project.last_success is not None:
+            self.last_success.add_metric(labels, project.last_success)
+        if project.good is None:
+            return
+        self.dropped.add_metric(labels, project.good.dropped)
+        for domain in sorted(project.good.domains, key=lambda d: d.domain):
+            for kind, (quota, used) in domain.by_kind().items():
+                self.quota.add_metric([*labels, domain.domain, kind], quota)
+                self.used.add_metric([*labels, domain.domain, kind], used)
+            self.enabled.add_metric([*labels, domain.domain], 1 if domain.prefetch_enabled else 0)
+
+
+class QuotaSweeper:
+    """Sweeps every project's domain quotas in the background; scrapes read the results.
+
+    A scrape of one project with one domain yields::
+
+        # HELP ucdn_domain_quota_up 1 when this project's last quota sweep succeeded, else 0.
+        # TYPE ucdn_domain_quota_up gauge
+        ucdn_domain_quota_up{project_id="default"} 1.0
+        ...
+        ucdn_domain_quota{domain="a.example.com",kind="prefetch",project_id="default"} 500.0
+        ucdn_domain_prefetch_enabled{domain="a.example.com",project_id="default"} 1.0
+
+    ``interval`` 0 turns quotas off: no calls, no families. ``sweep_seconds`` (default:
+    the interval) is each sweep's own deadline. ``clock`` is monotonic (due times and
+    deadlines), ``wall_clock`` the Unix time published.
+    """
+
+    def __init__(
+        self,
+        client: QuotaClient,
+        project_ids: Sequence[str],
+        *,
+        interval: float = 300.0,
+        max_domains: int = 500,
+        max_parallel: int = 4,
+        sweep_seconds: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval < 0 or max_domains < 1 or max_parallel < 1:
+            raise ValueError("interval must be >= 0, max_domains and max_parallel >= 1")
+        if sweep_seconds is not None and sweep_seconds <= 0:
+            raise ValueError("sweep_seconds must be > 0")
+        self._client = client
+        self._interval = interval
+        self._max_domains = max_domains
+        self._sweep_seconds = sweep_seconds or interval
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        # dict.fromkeys: each project once, in the order given.
+        self._projects = {pid: _Project(pid) for pid in dict.fromkeys(project_ids)}
+        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="quota")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether quotas are swept at all (``interval`` > 0)."""
+        return self._interval > 0
+
+    def describe(self) -> list[Metric]:
+        """The families without samples (none when quotas are off): registering calls nothing."""
+        return _Families().all() if self.enabled else []
+
+    def families(
+        self, deadline: Deadline, project_ids: Iterable[str] | None = None
+    ) -> list[Metric]:
+        """The quota families of every project (or of ``project_ids``), by ``deadline``."""
+        if not self.enabled:
+            return []
+        chosen = self._choose(project_ids)
+        waits: list[Future[None]] = []
+        with self._lock:
+            for project in chosen:
+                self._start_if_due(project)
+                # Only a project with nothing to show is waited for: a refresh is published
+                # by the next scrape rather than costing this one its deadline.
+                if project.running is not None and not project.finished_once:
+                    waits.append(project.running)
+        if waits:
+            wait(waits, timeout=deadline.remaining())
+        families = _Families()
+        with self._lock:
+            for project in chosen:
+                families.add(project)
+        return families.all()
+
+    def close(self) -> None:
+        """Start no more sweeps; end running ones and every scrape waiting on them at once."""
+        self._closed.set()
+        with self._lock:
+            running = [p.running for p in self._projects.values() if p.running is not None]
+        for future in running:
+            _settle(future)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _choose(self, project_ids: Iterable[str] | None) -> list[_Project]:
+        if project_ids is None:
+            return list(self._projects.values())
+        return [self._projects[pid] for pid in dict.fromkeys(project_ids) if pid in self._projects]
+
+    def _start_if_due(self, project: _Project) -> None:
+        """Start a sweep of ``project`` if none runs and its interval has passed (under lock)."""
+        now = self._clock()
+        if self._closed.is_set() or project.running is not None or now < project.next_due:
+            return
+        project.next_due = now + self._interval
+        project.running = Future()
+        deadline = Deadline.after(self._sweep_seconds, self._sweep_clock)
+        thread = threading.Thread(
+            target=self._run,
+            args=(project, project.running, deadline),
+            name=f"quota-sweep-{project.label}",
+            daemon=True,  # a sweep must never hold up the process' exit
+        )
+        thread.start()
+
+    def _sweep_clock(self) -> float:
+        """Monotonic time, but past every deadline once closed: sweeps then end at once."""
+        return math.inf if self._closed.is_set() else self._clock()
+
+    def _run(self, project: _Project, done: "Future[None]", deadline: Deadline) -> None:
+        sweep: Sweep | None = None
+        try:
+            sweep = self._sweep(project.project_id, deadline)
+        except BaseException as error:  # whatever it is, it costs this project's up, not a thread
+            _log_failure(project.label, error)
+        with self._lock:
+            project.running = None
+            project.finished_once = True
+            project.good = sweep
+            if sweep is not None:
+                project.last_success = sweep.finished_at
+        _settle(done)
+
+    def _sweep(self, project_id: str, deadline: Deadline) -> Sweep:
+        listing = self._call_all(
+            [
+                lambda: self._client.list_domains(
+                    project_id, deadline=deadline, limit=self._max_domains
+                )
+            ],
+            deadline,
+        )[0]
+        kept = list(listing.domains)[: self._max_domains]
+        # A repeated name would repeat series, which makes Prometheus reject the scrape.
+        first_of_name: dict[str, DomainInfo] = {}
+        for info in kept:
+            first_of_name.setdefault(info.domain, info)
+        unique = list(first_of_name.values())
+        domains = self._call_all(
+            [self._domain_call(project_id, d, deadline) for d in unique], deadline
+        )
+        dropped = max(0, listing.total - len(kept))
+        return Sweep(tuple(domains), dropped, self._wall_clock())
+
+    def _domain_call(
+        self, project_id: str, info: DomainInfo, deadline: Deadline
+    ) -> Callable[[], DomainQuota]:
+        """One domain's two calls, as one task of the pool: they fill one slot in turn."""
+
+        def call() -> DomainQuota:
+            quota = self._client.domain_quota(project_id, info.domain_id, deadline=deadline)
+            enabled = self._client.prefetch_enabled(project_id, info.domain_id, deadline=deadline)
+            return DomainQuota(info.domain, quota, bool(enabled))
+
+        return call
+
+    def _call_all(self, calls: Sequence[Callable[[], T]], deadline: Deadline) -> list[T]:
+        """Every call's answer, in order, run on the shared pool; the first error raises.
+
+        Whatever happens, returns only once none of these calls runs any more (they end
+        by ``deadline``, give or take a moment), so two sweeps of a project never overlap;
+        after :meth:`close`, at once.
+        """
+        if self._closed.is_set():
+            raise ShutdownError("the exporter is shutting down")
+        try:
+            futures = [self._pool.submit(call) for call in calls]
+        except RuntimeError:  # the pool was shut down by close()
+            raise ShutdownError("the exporter is shutting down") from None
+        try:
+            done, pending = wait(futures, timeout=deadline.remaining(), return_when=FIRST_EXCEPTION)
+            for future in done:
+                error = future.exception()
+                if error is not None:
+                    raise error
+            if self._closed.is_set():
+                raise ShutdownError("the exporter is shutting down")
+            if pending:
+                raise SweepTimeoutError("not every call was answered within the sweep's deadline")
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+            # A call ends at the deadline, but may need a moment to notice; after close()
+            # nobody waits for it.
+            grace = 0.0 if self._closed.is_set() else _GRACE_SECONDS
+            wait(futures, timeout=deadline.remaining() + grace)
+
+
+def _log_failure(label: str, error: BaseException) -> None:
+    """One log line for a failed sweep; client errors are already free of secrets."""
+    fields: dict[str, object] = {"project_id": label}
+    if isinstance(error, ApiError):
+        fields |= {"reason": error.reason, "detail": error.detail}
+        if error.request_id is not None:
+            fields["request_id"] = error.request_id
+    elif isinstance(error, SweepTimeoutError | ShutdownError):
+        fields |= {"reason": "timeout" if isinstance(error, SweepTimeoutError) else "shutdown"}
+        fields["detail"] = str(error)
+    else:  # a bug: the traceback, for a person to read (logs.py redacts secrets as ever)
+        log.error("quota sweep failed unexpectedly", exc_info=error, extra={"fields": fields})
+        return
+    log.warning("quota sweep failed", extra={"fields": fields})
+
+
+def _settle(future: "Future[None]") -> None:
+    with contextlib.suppress(InvalidStateError):
+        future.set_result(None)

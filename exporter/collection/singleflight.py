@@ -1,0 +1,139 @@
+"""One upstream fetch per key at a time, shared by every caller, with an optional reuse window.
+
+Two Prometheus replicas (or a person with curl) scraping at once must not double
+the load on the gateway; and with a cache window, answers are reused for that long.
+Callers get a :class:`~concurrent.futures.Future` and wait on it for as long as their
+own deadline allows: a caller that gives up does not cancel the fetch others wait on.
+
+A shared fetch belongs to no caller, so it runs on a deadline of its own (the longest
+any scrape may take), never on the deadline of the scrape that happened to start it: a
+client asking for 0.1 s must not fail the patient scrapes that join its fetch. A fetch
+whose own deadline has passed is never joined; the next caller starts a fresh one.
+"""
+
+import contextlib
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from exporter.gateway.deadline import Deadline
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ShutdownError(Exception):
+    """The fetch was abandoned because the exporter is shutting down."""
+
+
+@dataclass(frozen=True)
+class _Cached(Generic[V]):
+    value: V
+    stored_at: float
+
+
+@dataclass(frozen=True, eq=False)
+class _InFlight(Generic[V]):
+    """A running fetch: what callers wait on, and the deadline the fetch itself runs on."""
+
+    future: "Future[V]"
+    deadline: Deadline
+
+
+class SharedFetches(Generic[K, V]):
+    """Runs ``load(deadline)`` once per key for all concurrent callers; reuses successes.
+
+    Successes are reused for ``ttl`` s. Each fetch gets a fresh deadline ``fetch_seconds``
+    from its start; ``clock`` is the monotonic clock of both that deadline and the cache.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        max_workers: int,
+        fetch_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._fetch_seconds = fetch_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self._cache: dict[K, _Cached[V]] = {}
+        self._in_flight: dict[K, _InFlight[V]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fetch")
+
+    def get(self, key: K, load: Callable[[Deadline], V]) -> "Future[V]":
+        """The future result for ``key``: cached, being fetched in time, or newly started."""
+        with self._lock:
+            if self._closed:
+                return _failed(ShutdownError("the exporter is shutting down"))
+            cached = self._cache.get(key)
+            if cached is not None and self._clock() - cached.stored_at < self._ttl:
+                done: Future[V] = Future()
+                done.set_result(cached.value)
+                return done
+            running = self._in_flight.get(key)
+            if running is None or running.deadline.expired:
+                # An expired fetch can only fail now; it is left to end on its own.
+                running = _InFlight(Future(), Deadline.after(self._fetch_seconds, self._clock))
+                self._in_flight[key] = running
+                self._pool.submit(self._run, key, load, running)
+            return running.future
+
+    def _run(self, key: K, load: Callable[[Deadline], V], running: _InFlight[V]) -> None:
+        try:
+            value = load(running.deadline)
+        except BaseException as error:  # every failure, whatever it is, goes to the waiters
+            # The waiters get the error and its traceback, but not the locals of the frames
+            # it passed through (the failed collection's pages and summary): held by the
+            # future, in a cycle through this frame, they would outlive many scrapes under
+            # the raised gc threshold (cli). The traceback still prints in full.
+            traceback.clear_frames(error.__traceback__)
+            _settle(running.future, error=error)
+        else:
+            if self._ttl > 0:
+                with self._lock:
+                    self._cache[key] = _Cached(value, self._clock())
+            _settle(running.future, value=value)
+        finally:
+            with self._lock:
+                # Only this fetch's own entry: a newer fetch may have replaced it.
+                if self._in_flight.get(key) is running:
+                    del self._in_flight[key]
+
+    def close(self) -> None:
+        """Refuse new work and fail every pending wait at once with :class:`ShutdownError`.
+
+        Scrapes waiting on a fetch answer straight away (their targets ``up 0``) instead of
+        holding the web server's threads until the gateway answers; the fetch threads
+        themselves end when their requests do.
+        """
+        with self._lock:
+            self._closed = True
+            running = list(self._in_flight.values())
+            self._in_flight.clear()
+        for fetch in running:
+            _settle(fetch.future, error=ShutdownError("the exporter is shutting down"))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _failed(error: BaseException) -> "Future[V]":
+    future: Future[V] = Future()
+    future.set_exception(error)
+    return future
+
+
+def _settle(
+    future: "Future[V]", *, value: V | None = None, error: BaseException | None = None
+) -> None:
+    """Set the outcome unless :meth:`SharedFetches.close` already did (its outcome stands)."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Secrets kept out of whatever the client says: signatures remembered, gateway text scrubbed.
+
+A gateway may echo a request's signature, in any case, in any later answer, and a
+transport error's message may hold a URL or request details. Everything the client puts
+in an :class:`~exporter.gateway.outcomes.ApiError` or a log line passes through here first.
+"""
+
+import re
+import threading
+from collections import deque
+from typing import Final
+
+# A SHA-1 signature is 40 hex digits; a run of at least that many in a gateway's text
+# is redacted whatever it is, so that no signature, however old, gets through in any case.
+_HEX_RUN: Final = re.compile(r"[0-9A-Fa-f]{40,}")
+_SIGNATURE_LENGTH: Final = 40
+_REMEMBERED_SIGNATURES: Final = 4096
+REDACTED: Final = "<redacted>"
+
+
+class SignatureMemory:
+    """The signatures the client made lately, to redact them wherever they turn up.
+
+    A gateway may echo any signature it received, in any case, in any later answer; a
+    log filter needs to know them all. Bounded: the oldest are forgotten first, by
+    which time no gateway still holds their requests. Safe to use from many threads.
+    """
+
+    def __init__(self, capacity: int = _REMEMBERED_SIGNATURES) -> None:
+        self._order: deque[str] = deque()
+        self._known: set[str] = set()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def remember(self, signature: str) -> None:
+        """Add one signature (hex, any case)."""
+        signature = signature.lower()
+        with self._lock:
+            if signature in self._known:
+                return
+            self._order.append(signature)
+            self._known.add(signature)
+            if len(self._order) > self._capacity:
+                self._known.discard(self._order.popleft())
+
+    def __contains__(self, signature: object) -> bool:
+        return isinstance(signature, str) and signature.lower() in self._known
+
+    def redact(self, text: str) -> str:
+        """``text`` with every hex run that holds a remembered signature replaced."""
+        return _HEX_RUN.sub(self._redact_run, text)
+
+    def _redact_run(self, match: re.Match[str]) -> str:
+        run = match.group().lower()
+        with self._lock:
+            known = any(
+                run[start : start + _SIGNATURE_LENGTH] in self._known
+                for start in range(len(run) - _SIGNATURE_LENGTH + 1)
+            )
+        return REDACTED if known else match.group()
+
+
+SIGNATURES: Final = SignatureMemory()
+"""Every signature any client of this process made lately: the log filter's list."""
+
+
+def describe(error: BaseException) -> str:
+    """A short, secret-free description of a transport error.
+
+    requests and urllib3 put URLs, and sometimes request details, in their messages;
+    we send no secret in the URL, but name only the exception's kind and its root cause.
+    """
+    cause: BaseException = error
+    while cause.__context__ is not None and cause.__context__ is not cause:
+        cause = cause.__context__
+    kind = type(error).__name__
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{kind}: {cause.strerror}"
+    root = type(cause).__name__
+    return kind if root == kind else f"{kind} ({root})"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """Gateway text made fit for a log line: printable, and free of any secret in any case.
+
+    Every run of 40 or more hex digits goes, not only the signatures we know: a
+    gateway may echo a request's signature in any case, from any earlier page.
+    """
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    for secret in secrets:
+        if secret:
+            text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
+    return _HEX_RUN.sub(REDACTED, text)

@@ -1,0 +1,308 @@
+"""The Prometheus collector: each scrape fetches every target's tasks into fresh metric families.
+
+It knows the API client and the summaries, never configuration files or HTTP serving:
+the caller hands it the scrape's :class:`~exporter.gateway.deadline.Deadline`. Targets are
+collected in parallel; a target that fails or runs out of time reports ``up 0`` and
+its duration only, so nothing stale is ever published as fresh, and the scrape still
+answers.
+
+Every target is collected for every configured kind of task (prefetch, refresh), each
+kind under its own prefix with the same families. Series are of two kinds: a target's
+(every one labelled with ``project_id`` and ``platform``) and the process' own (build
+info, the API request counter), which no target owns. ``/metrics`` gets both, a probe
+only its target's, so that a probe job per target plus one job for the process' series
+publish each series exactly once.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter.collection.kinds import TaskKind
+from exporter.collection.singleflight import SharedFetches, ShutdownError
+from exporter.collection.sync import Collection, SyncOptions, TaskSync
+from exporter.gateway.answers import ACTIONS
+from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import OUTCOMES, ApiError
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
+from exporter.publish.families import SeriesMemo, TargetFamilyBuilder, go_float, new_family
+from exporter.settings.config import setting_default
+from exporter.settings.target import PLATFORMS, Target
+from exporter.summary.target_summary import SummaryLimits
+from exporter.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    target: Target
+    seconds: float
+    collection: Collection | None
+
+
+class FamilySource(Protocol):
+    """Per-project families beside the targets', collected within a deadline (the quotas)."""
+
+    def families(
+        self, deadline: Deadline, project_ids: Iterable[str] | None = None
+    ) -> list[Metric]:
+        """The families of every project (or of ``project_ids``), by ``deadline``."""
+        ...
+
+    def describe(self) -> list[Metric]:
+        """The families without samples: registering makes no call."""
+        ...
+
+    def close(self) -> None:
+        """End the source's work in flight: the collector is closing."""
+        ...
+
+
+class PrefetchCollector(Collector):
+    """Publishes the tasks of every target and kind, fetched when Prometheus scrapes.
+
+    The application and ``--once`` call :meth:`collect_within` with their deadline; a
+    prometheus_client registry (the in-process tests, an embedding program) calls
+    :meth:`collect`, which uses the default deadline, after :meth:`describe`, which
+    makes no API call.
+
+    A scrape of one healthy target yields, among others::
+
+        # HELP ucdn_prefetch_up 1 when this target's collection in this scrape succeeded, else 0.
+        # TYPE ucdn_prefetch_up gauge
+        ucdn_prefetch_up{platform="cdn",project_id="default"} 1.0
+        # HELP ucdn_prefetch_tasks Prefetch tasks created in the lookback window, by status.
+        # TYPE ucdn_prefetch_tasks gauge
+        ucdn_prefetch_tasks{platform="cdn",project_id="default",status="success"} 41.0
+        ucdn_prefetch_tasks{platform="cdn",project_id="default",status="wait"} 2.0
+        ...
+        # TYPE ucdn_prefetch_url_completion_seconds histogram
+        ucdn_prefetch_url_completion_seconds_bucket{le="10.0",...,status="success"} 3.0
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        targets: Sequence[Target],
+        *,
+        kinds: Sequence[TaskKind] | None = None,
+        limits: SummaryLimits | None = None,
+        sync: SyncOptions | None = None,
+        cache_seconds: float = setting_default("cache_seconds"),
+        default_timeout: float = setting_default("max_scrape_timeout_seconds"),
+        wall_clock: Callable[[], float] = time.time,
+        extra: Sequence[FamilySource] = (),
+    ) -> None:
+        """Collect ``kinds`` of every target; without ``kinds``, prefetch with ``limits``.
+
+        ``sync`` says how far back tasks are reported and how often the window is
+        fetched whole (see :mod:`exporter.collection.sync`). ``extra`` sources add their
+        families to ``/metrics`` after the targets'.
+        """
+        if kinds is None:
+            kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
+        elif limits is not None or not kinds:
+            raise ValueError("kinds need at least one kind, and carry their own limits")
+        self._client = client
+        self._targets = list(targets)
+        self._kinds = list(kinds)
+        sync_options = sync or SyncOptions()
+        self._syncs = {
+            (target, kind): TaskSync(client, target, kind, sync_options, wall_clock)
+            for target in self._targets
+            for kind in self._kinds
+        }
+        self._extra = list(extra)
+        self._cache_seconds = cache_seconds
+        self._default_timeout = default_timeout
+        self._wall_clock = wall_clock
+        # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
+        # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
+        # when its successor starts.
+        self._shared: SharedFetches[tuple[Target, TaskKind], Collection] = SharedFetches(
+            ttl=cache_seconds,
+            max_workers=2 * max(1, len(self._targets) * len(self._kinds)),
+            fetch_seconds=default_timeout,
+        )
+        self._last_success: dict[tuple[Target, TaskKind], float] = {}
+        self._memo = SeriesMemo()
+        self._lock = threading.Lock()
+
+    @property
+    def targets(self) -> list[Target]:
+        """The targets this collector is allowed to fetch."""
+        return list(self._targets)
+
+    @property
+    def kinds(self) -> list[TaskKind]:
+        """The kinds of task collected for every target."""
+        return list(self._kinds)
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples, so that registering makes no API call."""
+        families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
+        return [*(family.new() for family in families), *self._described_extra()]
+
+    def _described_extra(self) -> Iterable[Metric]:
+        return (metric for source in self._extra for metric in source.describe())
+
+    def collect(self) -> Iterable[Metric]:
+        """:meth:`collect_within` the default deadline (for a registry, which has none)."""
+        return self.collect_within(Deadline.after(self._default_timeout))
+
+    def collect_within(self, deadline: Deadline) -> list[Metric]:
+        """The process' own series, then every target's: what ``/metrics`` serves."""
+        targets = self.collect_targets(deadline, self._targets)
+        extra = [metric for source in self._extra for metric in source.families(deadline)]
+        # After the targets, so that the request counter includes this scrape's requests.
+        return [*self.exporter_metrics(), *targets, *extra]
+
+    def collect_probe(self, deadline: Deadline, target: Target) -> list[Metric]:
+        """What ``/probe`` serves for ``target``: its series, and its project's if it owns them.
+
+        A project's own series (the quotas) go with its first target in platform order, so
+        that across one probe per target each series appears exactly once.
+        """
+        metrics = self.collect_targets(deadline, [target])
+        if self._owner_of(target.project_id) == target:
+            for source in self._extra:
+                metrics.extend(source.families(deadline, [target.project_id]))
+        return metrics
+
+    def _owner_of(self, project_id: str) -> Target:
+        return min(
+            (t for t in self._targets if t.project_id == project_id),
+            key=lambda t: PLATFORMS.index(t.platform),
+        )
+
+    def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
+        """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
+        started = time.monotonic()
+        futures = [
+            (kind, target, self._fetch(target, kind)) for kind in self._kinds for target in targets
+        ]
+        outcomes = {
+            (kind, target): self._wait(target, kind, future, deadline, started)
+            for kind, target, future in futures
+        }
+        metrics: list[Metric] = []
+        for kind in self._kinds:
+            kind_outcomes = [outcomes[kind, target] for target in targets]
+            metrics.extend(self._families(kind, kind_outcomes).all())
+        return metrics
+
+    def exporter_metrics(self) -> list[Metric]:
+        """The process' own series, which belong to no target: build info, API requests."""
+        build_info = new_family(BUILD_INFO, GaugeMetricFamily)
+        api_requests = new_family(API_REQUESTS, CounterMetricFamily)
+        build_info.add_metric([__version__], 1)
+        counts = self._client.stats.snapshot()
+        for action in ACTIONS:
+            for outcome in OUTCOMES:
+                api_requests.add_metric([action, outcome], counts.get((action, outcome), 0))
+        return [build_info, api_requests]
+
+    def close(self) -> None:
+        """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
+        self._shared.close()
+        for source in self._extra:
+            source.close()
+
+    def _fetch(self, target: Target, kind: TaskKind) -> "Future[Collection]":
+        return self._shared.get((target, kind), lambda deadline: self._load(target, kind, deadline))
+
+    def _load(self, target: Target, kind: TaskKind, deadline: Deadline) -> Collection:
+        return self._syncs[target, kind].collect(deadline)
+
+    def _wait(
+        self,
+        target: Target,
+        kind: TaskKind,
+        future: "Future[Collection]",
+        deadline: Deadline,
+        started: float,
+    ) -> _Outcome:
+        # exception(), not result(): raised here, the error's traceback would take in
+        # these frames, which hold its future, a cycle keeping the failed collection's
+        # pages and summary alive until a full collection, many scrapes later.
+        try:
+            error = future.exception(timeout=deadline.remaining())
+        except FutureTimeout:
+            return self._failed(target, kind, started, "timeout", "no answer within the deadline")
+        if isinstance(error, ShutdownError):
+            return self._failed(target, kind, started, "shutdown", str(error))
+        if isinstance(error, ApiError):
+            return self._failed(
+                target, kind, started, error.reason, error.detail, request_id=error.request_id
+            )
+        if error is not None:  # a bug here must cost one target, not the whole scrape
+            log.error(
+                "collection failed unexpectedly",
+                exc_info=error,
+                extra={"fields": _fields(target, kind)},
+            )
+            return self._failed(target, kind, started, "internal_error", "see the traceback above")
+        collection = future.result()
+        with self._lock:
+            self._last_success[target, kind] = collection.finished_at
+        seconds = time.monotonic() - started
+        log.debug(
+            "collected", extra={"fields": {**_fields(target, kind), "duration_seconds": seconds}}
+        )
+        return _Outcome(target, seconds, collection)
+
+    def _failed(
+        self,
+        target: Target,
+        kind: TaskKind,
+        started: float,
+        reason: str,
+        detail: str,
+        *,
+        request_id: str | None = None,
+    ) -> _Outcome:
+        seconds = time.monotonic() - started
+        fields: dict[str, object] = {
+            **_fields(target, kind),
+            "reason": reason,
+            "duration_seconds": seconds,
+            "detail": detail,
+        }
+        if request_id is not None:  # what the provider's support asks for
+            fields["request_id"] = request_id
+        log.warning("collection failed", extra={"fields": fields})
+        return _Outcome(target, seconds, None)
+
+    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "TargetFamilyBuilder":
+        families = TargetFamilyBuilder.new(kind.families, self._cache_note())
+        for outcome in outcomes:
+            labels = [outcome.target.project_label, outcome.target.platform]
+            with self._lock:
+                last_success = self._last_success.get((outcome.target, kind))
+            families.add_target(
+                labels, outcome.seconds, last_success, outcome.collection, self._memo
+            )
+        return families
+
+    def _cache_note(self) -> str:
+        if self._cache_seconds <= 0:
+            return ""
+        return f" Answers are reused for up to {go_float(self._cache_seconds)}s."
+
+
+def _fields(target: Target, kind: TaskKind) -> dict[str, str]:
+    return {"project_id": target.project_label, "platform": target.platform, "kind": kind.name}

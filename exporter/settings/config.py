@@ -1,0 +1,396 @@
+"""Settings: environment variables, command-line flags and container secrets, validated once.
+
+Every setting is an environment variable ``UCDN_EXPORTER_<NAME>`` and a flag
+``--<name-with-dashes>``; the API keys are also read under the names UCloud's own
+tools use (``UCLOUD_PUBLIC_KEY``/``UCLOUD_PRIVATE_KEY``) and from files in a secrets
+directory (``/run/secrets`` when it exists, or ``UCDN_EXPORTER_SECRETS_DIR``), as files
+named like those variables. Precedence: flag, environment, secrets file, default.
+:func:`load_settings` turns any invalid value into one :class:`ConfigError` line that
+names the setting and never echoes its value.
+"""
+
+import itertools
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+from exporter.metrics import TASK_KINDS
+from exporter.settings.address import DEFAULT_PORT, parse_listen_address
+from exporter.settings.names import (
+    ENV_PREFIX,
+    ConfigError,
+    describe_error,
+)
+from exporter.settings.secret_files import KeyFilesSource, default_secrets_dir, regular_file_problem
+from exporter.settings.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Target
+
+_URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
+# 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
+DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+# 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
+DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+CommaList = Annotated[list[str], NoDecode]
+CommaFloats = Annotated[list[float], NoDecode]
+
+
+def _key_alias(name: str) -> AliasChoices:
+    return AliasChoices(ENV_PREFIX + name, "UCLOUD_" + name, name.lower())
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The exporter's configuration; field descriptions are the ``--help`` texts."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        hide_input_in_errors=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    public_key: str = Field(
+        "", validation_alias=_key_alias("PUBLIC_KEY"), description="the account's public API key"
+    )
+    private_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=_key_alias("PRIVATE_KEY"),
+        description="the account's private API key (prefer the environment or a secrets file: "
+        "flags show in the process list)",
+    )
+    api_url: str = Field("https://api.an-link.com/", description="base URL of the UCDN API gateway")
+    project_ids: CommaList = Field(
+        default_factory=list,
+        description="comma-separated project IDs; empty means the account's default project, "
+        f"labelled '{DEFAULT_PROJECT_LABEL}'",
+    )
+    platforms: CommaList = Field(
+        default_factory=lambda: ["cdn"], description="comma-separated subset of cdn,dcdn"
+    )
+    lookback_seconds: int = Field(
+        86400, ge=60, le=31 * 86400, description="window of task creation times to report"
+    )
+    resync_seconds: float = Field(
+        900,
+        ge=0,
+        le=31 * 86400,
+        allow_inf_nan=False,
+        description="how often the whole window is fetched again; between, only what changed; "
+        "0 fetches it whole on every scrape",
+    )
+    overlap_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="between full fetches, how far before the last EndTime new tasks are "
+        "asked for (tasks the API lists late)",
+    )
+    task_lookup_batch: int = Field(
+        100, ge=1, le=1000, description="unfinished tasks asked for by TaskId per request"
+    )
+    stuck_horizon_seconds: int = Field(
+        7 * 86400,
+        ge=0,
+        le=366 * 86400,
+        description="how old an unfinished task may be and still be followed after it leaves "
+        "the window",
+    )
+    page_size: int = Field(100, ge=1, le=10000, description="tasks asked for per API request")
+    max_pages: int = Field(
+        1000, ge=1, description="hard cap on pages per target and collection; more is an error"
+    )
+    parallel_pages: int = Field(8, ge=1, le=64, description="pages fetched at once per target")
+    max_url_series: int = Field(
+        1000, ge=0, description="per target, most ucdn_prefetch_url_progress_ratio series"
+    )
+    max_task_series: int = Field(
+        100, ge=0, description="per target, most ucdn_prefetch_task_completion_seconds series"
+    )
+    max_label_value_length: int = Field(
+        1024,
+        ge=64,
+        description="longest url or task_id label value, in UTF-8 bytes; longer ones are cut "
+        "to a prefix, '…' and a hash of the whole value",
+    )
+    histogram_buckets: CommaFloats = Field(
+        default_factory=lambda: list(DEFAULT_BUCKETS),
+        description="comma-separated bucket bounds in seconds of the URL completion histogram",
+    )
+    task_kinds: CommaList = Field(
+        default_factory=lambda: list(TASK_KINDS),
+        description="comma-separated kinds of task to collect: prefetch, refresh or both",
+    )
+    refresh_buckets: CommaFloats = Field(
+        default_factory=lambda: list(DEFAULT_REFRESH_BUCKETS),
+        description="comma-separated bucket bounds in seconds of the refresh URL completion "
+        "histogram",
+    )
+    max_domain_series: int = Field(
+        100, ge=1, le=100_000, description="per target and kind, most domain_urls domains"
+    )
+    max_domains: int = Field(
+        500, ge=1, le=100_000, description="per project, most domains whose quotas are asked for"
+    )
+    quota_interval_seconds: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="how often the domains' daily quotas are asked for; 0 never asks",
+    )
+    quota_parallel_requests: int = Field(
+        4, ge=1, le=64, description="quota requests in flight at once, over all projects"
+    )
+    cache_seconds: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="reuse an answer for this long; 0 fetches on every scrape",
+    )
+    request_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="timeout of one API request (connect and each read)",
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="retries of a request after a connection error, HTTP 429 or 5xx, or "
+        "RetCode 153 (rate limited), 110, 130 or 150",
+    )
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="largest API answer accepted, in bytes"
+    )
+    max_collection_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="most bytes of answers read for one target's collection; more is an error",
+    )
+    max_api_requests_per_second: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="most API requests per second, shared by every target (keeps a fleet "
+        "under the gateway's rate limit, RetCode 153); 0 means no limit",
+    )
+    ca_bundle: Path | None = Field(
+        None, description="CA bundle to verify the API's TLS certificate (private gateways)"
+    )
+    scrape_timeout_offset_seconds: float = Field(
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="subtracted from Prometheus' scrape timeout header",
+    )
+    max_scrape_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        allow_inf_nan=False,
+        description="deadline of a scrape without a timeout header, and cap of one with it",
+    )
+    listen_address: str = Field(
+        f":{DEFAULT_PORT}", description="host:port to serve on; an empty host means all interfaces"
+    )
+    web_config_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices(ENV_PREFIX + "WEB_CONFIG_FILE", "web_config_file"),
+        description="exporter-toolkit web configuration file (TLS, basic auth)",
+    )
+    max_requests: int = Field(
+        40,
+        ge=0,
+        le=1024,
+        description="most HTTP requests served at once (up to 1024), 503 past it; 0 means no limit",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level: debug, info, warning (or warn) or error"
+    )
+    log_format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="log line format: logfmt or json"
+    )
+    demo: bool = Field(
+        False, description="serve a built-in simulated API on loopback and need no account"
+    )
+
+    @field_validator(
+        "project_ids",
+        "platforms",
+        "histogram_buckets",
+        "task_kinds",
+        "refresh_buckets",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        # "warn" is the Prometheus ecosystem's spelling (promslog, exporter-toolkit).
+        return "warning" if value.lower() == "warn" else value.lower()
+
+    @field_validator("platforms")
+    @classmethod
+    def _known_platforms(cls, value: list[str]) -> list[str]:
+        if set(value) - set(PLATFORMS):
+            raise ValueError("unknown platform: choose from cdn, dcdn")
+        if not value:
+            raise ValueError("at least one platform is needed")
+        return list(dict.fromkeys(value))
+
+    @field_validator("task_kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        if set(value) - set(TASK_KINDS):
+            raise ValueError(f"unknown kind of task: choose from {', '.join(TASK_KINDS)}")
+        if not value:
+            raise ValueError("at least one kind of task is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("names a kind of task twice")
+        return value
+
+    @field_validator("project_ids")
+    @classmethod
+    def _unique_projects(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("histogram_buckets", "refresh_buckets")
+    @classmethod
+    def _increasing_buckets(cls, value: list[float]) -> list[float]:
+        if not value or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("must be a non-empty, strictly increasing list of seconds")
+        if value[0] <= 0:
+            raise ValueError("bucket bounds must be positive")
+        # +Inf is the histogram's own last bucket; NaN would be a bucket no value falls in.
+        if not all(math.isfinite(bound) for bound in value):
+            raise ValueError("bucket bounds must be finite numbers")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # The messages never quote the URL: its user-info part may hold a password.
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError(_URL_PROBLEM) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if port == 0:
+            raise ValueError(_URL_PROBLEM)
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            problem = regular_file_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _keys_unless_demo(self) -> "Settings":
+        keys = {"public_key": self.public_key, "private_key": self.private_key.get_secret_value()}
+        if self.demo:
+            # The simulator replaces both; silently dropping them would hide a mistake.
+            if "api_url" in self.model_fields_set:
+                raise _invalid("api_url", "cannot be combined with --demo")
+            for field, value in keys.items():
+                if value:
+                    raise _invalid(field, "cannot be combined with --demo (set in some source)")
+            return self
+        for field, value in keys.items():
+            if not value:
+                raise _invalid(field, "required (or run with --demo)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then the environment, then our own key files instead of pydantic's.
+
+        pydantic's secrets source would open a file for every setting, block for ever on
+        a FIFO, and print a warning line for a missing directory.
+        """
+        directory = None
+        if isinstance(file_secret_settings, SecretsSettingsSource):
+            directory = file_secret_settings.secrets_dir
+        return init_settings, env_settings, KeyFilesSource(settings_cls, directory)
+
+    @property
+    def targets(self) -> list[Target]:
+        """Every configured project on every configured platform, in a stable order."""
+        projects = self.project_ids or [""]
+        return [Target(p, platform) for p in projects for platform in self.platforms]  # type: ignore[arg-type]
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        """The parsed listen address."""
+        return parse_listen_address(self.listen_address)
+
+
+def _invalid(field: str, problem: str) -> PydanticCustomError:
+    # A whole-model check that still names one setting: describe_error reads the field.
+    return PydanticCustomError("invalid_setting", "{problem}", {"field": field, "problem": problem})
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, secrets_dir: Path | None = None
+) -> Settings:
+    """Build the settings from flags (``overrides``), environment and secrets files.
+
+    Raises :class:`ConfigError` naming the first invalid setting.
+    """
+    directory = secrets_dir or default_secrets_dir()
+    try:
+        return Settings(_secrets_dir=directory, **(overrides or {}))
+    except ValidationError as error:
+        raise ConfigError(describe_error(error)) from None
+
+
+def setting_default(field: str) -> Any:
+    """The default of setting ``field``: the one place defaults are written is the model."""
+    return Settings.model_fields[field].get_default(call_default_factory=True)

@@ -1,0 +1,179 @@
+"""The WSGI application: which path serves what, and how long a scrape may take.
+
+``/metrics`` collects every configured target, with the process' own series (build
+info, API requests, ``process_*``, ``python_*``): the single-exporter setup.
+``/probe?project_id=…&platform=…`` collects one, in the style of blackbox_exporter, so
+that Prometheus can spread targets over replicas; it carries that target's series only,
+and ``/exporter-metrics`` carries the process' own series only (one job per replica), so
+that across the probes and that job each series appears exactly once. ``/-/healthy`` and
+``/-/ready`` never call the upstream API. Anything else is 404, never a scrape.
+"""
+
+import gzip
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlencode
+
+from prometheus_client.exposition import gzip_accepted
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.gateway.deadline import Deadline
+from exporter.publish.collector import PrefetchCollector
+from exporter.publish.exposition import Exposition
+from exporter.settings.config import setting_default
+from exporter.settings.target import Target
+from exporter.version import __version__
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from prometheus_client.core import Metric
+
+log = logging.getLogger(__name__)
+_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
+_TEXT = "text/plain; charset=utf-8"
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class ScrapeTimeouts:
+    """How a scrape's deadline follows from Prometheus' timeout header."""
+
+    offset: float = setting_default("scrape_timeout_offset_seconds")
+    maximum: float = setting_default("max_scrape_timeout_seconds")
+
+    def deadline(self, header: str | None) -> Deadline:
+        """The header's timeout minus the offset, capped; the maximum without a usable header."""
+        seconds = self.maximum
+        if header:
+            try:
+                offered = float(header)
+            except ValueError:
+                offered = float("nan")
+            if offered > 0:  # also false for NaN: a broken header is ignored
+                seconds = min(self.maximum, max(0.0, offered - self.offset))
+        return Deadline.after(seconds)
+
+
+class ExporterApp:
+    """Routes requests; a scrape's deadline comes from Prometheus' scrape timeout header."""
+
+    def __init__(
+        self,
+        collector: PrefetchCollector,
+        *,
+        runtime: CollectorRegistry | None = None,
+        timeouts: ScrapeTimeouts | None = None,
+    ) -> None:
+        self._collector = collector
+        self._runtime = runtime or CollectorRegistry()
+        self._timeouts = timeouts or ScrapeTimeouts()
+        self._exposition = Exposition()
+        self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
+            "/metrics": self._metrics,
+            "/probe": self._probe,
+            "/exporter-metrics": self._exporter_metrics,
+            "/-/healthy": _plain_ok,
+            "/-/ready": _plain_ok,
+            "/": self._landing,
+        }
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        route = self._routes.get(path)
+        if route is None:
+            status, headers, body = (
+                "404 Not Found",
+                [("Content-Type", _TEXT)],
+                b"404 page not found\n",
+            )
+        elif method not in {"GET", "HEAD"}:
+            status, headers, body = "405 Method Not Allowed", [("Allow", "GET, HEAD")], b""
+        else:
+            status, headers, body = route(environ)
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [b""] if method == "HEAD" else [body]
+
+    def _metrics(self, environ: "WSGIEnvironment") -> Response:
+        deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
+        metrics = self._collector.collect_within(deadline)
+        return self._expose(environ, [*self._runtime.collect(), *metrics], "/metrics")
+
+    def _exporter_metrics(self, environ: "WSGIEnvironment") -> Response:
+        metrics = self._collector.exporter_metrics()
+        return self._expose(environ, [*self._runtime.collect(), *metrics], "/exporter-metrics")
+
+    def _probe(self, environ: "WSGIEnvironment") -> Response:
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        target = self._allowed_target(query)
+        if target is None:
+            allowed = ", ".join(
+                f"project_id={t.project_label}&platform={t.platform}"
+                for t in self._collector.targets
+            )
+            message = f"unknown target: configured targets are {allowed}\n"
+            return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
+        deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
+        metrics = self._collector.collect_probe(deadline, target)
+        return self._expose(environ, metrics, "/probe?" + _probe_query(target))
+
+    def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
+        """The configured target the query names; user-supplied values never reach the API."""
+        projects = query.get("project_id", [])
+        platforms = query.get("platform", [])
+        if len(projects) != 1 or len(platforms) != 1:  # both named, once each: no guessing
+            return None
+        for target in self._collector.targets:
+            if target.project_label == projects[0] and target.platform == platforms[0]:
+                return target
+        return None
+
+    def _expose(self, environ: "WSGIEnvironment", metrics: list["Metric"], page: str) -> Response:
+        accept = environ.get("HTTP_ACCEPT", "")
+        body, content_type = self._exposition.encode(metrics, accept, page)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            # Level 1: a third of level 6's CPU for a body a tenth larger (a scrape of
+            # 1,250 series: 0.3 ms and 8.2 KB against 0.85 ms and 7.5 KB).
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        return "200 OK", headers, body
+
+    def _landing(self, environ: "WSGIEnvironment") -> Response:
+        probes = "".join(
+            f'<li><a href="probe?{html.escape(_probe_query(t))}">'
+            f"{html.escape(t.project_label)} / {t.platform}</a></li>"
+            for t in self._collector.targets
+        )
+        page = _LANDING.format(version=html.escape(__version__), probes=probes)
+        return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page.encode()
+
+
+def _probe_query(target: Target) -> str:
+    return urlencode({"project_id": target.project_label, "platform": target.platform})
+
+
+def _plain_ok(environ: "WSGIEnvironment") -> Response:
+    return "200 OK", [("Content-Type", _TEXT)], b"OK\n"
+
+
+_LANDING = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>UCDN Prefetch Exporter</title></head>
+<body>
+<h1>UCDN Prefetch Exporter</h1>
+<p>Version {version}. Prometheus metrics of CDN prefetch (cache warm-up) tasks.</p>
+<ul>
+<li><a href="metrics">Metrics</a> (every target, and the exporter's own)</li>
+<li>Probe one target (its series only): <ul>{probes}</ul></li>
+<li><a href="exporter-metrics">Exporter metrics</a> (the exporter's own only: a job per
+replica next to the probes)</li>
+<li><a href="-/healthy">Health</a>, <a href="-/ready">readiness</a></li>
+</ul>
+</body>
+</html>
+"""
