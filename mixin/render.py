@@ -31,8 +31,8 @@ RULES_FILE = ROOT / "prometheus" / "rules.yml"
 HEADER = """\
 # Generated from the monitoring mixin (mixin/*.libsonnet) by mixin/render.py: do not edit.
 # Change the mixin and run `make mixin`; why each rule is written as it is, is said there.
-# The exporter-down alert selects the scrape job of mixin/config.libsonnet,
-# job="ucdn-prefetch-exporter", as prometheus/prometheus.yml names it.
+# The exporter-down alert selects {selector}
+# (exporterSelector in mixin/config.libsonnet), as prometheus/prometheus.yml names its job.
 """
 # jsonnet writes an object's fields in alphabetical order; a rule reads better in this one.
 RULE_FIELDS = ("record", "alert", "expr", "for", "labels", "annotations")
@@ -63,7 +63,8 @@ def render() -> str:
     groups = evaluate("mixin.prometheusRules.groups + mixin.prometheusAlerts.groups")
     for group in groups:
         group["rules"] = [ordered(rule) for rule in group["rules"]]
-    return HEADER + dump_yaml({"groups": groups})
+    header = HEADER.format(selector=evaluate("mixin._config.exporterSelector"))
+    return header + dump_yaml({"groups": groups})
 
 
 def main(argv: list[str] | None = None) -> int:
