@@ -1,6 +1,9 @@
 // The alerts, in the style mixtool lints: a CamelCase name, a severity, a static summary
 // (a sentence) and a description with the labels and value of the series that fires.
-// Thresholds come from _config, and so do the limits the descriptions quote.
+// Thresholds come from _config, and so do the limits the descriptions quote. The long
+// texts are joined with +: jsonnet's % formatting walks a string character by character,
+// which made rendering the alerts several times slower.
+
 // A threshold as PromQL and people write it: 0.1, not 0.10000000000000001.
 local number(value) = '%g' % value;
 local percent(ratio) = number(ratio * 100) + '%';
