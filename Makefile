@@ -7,7 +7,7 @@ FAST = -m "not e2e and not system"
 # Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
 FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards rules lock bench bench-incremental bench-ab ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards mixin lock bench bench-incremental bench-ab ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -20,7 +20,7 @@ lint:  ## ruff: lint and formatting
 	$(PYTHON) -m ruff format --check .
 
 types:  ## mypy strict over the package, the scripts, the tests and the benchmarks
-	$(PYTHON) -m mypy exporter dashboards deploy/kubernetes/generate_prometheusrule.py tests benchmarks
+	$(PYTHON) -m mypy exporter dashboards deploy/kubernetes/generate_prometheusrule.py mixin/render.py tests benchmarks
 
 test-fast:  ## the fast lane: no process, no Prometheus (seconds)
 	$(PYTHON) -m pytest $(FAST)
@@ -36,10 +36,11 @@ test-py313:  ## every test on Python 3.13, in $(VENV313)
 golden:  ## rewrite tests/fixtures/golden.prom after an intended change of the exposition
 	UPDATE_GOLDEN=1 $(PYTHON) -m pytest tests/publish/test_golden.py
 
-dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py
+dashboards:  ## regenerate the dashboard JSON from dashboards/generate.py (limits: mixin/config.libsonnet)
 	$(PYTHON) dashboards/generate.py
 
-rules:  ## regenerate the PrometheusRule and run the rules' unit tests
+mixin:  ## render mixin/ into prometheus/rules.yml and the PrometheusRule; run the rules' unit tests
+	$(PYTHON) mixin/render.py
 	$(PYTHON) deploy/kubernetes/generate_prometheusrule.py
 	promtool test rules prometheus/rules_test.yml
 
@@ -56,7 +57,7 @@ lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with ha
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py
 
-bench-incremental:  ## incremental collection against issue 13's targets (under a minute)
+bench-incremental:  ## incremental collection of a moving world against its baselines (under a minute)
 	$(PYTHON) benchmarks/bench_incremental.py
 
 BASE ?= HEAD

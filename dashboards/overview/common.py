@@ -1,13 +1,18 @@
 """Builders and constants every row shares.
 
-Limits shared with prometheus/rules.yml live here, so that panels turn red where the
-alerts fire (tests/shipped/test_dashboards.py reads both and compares them).
+The limits shared with the alerts are read from the monitoring mixin's ``_config``
+(mixin/config.libsonnet), the one place the alerts take them from too, so that panels turn
+red where the alerts fire (tests/shipped/test_dashboards.py and test_board_limits.py compare
+the generated JSON with prometheus/rules.yml).
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from pathlib import Path
+from typing import Any, TypeVar
 
+import _jsonnet
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import heatmap, prometheus, stat, table, timeseries
@@ -19,9 +24,32 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Every per-target query is narrowed by the two dashboard variables.
 TARGET = 'project_id=~"$project_id", platform=~"$platform"'
 TARGET_LEGEND = "{{project_id}}/{{platform}}"
-TASK_AGE_LIMIT_SECONDS = 7200
-FAILURE_RATIO_LIMIT = 0.1
-P90_LIMIT_SECONDS = 3600
+MIXIN_CONFIG = Path(__file__).resolve().parents[2] / "mixin" / "config.libsonnet"
+
+
+def alert_limits() -> dict[str, Any]:
+    """The mixin's ``_config``: the alerts' thresholds by name (and their job selector)."""
+    config = _jsonnet.evaluate_snippet(str(MIXIN_CONFIG), "(import 'config.libsonnet')._config")
+    limits: dict[str, Any] = json.loads(config)
+    return limits
+
+
+LIMITS = alert_limits()
+TASK_AGE_LIMIT_SECONDS: float = LIMITS["prefetchTaskAgeSeconds"]
+FAILURE_RATIO_LIMIT: float = LIMITS["prefetchFailureRatio"]
+P90_LIMIT_SECONDS: float = LIMITS["prefetchP90Seconds"]
+
+
+def percent(ratio: float) -> str:
+    """A limit as the panel descriptions write it: 0.2 -> "20 %"."""
+    return f"{ratio * 100:g} %"
+
+
+def hours_or_minutes(seconds: float) -> str:
+    """A limit as the panel descriptions write it: 7200 -> "2 h", 600 -> "10 minutes"."""
+    return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds / 60:g} minutes"
+
+
 STATUS_COLORS = {
     "success": "green",
     "wait": "blue",

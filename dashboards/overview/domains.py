@@ -10,12 +10,12 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 
-from overview.common import STATUS_COLORS, TARGET, Panel, columns, steps
+from overview.common import LIMITS, STATUS_COLORS, TARGET, Panel, columns, percent, steps
 from overview.tables import MERGE, table_query, value_column
 
 TITLE = "Domains"
-# UcdnDomainFailureRatioHigh's floor (prometheus/rules.yml): the ratio column turns red there.
-DOMAIN_FAILURE_RATIO_LIMIT = 0.2
+# UcdnDomainFailureRatioHigh's floor: the ratio column turns red there.
+DOMAIN_FAILURE_RATIO_LIMIT: float = LIMITS["domainFailureRatio"]
 FAILURE_RATIO = "Failure ratio"
 KINDS = {"prefetch": "Prefetch", "refresh": "Refresh"}
 STATUS_REF_IDS = dict(zip(STATUS_COLORS, "ABCDE", strict=True))
@@ -41,8 +41,10 @@ def domain_table(kind: str) -> table.Panel:
         .description(
             f"{KINDS[kind]} URLs of the lookback window per domain and status (platforms "
             "summed), and the share of finished URLs that failed, failure / (success + "
-            "failure), worst first. Red from 20 %, where UcdnDomainFailureRatioHigh starts "
-            "to look (it also needs three times the project's ratio and 20 finished URLs). "
+            f"failure), worst first. Red from {percent(DOMAIN_FAILURE_RATIO_LIMIT)}, where "
+            "UcdnDomainFailureRatioHigh starts to look (it also needs "
+            f"{LIMITS['domainFailureRatioOverProject']:g} times the project's ratio and "
+            f"{LIMITS['minFinishedUrls']} finished URLs). "
             "_other gathers the domains beyond the exporter's per-target domain cap."
         )
         .cell_height(common.TableCellHeight.SM)

@@ -21,7 +21,7 @@ from overview.common import (
     steps,
     up_down_stat,
 )
-from overview.variables import SCRAPE_TIMEOUT
+from overview.variables import SCRAPE_TIMEOUT, SCRAPE_TIMEOUT_DEFAULT_SECONDS
 
 TITLE = "Exporter health"
 # Five minutes without a success is when UcdnPrefetchUpstreamDown starts to fire.
@@ -113,8 +113,9 @@ def scrape_duration() -> timeseries.Panel:
         .description(
             "How long each target's collection takes and how long Prometheus' whole scrape "
             "of the exporter takes, against the red dashed line of the dashboard's Scrape "
-            "timeout setting (default 25 s, the scrape_timeout of the shipped "
-            "prometheus/prometheus.yml): set it to your job's scrape_timeout. The exporter "
+            f"timeout setting (default {SCRAPE_TIMEOUT_DEFAULT_SECONDS} s, the scrape_timeout "
+            "of the shipped prometheus/prometheus.yml): set it to your job's scrape_timeout "
+            "and save the dashboard. The exporter "
             "gives up at that timeout minus SCRAPE_TIMEOUT_OFFSET_SECONDS. When the scrape "
             "comes near the line, raise scrape_timeout, set CACHE_SECONDS, or split targets "
             "over several exporters."

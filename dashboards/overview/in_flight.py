@@ -15,6 +15,7 @@ from overview.common import (
     TARGET_LEGEND,
     TASK_AGE_LIMIT_SECONDS,
     Panel,
+    hours_or_minutes,
     latest_value_stat,
     query,
     steps,
@@ -58,7 +59,8 @@ def panels() -> Iterator[Panel]:
         latest_value_stat("Age of the oldest unfinished task")
         .description(
             "How long ago the oldest task still in wait or process was created, per target "
-            "(recording rule). Empty when nothing is unfinished. Red at 2 h, where the "
+            "(recording rule). Empty when nothing is unfinished. Red at "
+            f"{hours_or_minutes(TASK_AGE_LIMIT_SECONDS)}, where the "
             "UcdnPrefetchTaskStuck alert fires: look the task up in the table and at the "
             "provider's console."
         )

@@ -14,6 +14,7 @@ from overview.common import (
     TARGET_LEGEND,
     Panel,
     latest_value_stat,
+    percent,
     query,
     stacked_by_status,
     status_stat,
@@ -45,7 +46,7 @@ def panels() -> Iterator[Panel]:
         latest_value_stat("Failure ratio of finished URLs")
         .description(
             "Per target: failed URLs / (succeeded + failed URLs) in the window, from the "
-            "recording rule. Yellow from 5 %, red from 10 % (where the "
+            f"recording rule. Yellow from 5 %, red from {percent(FAILURE_RATIO_LIMIT)} (where the "
             "UcdnPrefetchFailureRatioHigh alert fires). When red: check the failing URLs "
             "are reachable from the CDN's origin and not returning errors there."
         )

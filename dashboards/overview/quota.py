@@ -12,14 +12,23 @@ from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from overview.common import Panel, columns, latest_value_stat, query, steps, up_down_stat
+from overview.common import (
+    LIMITS,
+    Panel,
+    columns,
+    latest_value_stat,
+    percent,
+    query,
+    steps,
+    up_down_stat,
+)
 from overview.tables import MERGE, table_query, value_column
 
 TITLE = "Daily quotas"
 PROJECT = 'project_id=~"$project_id"'
 BY_QUOTA = "max by (project_id, domain, kind)"
-# UcdnDomainQuotaNearlyUsed fires above this share of a daily quota (prometheus/rules.yml).
-QUOTA_USED_LIMIT = 0.8
+# UcdnDomainQuotaNearlyUsed fires above this share of a daily quota.
+QUOTA_USED_LIMIT: float = LIMITS["domainQuotaUsedRatio"]
 USED = "Used"
 
 
@@ -41,7 +50,8 @@ def quota_table() -> table.Panel:
         .description(
             "Per domain and quota kind (prefetch, refresh_file, refresh_dir): what was "
             "submitted today, the daily quota, what remains today (quota - used) and the "
-            "share used, fullest first. Red from 80 %, where UcdnDomainQuotaNearlyUsed "
+            f"share used, fullest first. Red from {percent(QUOTA_USED_LIMIT)}, where "
+            "UcdnDomainQuotaNearlyUsed "
             "fires; at 100 % the API refuses new tasks of that kind for the domain until "
             "the quota resets."
         )

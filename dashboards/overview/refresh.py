@@ -9,10 +9,12 @@ from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common, units
 
 from overview.common import (
+    LIMITS,
     TARGET,
     TARGET_LEGEND,
     Panel,
     fixed_color,
+    hours_or_minutes,
     latest_value_stat,
     query,
     status_stat,
@@ -22,8 +24,8 @@ from overview.common import (
 
 TITLE = "Refresh"
 PREFIX = "ucdn_refresh_"
-# Where UcdnRefreshTaskStuck fires (prometheus/rules.yml): a refresh takes minutes at most.
-REFRESH_AGE_LIMIT_SECONDS = 600
+# Where UcdnRefreshTaskStuck fires: a refresh takes minutes at most.
+REFRESH_AGE_LIMIT_SECONDS: float = LIMITS["refreshTaskAgeSeconds"]
 QUANTILE = "project_id_platform_quantile:ucdn_refresh_url_completion_seconds:histogram_quantile"
 REFRESH_ACTION = "DescribeNewUcdnRefreshCacheTask"
 
@@ -103,8 +105,8 @@ def oldest_unfinished_age() -> stat.Panel:
         latest_value_stat("Age of the oldest unfinished refresh task")
         .description(
             "How long ago the oldest refresh task still in wait or process was created, per "
-            "target (recording rule). Empty when nothing is unfinished. Red at 10 minutes, "
-            "where UcdnRefreshTaskStuck fires."
+            "target (recording rule). Empty when nothing is unfinished. Red at "
+            f"{hours_or_minutes(REFRESH_AGE_LIMIT_SECONDS)}, where UcdnRefreshTaskStuck fires."
         )
         .with_target(
             query(

@@ -17,6 +17,7 @@ from overview.common import (
     TARGET,
     Panel,
     color_by_status,
+    hours_or_minutes,
     query,
     steps,
     task_table,
@@ -44,7 +45,8 @@ def latency_quantiles() -> timeseries.Panel:
         .description(
             "Time from task creation to finish of the URLs that succeeded in the window, as "
             "quantiles of the exporter's histogram (recording rules over the _bucket "
-            "series). The red line is the p90 limit of UcdnPrefetchCompletionSlow (1 h). "
+            "series). The red line is the p90 limit of UcdnPrefetchCompletionSlow "
+            f"({hours_or_minutes(P90_LIMIT_SECONDS)}). "
             "A rising p50 means everything is slower (CDN or origin load); a rising p99 "
             "alone means a few large or slow URLs."
         )

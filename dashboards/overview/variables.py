@@ -12,8 +12,9 @@ from overview.common import DATASOURCE
 
 Variable = cogbuilder.Builder[model.VariableModel]
 SCRAPE_TIMEOUT = "scrape_timeout"
-# The global scrape_timeout of prometheus/prometheus.yml (a test keeps them equal).
-SCRAPE_TIMEOUT_DEFAULT_SECONDS = 25
+# The scrape_timeout of prometheus/prometheus.yml and of the README's scrape config (a test
+# keeps them equal).
+SCRAPE_TIMEOUT_DEFAULT_SECONDS = 30
 
 
 def variables() -> list[Variable]:

@@ -1,8 +1,9 @@
-"""Build ``prometheusrule.yaml`` from ``prometheus/rules.yml``, the one source of the rules.
+"""Build ``prometheusrule.yaml`` from ``prometheus/rules.yml``.
 
 prometheus-operator users get the shipped rules as a PrometheusRule resource whose
-``spec.groups`` are the rule file's groups, unchanged. Run it after editing the rules;
-``--check`` exits 1 when the committed manifest is out of date (the test suite runs it).
+``spec.groups`` are the rule file's groups, unchanged. The rule file is rendered from the
+monitoring mixin (``mixin/render.py``); ``make mixin`` runs both scripts. ``--check`` exits
+1 when the committed manifest is out of date (the test suite runs it).
 
     python deploy/kubernetes/generate_prometheusrule.py [--check]
 """
@@ -19,7 +20,7 @@ RULES_FILE = HERE.parent.parent / "prometheus" / "rules.yml"
 OUTPUT_FILE = HERE / "prometheusrule.yaml"
 HEADER = (
     "# Generated from prometheus/rules.yml by deploy/kubernetes/generate_prometheusrule.py;\n"
-    "# do not edit: change the rule file and run the script again.\n"
+    "# do not edit: change the mixin (mixin/*.libsonnet) and run `make mixin`.\n"
 )
 NAME = "ucdn-prefetch-exporter"
 
@@ -37,6 +38,12 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _BlockDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(document: Any) -> str:
+    """YAML as people write it, with every PromQL expression on the lines it was written on."""
+    # width: a long PromQL line must stay one line, or the diff against the rules is unreadable
+    return yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=10_000)
 
 
 def load_groups(rules_file: Path) -> list[Any]:
@@ -59,9 +66,7 @@ def render(groups: list[Any]) -> str:
         },
         "spec": {"groups": groups},
     }
-    # width: a long PromQL line must stay one line, or the diff against the rules is unreadable
-    body = yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False, width=10_000)
-    return HEADER + body
+    return HEADER + dump_yaml(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,11 @@
-"""The Refresh, Domains and Daily quotas rows, and the alerts of issue 12, against a real
-Prometheus (no feature flag) scraping a fixed exposition of the issue's metric names.
+"""The Refresh, Domains and Daily quotas rows, and the refresh, domain and quota alerts,
+against a real Prometheus (no feature flag) scraping a fixed exposition of their metrics.
 
 The exposition holds what the demo is meant to show (a domain over 80 % of its prefetch
 quota, prefetch switched off on a domain with prefetch URLs, a refresh task unfinished for
 15 minutes, a domain failing far more than its project), so that these queries and rules
-are checked before, and independently of, the simulator and collector that will produce
-the same names (tests/shipped/test_prometheus_e2e.py checks them against the demo itself).
+are checked independently of the simulator and collector that produce the same names
+(tests/shipped/test_prometheus_e2e.py checks them against the demo itself).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from test_prometheus_e2e import (
 pytestmark = pytest.mark.system
 
 ROWS = {"Refresh", "Domains", "Daily quotas"}
-# Panels outside those rows that read a metric issue 12 renamed.
+# Panels outside those rows that read the per-action API request counter.
 ALSO = {"API requests by outcome"}
 STATUSES = ("success", "wait", "process", "failure", "unknown")
 ACTIONS = (

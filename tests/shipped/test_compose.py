@@ -81,6 +81,12 @@ def test_prometheus_scrapes_the_exporter_service() -> None:
         assert host_path("prometheus", f"/etc/prometheus/{rule_file}").is_file()
 
 
+def test_prometheus_runs_without_feature_flags() -> None:
+    # The dashboard needs none (tests/shipped/test_dashboards.py), so the demo asks for none.
+    command = services()["prometheus"]["command"]
+    assert not [flag for flag in command if flag.startswith("--enable-feature")], command
+
+
 def test_prometheus_config_passes_promtool() -> None:
     config_file = host_path("prometheus", "/etc/prometheus/prometheus.yml")
     result = promtool("check", "config", str(config_file))

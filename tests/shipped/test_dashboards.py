@@ -241,6 +241,59 @@ def test_scrape_timeout_setting_defaults_to_the_shipped_scrape_timeout(
     assert variable["current"]["value"] == variable["query"]
 
 
+def seconds(duration: str) -> float:
+    """A Prometheus duration in whole seconds or minutes ("30s", "1m") as seconds."""
+    match = re.fullmatch(r"(\d+)([sm])", duration)
+    assert match, duration
+    return float(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_scrape_timeout_setting_agrees_with_every_shipped_scrape_timeout(
+    board: dict[str, Any],
+) -> None:
+    (variable,) = [v for v in board["templating"]["list"] if v["name"] == "scrape_timeout"]
+    default = float(variable["query"])
+    readme = (ROOT / "README.md").read_text()
+    (readme_job,) = [
+        job
+        for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+        for job in yaml.safe_load(block).get("scrape_configs", [])
+    ]
+    monitor = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml").read_text())
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert seconds(readme_job["scrape_timeout"]) == default
+    assert seconds(endpoint["scrapeTimeout"]) == default
+    docs = (ROOT / "docs" / "dashboards.md").read_text()
+    assert re.search(
+        rf"\*\*Scrape timeout \(s\)\*\* setting \(top of the dashboard, default {default:g},", docs
+    )
+    assert (
+        f"default {default:g} s,"
+        in by_title(board, "Scrape duration against the scrape timeout")["description"]
+    )
+
+
+def test_the_timeout_setting_can_be_saved_as_the_docs_say(board: dict[str, Any]) -> None:
+    provisioning = ROOT / "dashboards" / "provisioning"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "ucdn-prefetch.yml").read_text())[
+        "providers"
+    ]
+    docs = " ".join((ROOT / "docs" / "dashboards.md").read_text().split())
+    assert "and save the dashboard" in docs
+    # A provisioned dashboard refuses every save unless its provider allows UI updates.
+    assert provider["allowUiUpdates"] is True
+    assert "the shipped provisioning allows saving too (`allowUiUpdates: true`)" in docs
+
+
+def test_the_data_source_interval_is_the_shipped_scrape_interval() -> None:
+    (source,) = yaml.safe_load(
+        (ROOT / "dashboards" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    shipped = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["global"]["scrape_interval"]
+    # $__rate_interval is four times this: it must be the interval Prometheus scrapes at.
+    assert source["jsonData"]["timeInterval"] == shipped
+
+
 def test_scrape_duration_panel_draws_the_timeout_setting_as_a_red_line(
     board: dict[str, Any],
 ) -> None:

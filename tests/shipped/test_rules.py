@@ -1,5 +1,6 @@
 """The Prometheus rules in prometheus/rules.yml: promtool accepts them, their unit tests
-pass, and every alert carries what an on-call engineer needs and is tested both ways."""
+pass, and every alert carries what an on-call engineer needs, is tested both ways and has
+its section in docs/runbook.md, as every recording rule has its row there."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def test_the_expected_alerts_exist() -> None:
     assert {rule["alert"] for rule in alerts()} == {
         "UcdnPrefetchExporterDown",
         "UcdnPrefetchUpstreamDown",
+        "UcdnRefreshUpstreamDown",
         "UcdnPrefetchApiErrorsHigh",
         "UcdnPrefetchTaskStuck",
         "UcdnPrefetchFailureRatioHigh",
@@ -129,3 +131,21 @@ def test_every_runbook_url_points_at_a_runbook_section() -> None:
         url = alert["annotations"]["runbook_url"]
         assert url.split("#")[0].endswith("/docs/runbook.md"), url
         assert url.split("#", 1)[1] in anchors, f"{alert['alert']}: no runbook section for {url}"
+
+
+def runbook_headings() -> set[str]:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    return {line.lstrip("#").strip() for line in runbook.splitlines() if line.startswith("## ")}
+
+
+def test_every_alert_has_a_runbook_section_and_every_section_an_alert() -> None:
+    sections = {h.removeprefix("Alert: ") for h in runbook_headings() if h.startswith("Alert: ")}
+    assert sections == {rule["alert"] for rule in alerts()}
+
+
+def test_every_recording_rule_has_its_row_in_the_runbook() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z_:0-9]+)` \|", runbook, re.MULTILINE))
+    records = {rule["record"] for rule in load_rules() if "record" in rule}
+    assert len(records) == 14
+    assert rows == records
