@@ -16,8 +16,7 @@ from prometheus_client import generate_latest
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
 from exporter.settings.config import Settings
 
 PROG = "ucdn-prefetch-exporter"

@@ -23,13 +23,7 @@ from typing import Final
 from exporter.collection.finished import FinishedShare, add_finished
 from exporter.gateway.answers import FINISHED, PageTask, TaskInfo
 from exporter.gateway.paging import TaskWindow
-from exporter.summary.target_summary import (
-    Completion,
-    Summarizer,
-    SummaryLimits,
-    TargetSummary,
-    TaskFigures,
-)
+from exporter.summary.target_summary import Completion, Summarizer, SummaryLimits, TargetSummary
 from exporter.summary.totals import FINISHED_RAW, STATUS_OF, Totals
 
 _UNFINISHED_STATUSES: Final = frozenset({"wait", "process"})
@@ -92,10 +86,6 @@ class TaskStore:
         self._key_of: dict[str, int] = {}
         # On a full sync, the finished tasks carried over that its fetch has not yet seen.
         self._unseen: set[str] = set()
-        # The figures of the unfinished tasks as last summarised, for as long as each is
-        # the same object (a task that comes back unchanged is the one held).
-        self._figures: dict[str, tuple[TaskInfo, TaskFigures]] = {}
-        self._figures_sum = Totals(limits.buckets)  # of their totals
 
     def copy(self) -> "TaskStore":
         """An independent copy that a later collection may change: it counts."""
@@ -110,8 +100,6 @@ class TaskStore:
         clone._ages = list(self._ages)
         clone.keys = dict(self.keys)
         clone._key_of = dict(self._key_of)
-        clone._figures = dict(self._figures)
-        clone._figures_sum.add(self._figures_sum)
         return clone
 
     def for_full_sync(self) -> "TaskStore":
@@ -248,11 +236,7 @@ class TaskStore:
         ``window`` is the fetch of this collection whose paging anomalies are reported.
         """
         summarizer = Summarizer(self.limits)
-        figures = self._unfinished_figures()
-        summarizer.add_figured(
-            [task for task, _ in figures], [figured for _, figured in figures], self._figures_sum
-        )
-        summarizer.add_page(self.anonymous)
+        summarizer.add_page([*self.unfinished.values(), *self.anonymous])
         summarizer.add_summarised(self._totals, self._newest_completions())
         summary = summarizer.summary(window)
         stuck = [
@@ -279,24 +263,6 @@ class TaskStore:
         self._drop_key(task_id)
         self.keys[key] = task_id
         self._key_of[task_id] = key
-
-    def _unfinished_figures(self) -> list[tuple[TaskInfo, TaskFigures]]:
-        """Each unfinished task with its figures: those of the last summary where it is the
-        same object, with their sum brought up to date for the tasks that moved or left."""
-        total = self._figures_sum
-        kept: dict[str, tuple[TaskInfo, TaskFigures]] = {}
-        for task_id, task in self.unfinished.items():
-            last = self._figures.pop(task_id, None)
-            if last is None or last[0] is not task:
-                if last is not None:
-                    total.subtract(last[1].totals)
-                last = (task, TaskFigures.of(task, self.limits))
-                total.add(last[1].totals)
-            kept[task_id] = last
-        for _, left in self._figures.values():  # no longer unfinished in the window
-            total.subtract(left.totals)
-        self._figures = kept
-        return list(kept.values())
 
     def _drop_key(self, task_id: str) -> None:
         key = self._key_of.pop(task_id, None)

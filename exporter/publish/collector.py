@@ -38,7 +38,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
-from exporter.publish.families import SeriesMemo, TargetFamilyBuilder, go_float, new_family
+from exporter.publish.families import TargetFamilyBuilder, go_float, new_family
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
 from exporter.summary.target_summary import SummaryLimits
@@ -52,6 +52,16 @@ class _Outcome:
     target: Target
     seconds: float
     collection: Collection | None
+
+
+class MetricsSnapshot(Collector):
+    """Metrics already collected, as a registry hands them to prometheus_client's encoders."""
+
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
 
 
 class FamilySource(Protocol):
@@ -139,7 +149,6 @@ class PrefetchCollector(Collector):
             fetch_seconds=default_timeout,
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
-        self._memo = SeriesMemo()
         self._lock = threading.Lock()
 
     @property
@@ -293,9 +302,7 @@ class PrefetchCollector(Collector):
             labels = [outcome.target.project_label, outcome.target.platform]
             with self._lock:
                 last_success = self._last_success.get((outcome.target, kind))
-            families.add_target(
-                labels, outcome.seconds, last_success, outcome.collection, self._memo
-            )
+            families.add_target(labels, outcome.seconds, last_success, outcome.collection)
         return families
 
     def _cache_note(self) -> str:

@@ -63,12 +63,6 @@ class TargetSummary:
     anomalies: dict[str, int]
     # domain -> status -> URLs, the domains with most URLs first and ``_other`` last
     domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
-    # ``url_progress`` in runs, one per task where its series were worked out before and
-    # picked whole (the very list, from one collection to the next while the task is
-    # unchanged), so that what publishes them can reuse what it made of a run last time.
-    url_progress_runs: list[Sequence[UnfinishedUrl]] = field(
-        default_factory=list, compare=False, repr=False
-    )
 
 
 @dataclass(frozen=True)
@@ -119,44 +113,6 @@ class Completion:
 _UrlSpan = tuple[list[UrlProgress], list[str | None], int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskFigures:
-    """One task's figures and URL columns, worked out once for as long as it is unchanged.
-
-    A store keeps them for its unfinished tasks, which mostly come back the same from
-    one collection to the next (see :meth:`Summarizer.add_figured`).
-    """
-
-    totals: Totals  # without the oldest unfinished CreateTime, so that it can be taken out
-    oldest_unfinished: int | None
-    urls: list[UrlProgress]
-    statuses: list[str | None]
-    # Its unfinished URLs as progress series, and whether they can be published as they
-    # are: a TaskId, no value long enough to be cut, no URL twice.
-    progress: list[UnfinishedUrl]
-    plain: bool
-
-    @classmethod
-    def of(cls, task: TaskInfo, limits: SummaryLimits) -> "TaskFigures":
-        """The figures of ``task`` alone."""
-        totals = Totals(limits.buckets)
-        columns = totals.add_tasks([task], {})
-        oldest, totals.oldest_unfinished = totals.oldest_unfinished, None
-        unfinished = [
-            url for url, status in zip(columns.urls, columns.statuses, strict=True)
-            if status not in FINISHED
-        ]  # fmt: skip
-        task_id = task.task_id or ""
-        addresses = [url.url for url in unfinished]
-        plain = (
-            bool(task_id)
-            and fit_as_they_are([task_id, *addresses], limits.max_label_value_length)
-            and len(set(addresses)) == len(addresses)
-        )
-        progress = [UnfinishedUrl(task_id, url.url, _ratio(url.progress)) for url in unfinished]
-        return cls(totals, oldest, columns.urls, columns.statuses, progress, plain)
-
-
 class Summarizer:
     """Summarises one target's tasks page by page, while later pages are still on the wire.
 
@@ -178,31 +134,16 @@ class Summarizer:
         self._tasks: list[TaskInfo] = []
         # Where each task's URLs are in its page's columns, to find its unfinished ones.
         self._url_spans: list[_UrlSpan] = []
-        self._figures: list[TaskFigures | None] = []  # each task's, if worked out before
         self._earlier: Sequence[Completion] = ()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
         columns = self._totals.add_tasks(tasks, self._domain_of_prefix)
         self._tasks.extend(tasks)
-        self._figures.extend(repeat(None, len(tasks)))
         starts = columns.starts
         self._url_spans.extend(
             zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
         )
-
-    def add_figured(
-        self, tasks: Sequence[TaskInfo], figures: Sequence[TaskFigures], totals: Totals
-    ) -> None:
-        """Add tasks whose ``figures`` were worked out before, with the same buckets;
-        ``totals`` is the sum of theirs, kept by the caller rather than added up here."""
-        self._totals.add(totals)
-        for figured in figures:
-            if figured.oldest_unfinished is not None:
-                self._totals.include_oldest(figured.oldest_unfinished)
-        self._tasks.extend(tasks)
-        self._figures.extend(figures)
-        self._url_spans.extend((f.urls, f.statuses, 0, len(f.urls)) for f in figures)
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
         """Add tasks summarised before: their totals, and their completions newest first.
@@ -229,9 +170,7 @@ class Summarizer:
         order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
         newest_first = [self._tasks[i] for i in order]
         _task_completion(builder, newest_first, self._earlier)
-        figured = [self._figures[i] for i in order]
-        if not self._pick_figured(figured):
-            self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
+        self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
         summary = builder.summary()
         summary.domain_urls = domain_urls(
             totals.domains.counts.items(),
@@ -241,27 +180,6 @@ class Summarizer:
         )
         _count_window_anomalies(summary, window)
         return summary
-
-    def _pick_figured(self, figures: list[TaskFigures | None]) -> bool:
-        """Pick the progress series from tasks' own, as they are, if every task has them
-        worked out and plain and no two share a TaskId; whether it could."""
-        plain = [f for f in figures if f is not None and f.plain]
-        if len(plain) < len(figures):
-            return False
-        with_series = [f.progress for f in plain if f.progress]
-        if len({rows[0].task_id for rows in with_series}) < len(with_series):
-            return False
-        builder = self._builder
-        room = self._limits.max_url_series
-        for rows in with_series:
-            if room <= 0:
-                break
-            taken = rows if len(rows) <= room else rows[:room]
-            builder.url_progress.extend(taken)
-            builder.url_progress_runs.append(taken)
-            room -= len(taken)
-        builder.url_series_dropped = self._totals.unfinished_urls - len(builder.url_progress)
-        return True
 
     def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
         """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
@@ -367,7 +285,6 @@ class _SummaryBuilder:
         self.urls_by_status = dict.fromkeys(STATUSES, 0)
         self.anomalies = dict.fromkeys(ANOMALIES, 0)
         self.url_progress: list[UnfinishedUrl] = []
-        self.url_progress_runs: list[Sequence[UnfinishedUrl]] = []  # if picked by task
         self.progress_keys: set[tuple[str, str]] = set()
         self.url_series_dropped = 0
         self.url_completion = {status: Histogram(limits.buckets) for status in sorted(FINISHED)}
@@ -384,7 +301,6 @@ class _SummaryBuilder:
             task_completion=self.task_completion,
             oldest_unfinished_created=self.oldest_unfinished,
             anomalies=self.anomalies,
-            url_progress_runs=self.url_progress_runs or [self.url_progress],
         )
 
     def progress_room(self) -> int:

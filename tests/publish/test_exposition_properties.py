@@ -37,8 +37,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 from exporter.gateway.transport import ClientOptions, _decode
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset
 from exporter.summary.target_summary import ANOMALIES, SummaryLimits

@@ -37,8 +37,7 @@ from exporter.metrics import (
     TASK_KINDS,
     Family,
 )
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
 from exporter.publish.families import new_family
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target

@@ -30,8 +30,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.paging import TaskWindow
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
 from exporter.settings.config import load_settings
 from exporter.settings.names import ConfigError
 from exporter.settings.target import Target
