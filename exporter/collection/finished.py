@@ -1,6 +1,7 @@
-"""What a finished task adds to its window's figures, kept small for as long as it is in it.
+"""The window's finished tasks, each kept small, as what it adds to the window's figures.
 
-A finished task never changes, so :mod:`exporter.collection.store` keeps it as a
+A task is *finished* when its status and every one of its URLs' is ``success`` or
+``failure``: the API never changes it again, so :class:`FinishedTasks` keeps it as a
 :class:`FinishedShare`: its URLs' completion times by status (an ``array`` of 64-bit
 integers, 8 bytes a URL), its domain (or, for a task on several hosts, its counts by
 domain and status), its anomalies and its own completion time; not its URLs, and not a
@@ -14,14 +15,15 @@ from what it keeps: they equal what the page added for it, so taking them out le
 the window's figures as if the task had never been in it.
 """
 
+import heapq
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import eq, ge
+from operator import attrgetter, eq, ge
 from typing import Final
 
-from exporter.gateway.answers import TaskInfo
+from exporter.gateway.answers import FINISHED, TaskInfo
 from exporter.summary.domain_counts import count_by_domain
 from exporter.summary.target_summary import Completion
 from exporter.summary.totals import (
@@ -32,9 +34,15 @@ from exporter.summary.totals import (
     progress_out_of_range,
 )
 
+_STATUS: Final = attrgetter("status")
 _NONE: Final[tuple[int, ...]] = ()  # shared by every task without a URL of some status
 # A task on several hosts: its URL counts by (domain, raw status).
 DomainCounts = tuple[tuple[tuple[str, str | None], int], ...]
+
+
+def is_finished(task: TaskInfo) -> bool:
+    """Whether the API will never change ``task`` again: it and all its URLs are done."""
+    return task.status in FINISHED and FINISHED.issuperset(map(_STATUS, task.url_lists))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,44 @@ class FinishedShare:
         totals.progress_out_of_range = self.progress_out_of_range
         totals.finish_before_create = self.finish_before_create
         return totals
+
+
+class FinishedTasks:
+    """The window's finished tasks by TaskId, as their shares, and the sum of their figures."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.shares: dict[str, FinishedShare] = {}
+        self.totals = Totals(buckets)
+
+    def copy(self) -> "FinishedTasks":
+        """An independent copy."""
+        clone = FinishedTasks(self.buckets)
+        clone.shares = dict(self.shares)
+        clone.totals.add(self.totals)
+        return clone
+
+    def add(self, tasks: dict[str, TaskInfo]) -> None:
+        """Add finished ``tasks``, by TaskId, none of them held already."""
+        shares = add_finished(self.totals, list(tasks.values()), list(tasks))
+        self.shares.update(zip(tasks, shares, strict=True))
+
+    def remove(self, task_id: str) -> bool:
+        """Take the task and its figures out, if held; whether it was."""
+        share = self.shares.pop(task_id, None)
+        if share is None:
+            return False
+        self.totals.subtract(share.totals(self.buckets))
+        return True
+
+    def created_before(self, begin: int) -> list[str]:
+        """The TaskIds of the tasks created before ``begin``."""
+        return [task_id for task_id, share in self.shares.items() if share.create_time < begin]
+
+    def newest_completions(self, count: int) -> list[Completion]:
+        """The completions of the ``count`` newest tasks that have one, newest first."""
+        timed = (share.completion for share in self.shares.values() if share.completion is not None)
+        return heapq.nsmallest(count, timed, key=attrgetter("order"))
 
 
 def add_finished(
