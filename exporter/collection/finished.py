@@ -20,15 +20,14 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import attrgetter, eq, ge
+from operator import attrgetter, eq
 from typing import Final
 
 from exporter.gateway.answers import FINISHED, TaskInfo
 from exporter.summary.domain_counts import count_by_domain
-from exporter.summary.target_summary import Completion
+from exporter.summary.target_summary import Completion, completion_of
 from exporter.summary.totals import (
     FINISHED_RAW,
-    Columns,
     Totals,
     finished_before_created,
     progress_out_of_range,
@@ -120,98 +119,48 @@ class FinishedTasks:
 def add_finished(
     totals: Totals, tasks: Sequence[TaskInfo], task_ids: Sequence[str]
 ) -> list[FinishedShare]:
-    """Add the figures of finished ``tasks`` (TaskIds ``task_ids``) to ``totals``; their shares."""
+    """Add the figures of finished ``tasks`` (TaskIds ``task_ids``) to ``totals``; their shares,
+    each cut from the columns the page's figures were added from."""
     domain_of_prefix: dict[str, str] = {}  # for this page only: nothing kept holds it
     columns = totals.add_tasks(tasks, domain_of_prefix)
-    cutter = _Cutter(columns, domain_of_prefix)
-    return [
-        cutter.share(task, task_id, start, length, domain)
-        for task, task_id, start, length, domain in zip(
-            tasks, task_ids, columns.starts, columns.lengths, columns.domains, strict=False
-        )
-    ]
-
-
-class _Cutter:
-    """Cuts each task's share out of its page's columns, with the page's shortcuts.
-
-    What holds for the whole page (one status only, every URL timed, no anomaly) spares
-    each task the pass that would find it out.
-    """
-
-    def __init__(self, columns: Columns, domain_of_prefix: dict[str, str]) -> None:
-        self.columns = columns
-        self.domain_of_prefix = domain_of_prefix
-        self.only = _only_status(columns.statuses)
-        durations = columns.durations
-        # Every URL timed: a task's latest FinishTime is simply the largest.
-        self.all_timed = not durations or min(durations) >= 0
-
-    def share(
-        self, task: TaskInfo, task_id: str, start: int, length: int, domain: str | None
-    ) -> FinishedShare:
-        columns = self.columns
+    shares = []
+    for task, task_id, start, length, domain in zip(
+        tasks, task_ids, columns.starts, columns.lengths, columns.domains, strict=False
+    ):
         stop = start + length
         durations = columns.durations[start:stop]
-        return FinishedShare(
-            create_time=task.create_time,
-            status=task.status or "",  # finished: success or failure
-            durations=self._by_status(durations, start, stop),
-            domains=domain if domain is not None else self._domain_counts(start, stop),
-            progress_out_of_range=(
-                progress_out_of_range(columns.progresses[start:stop])
-                if columns.progress_out_of_range
-                else 0
-            ),
-            finish_before_create=(
-                finished_before_created(
+        statuses = columns.statuses[start:stop]
+        addresses = columns.addresses[start:stop]
+        seconds = completion_of(task)
+        shares.append(
+            FinishedShare(
+                create_time=task.create_time,
+                status=task.status or "",  # finished: success or failure
+                durations=_by_status(durations, statuses),
+                domains=(
+                    domain
+                    if domain is not None
+                    else tuple(count_by_domain(addresses, statuses, domain_of_prefix).items())
+                ),
+                progress_out_of_range=progress_out_of_range(columns.progresses[start:stop]),
+                finish_before_create=finished_before_created(
                     columns.finishes[start:stop], columns.creates[start:stop], durations
-                )
-                if columns.finish_before_create
-                else 0
-            ),
-            completion=self._completion(task, task_id, durations, start, stop),
+                ),
+                completion=(
+                    None if seconds is None else Completion(task.create_time, task_id, seconds)
+                ),
+            )
         )
-
-    def _by_status(self, durations: list[int], start: int, stop: int) -> tuple[Sequence[int], ...]:
-        if not durations:
-            return (_NONE,) * len(FINISHED_RAW)
-        statuses = self.columns.statuses[start:stop] if self.only is None else []
-        only = self.only or _only_status(statuses)
-        if only is not None:
-            return tuple(_compact(durations) if s == only else _NONE for s in FINISHED_RAW)
-        return tuple(
-            _compact(list(compress(durations, map(eq, statuses, repeat(status)))))
-            for status in FINISHED_RAW
-        )
-
-    def _domain_counts(self, start: int, stop: int) -> DomainCounts:
-        columns = self.columns
-        counts = count_by_domain(
-            columns.addresses[start:stop], columns.statuses[start:stop], self.domain_of_prefix
-        )
-        return tuple(counts.items())
-
-    def _completion(
-        self, task: TaskInfo, task_id: str, durations: list[int], start: int, stop: int
-    ) -> Completion | None:
-        """As :func:`~exporter.summary.target_summary.completion_of`: the latest FinishTime
-        of the URLs timed (a duration of 0 or more), less the task's CreateTime."""
-        finishes = self.columns.finishes[start:stop]
-        if self.all_timed:
-            latest = max(finishes, default=0)
-        else:
-            latest = max(compress(finishes, map(ge, durations, repeat(0))), default=0)
-        created = task.create_time
-        if latest > 0 and latest >= created:
-            return Completion(created, task_id, float(latest - created))
-        return None
+    return shares
 
 
-def _only_status(statuses: list[str | None]) -> str | None:
-    """The one status of ``statuses`` (all finished), or None if they have both."""
-    present = [status for status in FINISHED_RAW if status in statuses]
-    return present[0] if len(present) == 1 else None
+def _by_status(durations: list[int], statuses: list[str | None]) -> tuple[Sequence[int], ...]:
+    """The durations of each status of ``FINISHED_RAW``; the shared empty tuple where none."""
+    by_status = []
+    for status in FINISHED_RAW:
+        chosen = list(compress(durations, map(eq, statuses, repeat(status))))
+        by_status.append(_compact(chosen) if chosen else _NONE)
+    return tuple(by_status)
 
 
 def _compact(values: list[int]) -> Sequence[int]:

@@ -38,7 +38,7 @@ from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.summary.target_summary import TargetSummary
 
-SyncKind = Literal["full", "incremental"]
+SyncMode = Literal["full", "incremental"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Collection:
 
     summary: TargetSummary
     finished_at: float
-    sync: SyncKind = "full"
+    sync: SyncMode = "full"
     requests: int = 0
     last_full_sync: float | None = None
     counts: FinishedCounts | None = None
@@ -112,7 +112,7 @@ class TaskSync:
         state = self._state
         end = int(self._wall_clock())
         if state is None or self._full_due(state, end):
-            sync: SyncKind = "full"
+            sync: SyncMode = "full"
             store, window, requests = self._full(state, end, deadline)
             full_sync_at, full_requests = self._wall_clock(), requests
         else:

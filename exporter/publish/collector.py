@@ -38,7 +38,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
-from exporter.publish.families import TargetFamilyBuilder, go_float, new_family
+from exporter.publish.families import TargetFamilyBuilder, go_float
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
 from exporter.summary.target_summary import SummaryLimits
@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class TargetResult:
+    """One target's collection of one kind in a scrape: how long it took, and what it
+    collected (None: it failed or ran out of time)."""
+
     target: Target
     seconds: float
     collection: Collection | None
@@ -82,7 +85,7 @@ class FamilySource(Protocol):
         ...
 
 
-class PrefetchCollector(Collector):
+class UcdnCollector(Collector):
     """Publishes the tasks of every target and kind, fetched when Prometheus scrapes.
 
     The application and ``--once`` call :meth:`collect_within` with their deadline; a
@@ -164,7 +167,7 @@ class PrefetchCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
         families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
-        return [*(family.new() for family in families), *self._described_extra()]
+        return [*(family.new(Metric) for family in families), *self._described_extra()]
 
     def _described_extra(self) -> Iterable[Metric]:
         return (metric for source in self._extra for metric in source.describe())
@@ -204,20 +207,20 @@ class PrefetchCollector(Collector):
         futures = [
             (kind, target, self._fetch(target, kind)) for kind in self._kinds for target in targets
         ]
-        outcomes = {
+        results = {
             (kind, target): self._wait(target, kind, future, deadline, started)
             for kind, target, future in futures
         }
         metrics: list[Metric] = []
         for kind in self._kinds:
-            kind_outcomes = [outcomes[kind, target] for target in targets]
-            metrics.extend(self._families(kind, kind_outcomes).all())
+            kind_results = [results[kind, target] for target in targets]
+            metrics.extend(self._families(kind, kind_results).all())
         return metrics
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests."""
-        build_info = new_family(BUILD_INFO, GaugeMetricFamily)
-        api_requests = new_family(API_REQUESTS, CounterMetricFamily)
+        build_info = BUILD_INFO.new(GaugeMetricFamily)
+        api_requests = API_REQUESTS.new(CounterMetricFamily)
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
         for action in ACTIONS:
@@ -244,7 +247,7 @@ class PrefetchCollector(Collector):
         future: "Future[Collection]",
         deadline: Deadline,
         started: float,
-    ) -> _Outcome:
+    ) -> TargetResult:
         # exception(), not result(): raised here, the error's traceback would take in
         # these frames, which hold its future, a cycle keeping the failed collection's
         # pages and summary alive until a full collection, many scrapes later.
@@ -272,7 +275,7 @@ class PrefetchCollector(Collector):
         log.debug(
             "collected", extra={"fields": {**_fields(target, kind), "duration_seconds": seconds}}
         )
-        return _Outcome(target, seconds, collection)
+        return TargetResult(target, seconds, collection)
 
     def _failed(
         self,
@@ -283,7 +286,7 @@ class PrefetchCollector(Collector):
         detail: str,
         *,
         request_id: str | None = None,
-    ) -> _Outcome:
+    ) -> TargetResult:
         seconds = time.monotonic() - started
         fields: dict[str, object] = {
             **_fields(target, kind),
@@ -294,15 +297,15 @@ class PrefetchCollector(Collector):
         if request_id is not None:  # what the provider's support asks for
             fields["request_id"] = request_id
         log.warning("collection failed", extra={"fields": fields})
-        return _Outcome(target, seconds, None)
+        return TargetResult(target, seconds, None)
 
-    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "TargetFamilyBuilder":
+    def _families(self, kind: TaskKind, results: Sequence[TargetResult]) -> TargetFamilyBuilder:
         families = TargetFamilyBuilder.new(kind.families, self._cache_note())
-        for outcome in outcomes:
-            labels = [outcome.target.project_label, outcome.target.platform]
+        for result in results:
+            labels = [result.target.project_label, result.target.platform]
             with self._lock:
-                last_success = self._last_success.get((outcome.target, kind))
-            families.add_target(labels, outcome.seconds, last_success, outcome.collection)
+                last_success = self._last_success.get((result.target, kind))
+            families.add_target(labels, result.seconds, last_success, result.collection)
         return families
 
     def _cache_note(self) -> str:

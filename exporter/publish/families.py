@@ -1,12 +1,11 @@
 """One kind's families of target series, filled from the targets' summaries.
 
-The collector decides what each target's outcome is (a summary, or a failure); this module
-only writes outcomes as samples, in the contract's order (exporter/metrics.py): health
+The collector decides what each target's result is (a summary, or a failure); this module
+only writes results as samples, in the contract's order (exporter/metrics.py): health
 always, figures only from a successful collection.
 """
 
 from dataclasses import dataclass, fields
-from typing import TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,10 +17,8 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.collection.sync import Collection
 from exporter.gateway.answers import FINISHED, STATUSES
-from exporter.metrics import Family, TargetFamilies
+from exporter.metrics import TargetFamilies
 from exporter.summary.target_summary import ANOMALIES, TargetSummary
-
-_M = TypeVar("_M", bound=Metric)
 
 
 @dataclass(frozen=True)
@@ -49,28 +46,22 @@ class TargetFamilyBuilder:
     def new(cls, contract: TargetFamilies, cache_note: str) -> "TargetFamilyBuilder":
         """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
         return cls(
-            up=new_family(contract.up, GaugeMetricFamily, cache_note),
-            scrape_duration=new_family(contract.scrape_duration, GaugeMetricFamily, cache_note),
-            last_success=new_family(contract.last_success, GaugeMetricFamily, cache_note),
-            tasks=new_family(contract.tasks, GaugeMetricFamily, cache_note),
-            urls=new_family(contract.urls, GaugeMetricFamily, cache_note),
-            url_progress=new_family(contract.url_progress, GaugeMetricFamily, cache_note),
-            url_series_dropped=new_family(
-                contract.url_series_dropped, GaugeMetricFamily, cache_note
-            ),
-            url_completion=new_family(
-                contract.url_completion, GaugeHistogramMetricFamily, cache_note
-            ),
-            task_completion=new_family(contract.task_completion, GaugeMetricFamily, cache_note),
-            oldest_unfinished=new_family(contract.oldest_unfinished, GaugeMetricFamily, cache_note),
-            records_invalid=new_family(contract.records_invalid, GaugeMetricFamily, cache_note),
-            domain_urls=new_family(contract.domain_urls, GaugeMetricFamily, cache_note),
-            urls_finished=new_family(contract.urls_finished, CounterMetricFamily, cache_note),
-            tasks_finished=new_family(contract.tasks_finished, CounterMetricFamily, cache_note),
-            collection_requests=new_family(
-                contract.collection_requests, GaugeMetricFamily, cache_note
-            ),
-            last_full_sync=new_family(contract.last_full_sync, GaugeMetricFamily, cache_note),
+            up=contract.up.new(GaugeMetricFamily, cache_note),
+            scrape_duration=contract.scrape_duration.new(GaugeMetricFamily, cache_note),
+            last_success=contract.last_success.new(GaugeMetricFamily, cache_note),
+            tasks=contract.tasks.new(GaugeMetricFamily, cache_note),
+            urls=contract.urls.new(GaugeMetricFamily, cache_note),
+            url_progress=contract.url_progress.new(GaugeMetricFamily, cache_note),
+            url_series_dropped=contract.url_series_dropped.new(GaugeMetricFamily, cache_note),
+            url_completion=contract.url_completion.new(GaugeHistogramMetricFamily, cache_note),
+            task_completion=contract.task_completion.new(GaugeMetricFamily, cache_note),
+            oldest_unfinished=contract.oldest_unfinished.new(GaugeMetricFamily, cache_note),
+            records_invalid=contract.records_invalid.new(GaugeMetricFamily, cache_note),
+            domain_urls=contract.domain_urls.new(GaugeMetricFamily, cache_note),
+            urls_finished=contract.urls_finished.new(CounterMetricFamily, cache_note),
+            tasks_finished=contract.tasks_finished.new(CounterMetricFamily, cache_note),
+            collection_requests=contract.collection_requests.new(GaugeMetricFamily, cache_note),
+            last_full_sync=contract.last_full_sync.new(GaugeMetricFamily, cache_note),
         )
 
     def all(self) -> list[Metric]:
@@ -134,14 +125,6 @@ class TargetFamilyBuilder:
         for domain, counts in sorted(summary.domain_urls.items()):
             for status in STATUSES:
                 self.domain_urls.add_metric([*labels, domain, status], counts[status])
-
-
-def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
-    """The contract's empty family, as the metric class the collector adds samples with
-    (a TypeError if the contract and the collector disagree: a bug)."""
-    metric = family.new(cache_note, kind)
-    assert isinstance(metric, kind)  # built as one
-    return metric
 
 
 def go_float(value: float) -> str:

@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.gateway.deadline import Deadline
-from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.version import __version__
@@ -61,7 +61,7 @@ class ExporterApp:
 
     def __init__(
         self,
-        collector: PrefetchCollector,
+        collector: UcdnCollector,
         *,
         runtime: CollectorRegistry | None = None,
         timeouts: ScrapeTimeouts | None = None,

@@ -27,8 +27,8 @@ from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
-from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH_FAMILIES
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Domain, Quota
 from exporter.simulator.static import StaticDataset
@@ -128,7 +128,7 @@ QUOTAS = {
 
 
 @pytest.fixture
-def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCollector]:
+def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollector]:
     """A collector of the golden world, not yet collected."""
     dataset = StaticDataset(
         DATASET,
@@ -144,7 +144,7 @@ def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCol
     # golden file.
     options = ClientOptions(page_size=2, parallel_pages=1)
     client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
-    collector = PrefetchCollector(
+    collector = UcdnCollector(
         client,
         [Target("web", "cdn"), Target("web", "dcdn")],
         kinds=[
@@ -160,7 +160,7 @@ def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCol
 
 
 @pytest.fixture
-def exposition(golden_world: PrefetchCollector) -> list[Any]:
+def exposition(golden_world: UcdnCollector) -> list[Any]:
     return golden_world.collect_within(Deadline.after(20))
 
 
@@ -201,14 +201,14 @@ def test_openmetrics_exposition_parses_strictly(exposition: list[Any]) -> None:
     # client library checks this one, and the real-Prometheus test scrapes it for real.
     text = generate_openmetrics(MetricsSnapshot(exposition)).decode()
     families = {family.name: family for family in parse_openmetrics(text)}
-    assert families[PREFETCH.url_completion.name].type == "gaugehistogram"
+    assert families[PREFETCH_FAMILIES.url_completion.name].type == "gaugehistogram"
     assert families[API_REQUESTS.name].type == "counter"
     assert text.endswith("# EOF\n")
 
 
 @pytest.mark.parametrize("accept", [None, "text/plain", "text/plain;version=0.0.4"])
 def test_the_app_serves_the_golden_file_to_a_text_scrape(
-    golden_world: PrefetchCollector, accept: str | None
+    golden_world: UcdnCollector, accept: str | None
 ) -> None:
     # The golden file is text 0.0.4, what generate_latest writes: what the app answers a
     # scrape that asks for no format, for text/plain or for its version 0.0.4.

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import MetricsSnapshot, PrefetchCollector
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
@@ -122,7 +122,7 @@ def app(api: SimulatedApi) -> Iterator[ExporterApp]:
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions(page_size=2)
     )
-    collector = PrefetchCollector(client, TARGETS, wall_clock=lambda: NOW)
+    collector = UcdnCollector(client, TARGETS, wall_clock=lambda: NOW)
     # A stand-in for the process and GC collectors: one series only /metrics and
     # /exporter-metrics may carry.
     runtime = CollectorRegistry()
@@ -342,7 +342,7 @@ def cached() -> Iterator[tuple[ExporterApp, Callable[[], list[Metric]]]]:
     dataset = StaticDataset({**DATASET, ("org-utf8", False): [odd]})
     with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset) as api:
         client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
-        collector = PrefetchCollector(
+        collector = UcdnCollector(
             client, [*TARGETS, ODD], wall_clock=lambda: NOW, cache_seconds=3600
         )
         runtime = CollectorRegistry()
