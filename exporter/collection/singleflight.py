@@ -14,7 +14,6 @@ whose own deadline has passed is never joined; the next caller starts a fresh on
 import contextlib
 import threading
 import time
-import traceback
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,11 +88,6 @@ class SharedFetches(Generic[K, V]):
         try:
             value = load(running.deadline)
         except BaseException as error:  # every failure, whatever it is, goes to the waiters
-            # The waiters get the error and its traceback, but not the locals of the frames
-            # it passed through (the failed collection's pages and summary): held by the
-            # future, in a cycle through this frame, they would outlive many scrapes under
-            # the raised gc threshold (cli). The traceback still prints in full.
-            traceback.clear_frames(error.__traceback__)
             _settle(running.future, error=error)
         else:
             if self._ttl > 0:

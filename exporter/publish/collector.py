@@ -248,12 +248,9 @@ class UcdnCollector(Collector):
         deadline: Deadline,
         started: float,
     ) -> TargetResult:
-        # exception(), not result(): raised here, the error's traceback would take in
-        # these frames, which hold its future, a cycle keeping the failed collection's
-        # pages and summary alive until a full collection, many scrapes later.
         try:
             error = future.exception(timeout=deadline.remaining())
-        except FutureTimeout:
+        except FutureTimeout:  # the wait's own: a TimeoutError of the fetch's is returned
             return self._failed(target, kind, started, "timeout", "no answer within the deadline")
         if isinstance(error, ShutdownError):
             return self._failed(target, kind, started, "shutdown", str(error))
