@@ -9,7 +9,7 @@ domain and status), its anomalies and its own completion time; not its URLs, and
 would cost a few kilobytes a task and most of a full sync's time to build one by one.
 
 The figures of a page's finished tasks are added together, column by column
-(:func:`add_finished`), and each task's share is cut from the same columns. A share's
+(:meth:`FinishedTasks.add`), and each task's share is cut from the same columns. A share's
 own Totals are made only when its task leaves the window (a few tasks a collection),
 from what it keeps: they equal what the page added for it, so taking them out leaves
 the window's figures as if the task had never been in it.
@@ -94,9 +94,36 @@ class FinishedTasks:
         return clone
 
     def add(self, tasks: dict[str, TaskInfo]) -> None:
-        """Add finished ``tasks``, by TaskId, none of them held already."""
-        shares = add_finished(self.totals, list(tasks.values()), list(tasks))
-        self.shares.update(zip(tasks, shares, strict=True))
+        """Add finished ``tasks`` of a page, by TaskId, none of them held already: their
+        figures to the sum together, then each one's share cut from the same columns."""
+        domain_of_prefix: dict[str, str] = {}  # for this page only: nothing kept holds it
+        columns = self.totals.add_tasks(list(tasks.values()), domain_of_prefix)
+        for (task_id, task), start, length, one_domain in zip(
+            tasks.items(), columns.starts, columns.lengths, columns.domains, strict=False
+        ):
+            stop = start + length
+            durations = columns.durations[start:stop]
+            statuses = columns.statuses[start:stop]
+            domains: str | DomainCounts
+            if one_domain is None:
+                addresses = columns.addresses[start:stop]
+                domains = tuple(count_by_domain(addresses, statuses, domain_of_prefix).items())
+            else:
+                domains = one_domain
+            seconds = completion_of(task)
+            self.shares[task_id] = FinishedShare(
+                create_time=task.create_time,
+                status=task.status or "",  # finished: success or failure
+                durations=_by_status(durations, statuses),
+                domains=domains,
+                progress_out_of_range=progress_out_of_range(columns.progresses[start:stop]),
+                finish_before_create=finished_before_created(
+                    columns.finishes[start:stop], columns.creates[start:stop], durations
+                ),
+                completion=(
+                    None if seconds is None else Completion(task.create_time, task_id, seconds)
+                ),
+            )
 
     def remove(self, task_id: str) -> bool:
         """Take the task and its figures out, if held; whether it was."""
@@ -114,44 +141,6 @@ class FinishedTasks:
         """The completions of the ``count`` newest tasks that have one, newest first."""
         timed = (share.completion for share in self.shares.values() if share.completion is not None)
         return heapq.nsmallest(count, timed, key=attrgetter("order"))
-
-
-def add_finished(
-    totals: Totals, tasks: Sequence[TaskInfo], task_ids: Sequence[str]
-) -> list[FinishedShare]:
-    """Add the figures of finished ``tasks`` (TaskIds ``task_ids``) to ``totals``; their shares,
-    each cut from the columns the page's figures were added from."""
-    domain_of_prefix: dict[str, str] = {}  # for this page only: nothing kept holds it
-    columns = totals.add_tasks(tasks, domain_of_prefix)
-    shares = []
-    for task, task_id, start, length, domain in zip(
-        tasks, task_ids, columns.starts, columns.lengths, columns.domains, strict=False
-    ):
-        stop = start + length
-        durations = columns.durations[start:stop]
-        statuses = columns.statuses[start:stop]
-        addresses = columns.addresses[start:stop]
-        seconds = completion_of(task)
-        shares.append(
-            FinishedShare(
-                create_time=task.create_time,
-                status=task.status or "",  # finished: success or failure
-                durations=_by_status(durations, statuses),
-                domains=(
-                    domain
-                    if domain is not None
-                    else tuple(count_by_domain(addresses, statuses, domain_of_prefix).items())
-                ),
-                progress_out_of_range=progress_out_of_range(columns.progresses[start:stop]),
-                finish_before_create=finished_before_created(
-                    columns.finishes[start:stop], columns.creates[start:stop], durations
-                ),
-                completion=(
-                    None if seconds is None else Completion(task.create_time, task_id, seconds)
-                ),
-            )
-        )
-    return shares
 
 
 def _by_status(durations: list[int], statuses: list[str | None]) -> tuple[Sequence[int], ...]:

@@ -115,11 +115,6 @@ class TaskStore:
                 continue
             if not begin <= task.create_time <= end:
                 self.exact = False
-            if self.unfinished.get(task_id) is task:
-                # Back unchanged and held as it is (a steady collection's lookups, mostly):
-                # nothing to count or move.
-                done.pop(task_id, None)
-                continue
             if task_id in known.finished.shares:
                 if before is None:
                     continue  # finished stays finished; a full sync takes it in again

@@ -173,13 +173,13 @@ def test_the_collectors_defaults_are_the_settings_defaults() -> None:
     assert parameters["default_timeout"].default == setting_default("max_scrape_timeout_seconds")
 
 
-def test_a_task_kind_names_its_action_prefix_and_limits() -> None:
+def test_a_task_kind_names_its_action_families_and_limits() -> None:
     limits = SummaryLimits(buckets=(1.0, 5.0))
     refresh = TaskKind.named("refresh", limits)
-    assert (refresh.action, refresh.prefix) == (REFRESH_ACTION, "ucdn_refresh_")
+    assert (refresh.action, refresh.families.up.name) == (REFRESH_ACTION, "ucdn_refresh_up")
     assert refresh.limits is limits
     prefetch = TaskKind.named("prefetch", SummaryLimits())
-    assert (prefetch.action, prefetch.prefix) == (PREFETCH_ACTION, "ucdn_prefetch_")
+    assert (prefetch.action, prefetch.families.up.name) == (PREFETCH_ACTION, "ucdn_prefetch_up")
 
 
 @pytest.mark.parametrize(
