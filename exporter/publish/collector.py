@@ -142,7 +142,6 @@ class UcdnCollector(Collector):
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
-        self._wall_clock = wall_clock
         # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
         # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
         # when its successor starts.

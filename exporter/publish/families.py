@@ -44,24 +44,14 @@ class TargetFamilyBuilder:
 
     @classmethod
     def new(cls, contract: TargetFamilies, cache_note: str) -> "TargetFamilyBuilder":
-        """Empty families; ``cache_note`` is appended to the HELP of metrics a cache can age."""
+        """Empty families, each the contract's of its name, built as its field's class (a
+        TypeError if the two disagree: a bug); ``cache_note`` is appended to the HELP of
+        metrics a cache can age."""
         return cls(
-            up=contract.up.new(GaugeMetricFamily, cache_note),
-            scrape_duration=contract.scrape_duration.new(GaugeMetricFamily, cache_note),
-            last_success=contract.last_success.new(GaugeMetricFamily, cache_note),
-            tasks=contract.tasks.new(GaugeMetricFamily, cache_note),
-            urls=contract.urls.new(GaugeMetricFamily, cache_note),
-            url_progress=contract.url_progress.new(GaugeMetricFamily, cache_note),
-            url_series_dropped=contract.url_series_dropped.new(GaugeMetricFamily, cache_note),
-            url_completion=contract.url_completion.new(GaugeHistogramMetricFamily, cache_note),
-            task_completion=contract.task_completion.new(GaugeMetricFamily, cache_note),
-            oldest_unfinished=contract.oldest_unfinished.new(GaugeMetricFamily, cache_note),
-            records_invalid=contract.records_invalid.new(GaugeMetricFamily, cache_note),
-            domain_urls=contract.domain_urls.new(GaugeMetricFamily, cache_note),
-            urls_finished=contract.urls_finished.new(CounterMetricFamily, cache_note),
-            tasks_finished=contract.tasks_finished.new(CounterMetricFamily, cache_note),
-            collection_requests=contract.collection_requests.new(GaugeMetricFamily, cache_note),
-            last_full_sync=contract.last_full_sync.new(GaugeMetricFamily, cache_note),
+            **{
+                field.name: getattr(contract, field.name).new(field.type, cache_note)
+                for field in fields(cls)
+            }
         )
 
     def all(self) -> list[Metric]:

@@ -102,16 +102,14 @@ _ORDER: Final = attrgetter("order")
 
 
 class Summarizer:
-    """Summarises one target's tasks page by page, while later pages are still on the wire.
+    """Summarises one target's tasks, added a page at a time, once all are in.
 
     ``tests/reference.py`` states the figures one URL at a time; this computes them
     column by column (:class:`~exporter.summary.totals.Totals`), which costs less than
-    that loop (see ``benchmarks/``) and lets a page be summarised while the next ones
-    are fetched. Counts, histograms and anomalies are sums, so each page adds its own
-    as it arrives; what depends on the order of all tasks (the newest unfinished URLs
-    and finished tasks, up to the caps) is picked by :meth:`summary` once the last page
-    is in. Tasks summarised earlier (a store's finished ones) join with
-    :meth:`add_summarised`.
+    that loop (see ``benchmarks/``). Counts, histograms and anomalies are sums, so pages
+    add up; what depends on the order of all tasks (the newest unfinished URLs and
+    finished tasks, up to the caps) is picked by :meth:`summary`. Tasks summed before (a
+    store's finished ones, page by page as they arrived) join with :meth:`add_summarised`.
     """
 
     def __init__(self, limits: SummaryLimits) -> None:

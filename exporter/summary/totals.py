@@ -80,12 +80,8 @@ class Columns:
         """Where each task's URLs start, and where the last one's end."""
         return list(accumulate(self.lengths, initial=0))
 
-    def durations_of(self, status: str, count: int) -> Iterable[int]:
-        """The durations of the ``count`` URLs whose raw status is ``status``."""
-        if count == len(self.statuses):
-            return self.durations
-        if not count:
-            return ()
+    def durations_of(self, status: str) -> Iterable[int]:
+        """The durations of the URLs whose raw status is ``status``."""
         return compress(self.durations, map(eq, self.statuses, repeat(status)))
 
 
@@ -139,7 +135,7 @@ class Totals:
         )
         for status in FINISHED_RAW:
             self.completion_sums[status] += self.count_completions(
-                status, columns.durations_of(status, url_statuses[status])
+                status, columns.durations_of(status)
             )
         self._add_oldest(tasks, columns.task_creates)
         self.unfinished_urls += len(urls) - sum(url_statuses[status] for status in FINISHED_RAW)
