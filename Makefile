@@ -56,7 +56,7 @@ lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with ha
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py
 
-bench-incremental:  ## incremental collection against issue 13's targets (under a minute)
+bench-incremental:  ## incremental collection against the exporter's targets (under a minute)
 	$(PYTHON) benchmarks/bench_incremental.py
 
 BASE ?= HEAD
