@@ -14,6 +14,7 @@ whose own deadline has passed is never joined; the next caller starts a fresh on
 import contextlib
 import threading
 import time
+import traceback
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ class SharedFetches(Generic[K, V]):
         try:
             value = load(running.deadline)
         except BaseException as error:  # every failure, whatever it is, goes to the waiters
+            # The waiters get the error and its traceback, but not the locals of the frames
+            # it passed through (the failed collection's pages): error -> traceback -> this
+            # frame -> error is a cycle, which only the cycle collector frees, scrapes later
+            # at best: memory grew with every failing scrape, at CPython's thresholds or
+            # raised ones (tests/gateway/test_exchange_bounds.py). The traceback still
+            # prints in full.
+            traceback.clear_frames(error.__traceback__)
             _settle(running.future, error=error)
         else:
             if self._ttl > 0:
