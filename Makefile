@@ -57,7 +57,7 @@ lock:  ## regenerate requirements.lock: the runtime dependencies, pinned with ha
 bench:  ## the performance benchmark (about a minute)
 	$(PYTHON) benchmarks/bench_scrape.py
 
-bench-incremental:  ## incremental collection of a moving world against its baselines (under a minute)
+bench-incremental:  ## incremental collection against the exporter's targets (under a minute)
 	$(PYTHON) benchmarks/bench_incremental.py
 
 BASE ?= HEAD

@@ -33,7 +33,7 @@ from exporter.gateway.redaction import SIGNATURES
 from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
-from exporter.publish.collector import PrefetchCollector
+from exporter.publish.collector import UcdnCollector
 from exporter.settings.config import Settings, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.summary.target_summary import SummaryLimits
@@ -230,7 +230,7 @@ def _client(settings: Settings) -> ApiClient:
     return ApiClient(settings.api_url, settings.public_key, settings.private_key, options=options)
 
 
-def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
+def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
     buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
     kinds = [
         TaskKind.named(
@@ -245,7 +245,7 @@ def _collector(settings: Settings, client: ApiClient) -> PrefetchCollector:
         )
         for name in settings.task_kinds
     ]
-    return PrefetchCollector(
+    return UcdnCollector(
         client,
         settings.targets,
         kinds=kinds,
@@ -283,7 +283,7 @@ def _runtime_registry() -> CollectorRegistry:
 
 def serve(
     settings: Settings,
-    collector: PrefetchCollector,
+    collector: UcdnCollector,
     web_config: Any,
     *,
     client: ApiClient | None = None,

@@ -10,8 +10,10 @@ This module knows no other module of the exporter, so that the dashboard generat
 import it without the client or the server.
 """
 
+import builtins  # inside Family, ``type`` is a field
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,13 +33,13 @@ _SAMPLE_SUFFIXES: Final[dict[FamilyType, tuple[str, ...]]] = {
     "counter": ("_total",),
     "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
 }
-# A metric family class (an alias: inside Family, ``type`` is a field).
-MetricClass = type[Metric]
-_FAMILY_CLASSES: Final[dict[FamilyType, MetricClass]] = {
+# The metric family class of each type, which takes its label names by ``labels``.
+_FAMILY_CLASSES: Final[dict[FamilyType, Callable[..., Metric]]] = {
     "gauge": GaugeMetricFamily,
     "counter": CounterMetricFamily,
     "gaugehistogram": GaugeHistogramMetricFamily,
 }
+_M = TypeVar("_M", bound=Metric)
 
 
 @dataclass(frozen=True)
@@ -68,20 +70,15 @@ class Family:
         suffixes = _SAMPLE_SUFFIXES[self.type] + (("_created",) if self.created else ())
         return tuple(self.name + suffix for suffix in suffixes)
 
-    def new(self, cache_note: str = "", kind: MetricClass | None = None) -> Metric:
-        """An empty metric family; ``cache_note`` is appended to the HELP when ``cached``.
-
-        ``kind`` is the class to build it with: its type's family class (the default) or
-        a subclass of it; any other is a TypeError (the contract and the caller disagree).
-        """
+    def new(self, family_class: builtins.type[_M], cache_note: str = "") -> _M:
+        """An empty metric family as ``family_class``, the class the caller adds samples
+        with: its type's, or a base of it (any other is a TypeError: the contract and the
+        caller disagree). ``cache_note`` is appended to the HELP when ``cached``."""
         documentation = self.help + (cache_note if self.cached else "")
-        base = _FAMILY_CLASSES[self.type]
-        if kind is None:
-            kind = base
-        elif not issubclass(kind, base):
-            raise TypeError(f"{self.name} is a {self.type}, not a {kind.__name__}")
-        # Each of these classes takes its labels by that keyword.
-        return kind(self.name, documentation, labels=list(self.label_names))  # type: ignore[call-arg]
+        metric = _FAMILY_CLASSES[self.type](self.name, documentation, labels=self.label_names)
+        if not isinstance(metric, family_class):
+            raise TypeError(f"{self.name} is a {self.type}, not a {family_class.__name__}")
+        return metric
 
 
 # The process' own families: they belong to no target.
@@ -208,10 +205,10 @@ def target_families(prefix: str, tasks_word: str) -> TargetFamilies:
     )
 
 
-PREFETCH: Final = target_families(PREFETCH_PREFIX, "Prefetch")
-REFRESH: Final = target_families("ucdn_refresh_", "Refresh")
+PREFETCH_FAMILIES: Final = target_families(PREFETCH_PREFIX, "Prefetch")
+REFRESH_FAMILIES: Final = target_families("ucdn_refresh_", "Refresh")
 # Each kind's families, under the names of TASK_KINDS.
-KIND_FAMILIES: Final = {"prefetch": PREFETCH, "refresh": REFRESH}
+KIND_FAMILIES: Final = {"prefetch": PREFETCH_FAMILIES, "refresh": REFRESH_FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -234,7 +231,7 @@ def _per_project(name: str, doc: str, labels: tuple[str, ...] = ()) -> Family:
     return Family(name, doc, "gauge", ("project_id", *labels), per_target=False, cached=False)
 
 
-QUOTA: Final = QuotaFamilies(
+QUOTA_FAMILIES: Final = QuotaFamilies(
     up=_per_project(
         "ucdn_domain_quota_up", "1 when this project's last quota sweep succeeded, else 0."
     ),
@@ -255,7 +252,12 @@ QUOTA: Final = QuotaFamilies(
         "ucdn_domain_prefetch_enabled", "1 when prefetch is switched on.", ("domain",)
     ),
 )
-ALL_FAMILIES: Final = (*PROCESS_FAMILIES, *PREFETCH.all(), *REFRESH.all(), *QUOTA.all())
+ALL_FAMILIES: Final = (
+    *PROCESS_FAMILIES,
+    *PREFETCH_FAMILIES.all(),
+    *REFRESH_FAMILIES.all(),
+    *QUOTA_FAMILIES.all(),
+)
 
 
 def sample_names() -> frozenset[str]:

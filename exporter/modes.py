@@ -16,8 +16,7 @@ from prometheus_client import generate_latest
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import Settings
 
 PROG = "ucdn-prefetch-exporter"
@@ -53,7 +52,7 @@ def check_config(settings: Settings, client: ApiClient) -> int:
     return 1 if failures else 0
 
 
-def collect_once(settings: Settings, collector: PrefetchCollector, output: Path | None) -> int:
+def collect_once(settings: Settings, collector: UcdnCollector, output: Path | None) -> int:
     """Collect every target and kind once; write the text exposition; 0 when all were up."""
     metrics = collector.collect_within(Deadline.after(settings.max_scrape_timeout_seconds))
     text = generate_latest(MetricsSnapshot(metrics))

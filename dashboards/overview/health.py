@@ -10,7 +10,7 @@ from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 
-from exporter.metrics import BUILD_INFO, PREFETCH
+from exporter.metrics import BUILD_INFO, PREFETCH_FAMILIES
 from overview.common import (
     TARGET,
     TARGET_LEGEND,
@@ -49,7 +49,7 @@ def collection_up() -> stat.Panel:
             "show nothing for that target until it recovers. See the API requests panel "
             "for the kind of error and the exporter's log for details."
         ),
-        query(f"{PREFETCH.up.name}{{{TARGET}}}", TARGET_LEGEND, instant=True),
+        query(f"{PREFETCH_FAMILIES.up.name}{{{TARGET}}}", TARGET_LEGEND, instant=True),
     ).span(12)
 
 
@@ -64,7 +64,7 @@ def time_since_success() -> stat.Panel:
         )
         .with_target(
             query(
-                f"time() - {PREFETCH.last_success.name}{{{TARGET}}}",
+                f"time() - {PREFETCH_FAMILIES.last_success.name}{{{TARGET}}}",
                 TARGET_LEGEND,
                 instant=True,
             )
@@ -122,7 +122,7 @@ def scrape_duration() -> timeseries.Panel:
         )
         .with_target(
             query(
-                f"{PREFETCH.scrape_duration.name}{{{TARGET}}}",
+                f"{PREFETCH_FAMILIES.scrape_duration.name}{{{TARGET}}}",
                 "collection {{project_id}}/{{platform}}",
             )
         )
@@ -168,7 +168,7 @@ def requests_per_collection() -> timeseries.Panel:
         )
         .with_target(
             query(
-                f"{PREFETCH.collection_requests.name}{{{TARGET}}}",
+                f"{PREFETCH_FAMILIES.collection_requests.name}{{{TARGET}}}",
                 "{{project_id}}/{{platform}} {{sync}}",
             )
         )
@@ -192,7 +192,7 @@ def invalid_records() -> timeseries.Panel:
         )
         .with_target(
             query(
-                f"sum by (reason) ({PREFETCH.records_invalid.name}{{{TARGET}}})",
+                f"sum by (reason) ({PREFETCH_FAMILIES.records_invalid.name}{{{TARGET}}})",
                 "{{reason}}",
             )
         )

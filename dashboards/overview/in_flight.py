@@ -9,7 +9,7 @@ from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import dashboard as model
 
-from exporter.metrics import PREFETCH
+from exporter.metrics import PREFETCH_FAMILIES
 from overview.common import (
     TARGET,
     TARGET_LEGEND,
@@ -46,7 +46,11 @@ def panels() -> Iterator[Panel]:
             "Prometheus can take the series, or narrow the lookback window."
         )
         .with_target(
-            query(f"sum({PREFETCH.url_series_dropped.name}{{{TARGET}}})", "dropped", instant=True)
+            query(
+                f"sum({PREFETCH_FAMILIES.url_series_dropped.name}{{{TARGET}}})",
+                "dropped",
+                instant=True,
+            )
         )
         .unit(units.Short)
         .decimals(0)
@@ -93,7 +97,7 @@ def panels() -> Iterator[Panel]:
             "unreachable); compare with the age of the oldest unfinished task above. The "
             "exporter keeps at most MAX_URL_SERIES URLs per target: check URL series "
             "dropped before concluding a URL is missing.",
-            f"{PREFETCH.url_progress.name}{{{TARGET}}}",
+            f"{PREFETCH_FAMILIES.url_progress.name}{{{TARGET}}}",
             {"url": "URL", "Value": "Progress"},
         )
         .override_by_name("Progress", PROGRESS)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models import common, units
 
-from exporter.metrics import PREFETCH
+from exporter.metrics import PREFETCH_FAMILIES
 from overview.common import (
     FAILURE_RATIO_LIMIT,
     TARGET,
@@ -30,7 +30,7 @@ def panels() -> Iterator[Panel]:
     """Counts by status as numbers, then the same over time, each with the failure ratio."""
     yield status_stat(
         "Tasks by status",
-        PREFETCH.tasks.name,
+        PREFETCH_FAMILIES.tasks.name,
         "Prefetch tasks created in the exporter's lookback window (24 h by default), by "
         "status, summed over the selected targets. Many in wait or process for long: see "
         "the In flight row. Any unknown: the API returned a status the exporter does not "
@@ -38,7 +38,7 @@ def panels() -> Iterator[Panel]:
     )
     yield status_stat(
         "URLs by status",
-        PREFETCH.urls.name,
+        PREFETCH_FAMILIES.urls.name,
         "URLs of those tasks, by status. A task holds many URLs, so this shows how much "
         "content is warm (success), still to warm (wait, process) or not warmed (failure).",
     )
@@ -62,13 +62,13 @@ def panels() -> Iterator[Panel]:
     )
     yield stacked_by_status(
         "Tasks by status over time",
-        PREFETCH.tasks.name,
+        PREFETCH_FAMILIES.tasks.name,
         "The task counts above over time. The window slides: old tasks leave it after the "
         "lookback period, so a falling total is normal; a growing wait/process band is not.",
     )
     yield stacked_by_status(
         "URLs by status over time",
-        PREFETCH.urls.name,
+        PREFETCH_FAMILIES.urls.name,
         "URL counts over time. Watch wait and process shrink into success after a big "
         "prefetch; a failure band that grows means URLs are failing now.",
     )

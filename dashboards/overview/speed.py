@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.metrics import PREFETCH
+from exporter.metrics import PREFETCH_FAMILIES
 from overview.common import (
     P90_LIMIT_SECONDS,
     TARGET,
@@ -78,7 +78,7 @@ def completion_heatmap() -> heatmap.Panel:
         )
         .with_target(
             query(
-                f"sum by (le) ({PREFETCH.url_completion.name}_bucket"
+                f"sum by (le) ({PREFETCH_FAMILIES.url_completion.name}_bucket"
                 f'{{{TARGET}, status="success"}})',
                 "{{le}}",
                 fmt=PromQueryFormat.HEATMAP,
@@ -109,9 +109,9 @@ def finished_per_minute() -> timeseries.Panel:
             .title("URLs finished per minute")
             .description(
                 "How many URLs the exporter saw succeed or fail per minute (5-minute rate of "
-                f"{PREFETCH.urls_finished.name}_total, recording rule), all selected targets "
-                "stacked. Unlike the window's counts this is a counter: it does not fall as old "
-                "tasks leave the window, and a restart does not read as a drop. A flat line "
+                f"{PREFETCH_FAMILIES.urls_finished.name}_total, recording rule), all selected "
+                "targets stacked. Unlike the window's counts this is a counter: it does not fall "
+                "as old tasks leave the window, and a restart does not read as a drop. A flat line "
                 "while URLs wait means prefetching has stalled; a red band means the origin or "
                 "the CDN is refusing URLs."
             )
@@ -134,7 +134,7 @@ def slowest_tasks() -> table.Panel:
             "Finished tasks of the window (the MAX_TASK_SERIES most recent per target) with "
             "the time from creation to their last URL's finish, slowest first. Use the task "
             "id to look a slow task up in the provider's console.",
-            f"topk(20, {PREFETCH.task_completion.name}{{{TARGET}}})",
+            f"topk(20, {PREFETCH_FAMILIES.task_completion.name}{{{TARGET}}})",
             {"Value": "Completion time"},
         )
         .override_by_name(

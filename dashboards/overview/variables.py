@@ -7,7 +7,7 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as model
 
-from exporter.metrics import PREFETCH
+from exporter.metrics import PREFETCH_FAMILIES
 from overview.common import DATASOURCE
 
 Variable = cogbuilder.Builder[model.VariableModel]
@@ -26,11 +26,13 @@ def variables() -> list[Variable]:
         # grafana.com import replaces this with the chosen data source; provisioned from
         # disk it matches nothing and Grafana selects the default Prometheus instead.
         .current(model.VariableOption(selected=True, text="Prometheus", value="${DS_PROMETHEUS}")),
-        target_variable("project_id", "Project", f"label_values({PREFETCH.up.name}, project_id)"),
+        target_variable(
+            "project_id", "Project", f"label_values({PREFETCH_FAMILIES.up.name}, project_id)"
+        ),
         target_variable(
             "platform",
             "Platform",
-            f'label_values({PREFETCH.up.name}{{project_id=~"$project_id"}}, platform)',
+            f'label_values({PREFETCH_FAMILIES.up.name}{{project_id=~"$project_id"}}, platform)',
         ),
         scrape_timeout_variable(),
     ]

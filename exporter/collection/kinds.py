@@ -24,11 +24,6 @@ class TaskKind:
     families: TargetFamilies
     limits: SummaryLimits
 
-    @property
-    def prefix(self) -> str:
-        """The prefix of its families' names, ``ucdn_prefetch_`` or ``ucdn_refresh_``."""
-        return self.families.up.name.removesuffix("up")
-
     @classmethod
     def named(cls, name: str, limits: SummaryLimits) -> "TaskKind":
         """The kind called ``name`` (one of :data:`exporter.metrics.TASK_KINDS`)."""

@@ -38,11 +38,11 @@ from exporter.collection.singleflight import ShutdownError
 from exporter.gateway.answers import DomainInfo, QuotaResponse
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
-from exporter.metrics import QUOTA
-from exporter.publish.families import new_family
+from exporter.metrics import QUOTA_FAMILIES
 from exporter.settings.target import DEFAULT_PROJECT_LABEL
 
-KINDS = ("prefetch", "refresh_file", "refresh_dir")
+# The daily quotas of a domain, as its ``kind`` label names them.
+QUOTAS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
 _GRACE_SECONDS = 1.0
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ class DomainQuota:
     quota: QuotaResponse
     prefetch_enabled: bool
 
-    def by_kind(self) -> dict[str, tuple[int, int]]:
-        """``(quota, used)`` for each of :data:`KINDS`."""
+    def by_quota(self) -> dict[str, tuple[int, int]]:
+        """``(quota, used)`` for each of :data:`QUOTAS`."""
         q = self.quota
         return {
             "prefetch": (q.prefetch_quota, q.submit_prefetch_count),
@@ -127,12 +127,12 @@ class _Families:
     """One scrape's quota families, in exposition order."""
 
     def __init__(self) -> None:
-        self.up = new_family(QUOTA.up, GaugeMetricFamily)
-        self.last_success = new_family(QUOTA.last_success, GaugeMetricFamily)
-        self.dropped = new_family(QUOTA.domains_dropped, GaugeMetricFamily)
-        self.quota = new_family(QUOTA.quota, GaugeMetricFamily)
-        self.used = new_family(QUOTA.used, GaugeMetricFamily)
-        self.enabled = new_family(QUOTA.prefetch_enabled, GaugeMetricFamily)
+        self.up = QUOTA_FAMILIES.up.new(GaugeMetricFamily)
+        self.last_success = QUOTA_FAMILIES.last_success.new(GaugeMetricFamily)
+        self.dropped = QUOTA_FAMILIES.domains_dropped.new(GaugeMetricFamily)
+        self.quota = QUOTA_FAMILIES.quota.new(GaugeMetricFamily)
+        self.used = QUOTA_FAMILIES.used.new(GaugeMetricFamily)
+        self.enabled = QUOTA_FAMILIES.prefetch_enabled.new(GaugeMetricFamily)
 
     def all(self) -> list[Metric]:
         """Every family, in exposition order."""
@@ -148,9 +148,9 @@ class _Families:
             return
         self.dropped.add_metric(labels, project.good.dropped)
         for domain in sorted(project.good.domains, key=lambda d: d.domain):
-            for kind, (quota, used) in domain.by_kind().items():
-                self.quota.add_metric([*labels, domain.domain, kind], quota)
-                self.used.add_metric([*labels, domain.domain, kind], used)
+            for name, (quota, used) in domain.by_quota().items():
+                self.quota.add_metric([*labels, domain.domain, name], quota)
+                self.used.add_metric([*labels, domain.domain, name], used)
             self.enabled.add_metric([*labels, domain.domain], 1 if domain.prefetch_enabled else 0)
 
 

@@ -90,9 +90,11 @@ class SharedFetches(Generic[K, V]):
             value = load(running.deadline)
         except BaseException as error:  # every failure, whatever it is, goes to the waiters
             # The waiters get the error and its traceback, but not the locals of the frames
-            # it passed through (the failed collection's pages and summary): held by the
-            # future, in a cycle through this frame, they would outlive many scrapes under
-            # the raised gc threshold (cli). The traceback still prints in full.
+            # it passed through (the failed collection's pages): error -> traceback -> this
+            # frame -> error is a cycle, which only the cycle collector frees, scrapes later
+            # at best: memory grew with every failing scrape, at CPython's thresholds or
+            # raised ones (tests/gateway/test_exchange_bounds.py). The traceback still
+            # prints in full.
             traceback.clear_frames(error.__traceback__)
             _settle(running.future, error=error)
         else:

@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from exporter.collection.finished_counts import FinishedCounts
 from exporter.collection.kinds import TaskKind
-from exporter.collection.store import FinishedCounts, TaskStore
+from exporter.collection.store import TaskStore
 from exporter.gateway.answers import PageTask, TaskInfo
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
@@ -37,7 +38,7 @@ from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.summary.target_summary import TargetSummary
 
-SyncKind = Literal["full", "incremental"]
+SyncMode = Literal["full", "incremental"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Collection:
 
     summary: TargetSummary
     finished_at: float
-    sync: SyncKind = "full"
+    sync: SyncMode = "full"
     requests: int = 0
     last_full_sync: float | None = None
     counts: FinishedCounts | None = None
@@ -111,7 +112,7 @@ class TaskSync:
         state = self._state
         end = int(self._wall_clock())
         if state is None or self._full_due(state, end):
-            sync: SyncKind = "full"
+            sync: SyncMode = "full"
             store, window, requests = self._full(state, end, deadline)
             full_sync_at, full_requests = self._wall_clock(), requests
         else:
@@ -149,7 +150,7 @@ class TaskSync:
             store = TaskStore(self._kind.limits, counts, counting=False)
         else:
             store = before.for_full_sync()
-        known = {} if before is None else before.keys
+        known = {} if before is None else before.known.by_key
 
         def add_page(tasks: list[PageTask]) -> None:
             store.add_page(tasks, begin, end, before)
@@ -175,7 +176,7 @@ class TaskSync:
                 task_id: task
                 for task_id, task in before.looked_up().items()
                 if horizon <= task.create_time < begin
-                and task_id not in store.finished
+                and task_id not in store.finished.shares
                 and task_id not in store.unfinished
             }
             requests += self._look_up(store, left, (begin, end), deadline, before)
@@ -197,7 +198,7 @@ class TaskSync:
             end=end,
             deadline=deadline,
             action=self._kind.action,
-            known=state.store.keys,
+            known=store.known.by_key,
         )
         store.add_page(window.tasks, since, end, None)
         store.age_out(begin, self._horizon(end))
@@ -222,7 +223,7 @@ class TaskSync:
         has is dropped.
         """
         begin, end = window
-        known = (store if before is None else before).keys  # read here, between batches
+        known = (store if before is None else before).known.by_key  # read between batches
         ids = sorted(tasks)
         batch_size = self._options.lookup_batch
         requests = 0

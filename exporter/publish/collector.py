@@ -38,7 +38,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
-from exporter.publish.families import SeriesMemo, TargetFamilyBuilder, go_float, new_family
+from exporter.publish.families import TargetFamilyBuilder, go_float
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
 from exporter.summary.target_summary import SummaryLimits
@@ -48,10 +48,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class TargetResult:
+    """One target's collection of one kind in a scrape: how long it took, and what it
+    collected (None: it failed or ran out of time)."""
+
     target: Target
     seconds: float
     collection: Collection | None
+
+
+class MetricsSnapshot(Collector):
+    """Metrics already collected, as a registry hands them to prometheus_client's encoders."""
+
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics
 
 
 class FamilySource(Protocol):
@@ -72,7 +85,7 @@ class FamilySource(Protocol):
         ...
 
 
-class PrefetchCollector(Collector):
+class UcdnCollector(Collector):
     """Publishes the tasks of every target and kind, fetched when Prometheus scrapes.
 
     The application and ``--once`` call :meth:`collect_within` with their deadline; a
@@ -129,7 +142,6 @@ class PrefetchCollector(Collector):
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
-        self._wall_clock = wall_clock
         # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
         # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
         # when its successor starts.
@@ -139,7 +151,6 @@ class PrefetchCollector(Collector):
             fetch_seconds=default_timeout,
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
-        self._memo = SeriesMemo()
         self._lock = threading.Lock()
 
     @property
@@ -155,7 +166,7 @@ class PrefetchCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
         families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
-        return [*(family.new() for family in families), *self._described_extra()]
+        return [*(family.new(Metric) for family in families), *self._described_extra()]
 
     def _described_extra(self) -> Iterable[Metric]:
         return (metric for source in self._extra for metric in source.describe())
@@ -195,20 +206,20 @@ class PrefetchCollector(Collector):
         futures = [
             (kind, target, self._fetch(target, kind)) for kind in self._kinds for target in targets
         ]
-        outcomes = {
+        results = {
             (kind, target): self._wait(target, kind, future, deadline, started)
             for kind, target, future in futures
         }
         metrics: list[Metric] = []
         for kind in self._kinds:
-            kind_outcomes = [outcomes[kind, target] for target in targets]
-            metrics.extend(self._families(kind, kind_outcomes).all())
+            kind_results = [results[kind, target] for target in targets]
+            metrics.extend(self._families(kind, kind_results).all())
         return metrics
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests."""
-        build_info = new_family(BUILD_INFO, GaugeMetricFamily)
-        api_requests = new_family(API_REQUESTS, CounterMetricFamily)
+        build_info = BUILD_INFO.new(GaugeMetricFamily)
+        api_requests = API_REQUESTS.new(CounterMetricFamily)
         build_info.add_metric([__version__], 1)
         counts = self._client.stats.snapshot()
         for action in ACTIONS:
@@ -235,13 +246,10 @@ class PrefetchCollector(Collector):
         future: "Future[Collection]",
         deadline: Deadline,
         started: float,
-    ) -> _Outcome:
-        # exception(), not result(): raised here, the error's traceback would take in
-        # these frames, which hold its future, a cycle keeping the failed collection's
-        # pages and summary alive until a full collection, many scrapes later.
+    ) -> TargetResult:
         try:
             error = future.exception(timeout=deadline.remaining())
-        except FutureTimeout:
+        except FutureTimeout:  # the wait's own: a TimeoutError of the fetch's is returned
             return self._failed(target, kind, started, "timeout", "no answer within the deadline")
         if isinstance(error, ShutdownError):
             return self._failed(target, kind, started, "shutdown", str(error))
@@ -263,7 +271,7 @@ class PrefetchCollector(Collector):
         log.debug(
             "collected", extra={"fields": {**_fields(target, kind), "duration_seconds": seconds}}
         )
-        return _Outcome(target, seconds, collection)
+        return TargetResult(target, seconds, collection)
 
     def _failed(
         self,
@@ -274,7 +282,7 @@ class PrefetchCollector(Collector):
         detail: str,
         *,
         request_id: str | None = None,
-    ) -> _Outcome:
+    ) -> TargetResult:
         seconds = time.monotonic() - started
         fields: dict[str, object] = {
             **_fields(target, kind),
@@ -285,17 +293,15 @@ class PrefetchCollector(Collector):
         if request_id is not None:  # what the provider's support asks for
             fields["request_id"] = request_id
         log.warning("collection failed", extra={"fields": fields})
-        return _Outcome(target, seconds, None)
+        return TargetResult(target, seconds, None)
 
-    def _families(self, kind: TaskKind, outcomes: Sequence[_Outcome]) -> "TargetFamilyBuilder":
+    def _families(self, kind: TaskKind, results: Sequence[TargetResult]) -> TargetFamilyBuilder:
         families = TargetFamilyBuilder.new(kind.families, self._cache_note())
-        for outcome in outcomes:
-            labels = [outcome.target.project_label, outcome.target.platform]
+        for result in results:
+            labels = [result.target.project_label, result.target.platform]
             with self._lock:
-                last_success = self._last_success.get((outcome.target, kind))
-            families.add_target(
-                labels, outcome.seconds, last_success, outcome.collection, self._memo
-            )
+                last_success = self._last_success.get((result.target, kind))
+            families.add_target(labels, result.seconds, last_success, result.collection)
         return families
 
     def _cache_note(self) -> str:

@@ -2,18 +2,15 @@
 
 Parsing every URL's host is the cost, so it is paid once per distinct *host prefix*
 (``scheme://host/``, up to the first ``/``, ``?`` or ``#`` after the host), which every
-URL of a domain shares. A page's URLs are often all on one host, and a task's usually
-are: when every URL of a page starts with the first one's, or every URL of each task
-with its task's first one's (C-level ``startswith`` passes tell), the page is counted by
-its status counts, or task by task by the tasks' lengths and the page's status columns,
-and no URL is matched or paired with its status one by one.
+URL of a domain shares. A task's URLs usually are on one host: when every one starts
+with the first one's (a C-level ``startswith`` pass tells), the task is counted by its
+statuses, and no URL is matched one by one.
 """
 
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate, chain, compress, repeat
-from operator import eq
+from itertools import accumulate, repeat
 from typing import Final, cast
 from urllib.parse import urlsplit
 
@@ -43,56 +40,27 @@ class DomainCounter:
         self,
         urls: list[str],
         statuses: list[str | None],
-        status_counts: Counter[str | None],
         lengths: list[int],
         domain_of_prefix: dict[str, str],
     ) -> list[str | None]:
         """Count one page's URLs; return each task's domain, None where it has no one domain.
 
-        ``lengths`` are the tasks' URL counts, in order; ``status_counts`` is
-        ``Counter(statuses)``, already made. ``domain_of_prefix`` remembers the hosts
-        already parsed; the caller decides how long it lives (a collection), so that
+        ``lengths`` are the tasks' URL counts, in order. ``domain_of_prefix`` remembers the
+        hosts already parsed; the caller decides how long it lives (a collection), so that
         counts kept for long do not keep it.
         """
-        if not urls:
-            return [None] * len(lengths)
-        first = _HOST_PREFIX.match(urls[0])
-        if first is not None and all(map(str.startswith, urls, repeat(first.group()))):
-            domain = _domain(first.group(), domain_of_prefix)  # one host for the whole page
-            for status, count in status_counts.items():
-                self.counts[domain, status] += count
-            return [domain if n else None for n in lengths]
-        domains = [_one_domain(urls, start, n, domain_of_prefix) for start, n in _spans(lengths)]
-        if all(domain is not None for domain, n in zip(domains, lengths, strict=True) if n):
-            self._count_by_task(
-                [domain for domain in domains if domain is not None],
-                [n for n in lengths if n],
-                statuses,
-                status_counts,
-            )
-        else:
-            self.counts.update(count_by_domain(urls, statuses, domain_of_prefix))
+        domains: list[str | None] = []
+        for start, length in _spans(lengths):
+            stop = start + length
+            domain = _one_domain(urls, start, length, domain_of_prefix)
+            if domain is None:
+                found = count_by_domain(urls[start:stop], statuses[start:stop], domain_of_prefix)
+                self.counts.update(found)
+            else:  # a task's URLs usually share a host: counted by status, not URL by URL
+                for status, count in Counter(statuses[start:stop]).items():
+                    self.counts[domain, status] += count
+            domains.append(domain)
         return domains
-
-    def _count_by_task(
-        self,
-        domains: list[str],
-        lengths: list[int],
-        statuses: list[str | None],
-        status_counts: Counter[str | None],
-    ) -> None:
-        """Count URLs whose tasks each have one domain (``domains``, ``lengths``: a task each)."""
-        counts = self.counts
-        if len(status_counts) == 1:
-            (status,) = status_counts
-            for domain, length in zip(domains, lengths, strict=True):
-                counts[domain, status] += length
-            return
-        for status in status_counts:
-            column = chain.from_iterable(map(repeat, domains, lengths))
-            chosen = Counter(compress(column, map(eq, statuses, repeat(status))))
-            for domain, count in chosen.items():
-                counts[domain, status] += count
 
 
 def count_by_domain(

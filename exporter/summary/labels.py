@@ -5,7 +5,6 @@ and a hash of the whole value (see :func:`bounded_label_value`).
 """
 
 import hashlib
-from collections.abc import Iterable
 from typing import Final
 
 _CUT_MARK: Final = "…"
@@ -13,12 +12,6 @@ _HASH_BYTES: Final = 8  # 16 hex digits: two cut values of one target will not c
 # What a cut value ends with: the mark, then the hash of the whole value.
 _CUT_TAIL_BYTES: Final = len(_CUT_MARK.encode()) + 2 * _HASH_BYTES
 _UTF8_MAX_BYTES: Final = 4  # per character; the most a str of n characters can take is 4n
-
-
-def fit_as_they_are(values: Iterable[str], max_bytes: int) -> bool:
-    """Whether :func:`bounded_label_value` leaves every one of ``values`` as it is, told
-    without encoding any: the longest fits even at 4 bytes a character."""
-    return max(map(len, values), default=0) * _UTF8_MAX_BYTES <= max_bytes
 
 
 def bounded_label_value(value: str, max_bytes: int) -> str:

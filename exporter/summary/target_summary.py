@@ -11,19 +11,19 @@ This is also where the series are picked, so it is where label values are bounde
 """
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import merge
-from itertools import chain, compress, islice, repeat
-from operator import itemgetter, ne, not_, truediv
+from itertools import islice
+from operator import attrgetter
 from typing import Final, NamedTuple
 
-from exporter.gateway.answers import FINISHED, STATUSES, TaskInfo, UrlProgress
+from exporter.gateway.answers import FINISHED, STATUSES, TaskInfo
 from exporter.gateway.paging import TaskWindow
 from exporter.settings.config import DEFAULT_BUCKETS, setting_default
 from exporter.summary.domain_counts import domain_urls
 from exporter.summary.histogram import Histogram
-from exporter.summary.labels import bounded_label_value, fit_as_they_are
+from exporter.summary.labels import bounded_label_value
 from exporter.summary.totals import FINISHED_RAW, STATUS_OF, Totals
 
 ANOMALIES: Final = (
@@ -38,11 +38,7 @@ ANOMALIES: Final = (
 
 
 class UnfinishedUrl(NamedTuple):
-    """One unfinished URL and how far it has got (0..1).
-
-    A named tuple: up to ``max_url_series`` of them are made every collection, and a
-    tuple is made at C speed.
-    """
+    """One unfinished URL and how far it has got (0..1)."""
 
     task_id: str
     url: str
@@ -63,12 +59,6 @@ class TargetSummary:
     anomalies: dict[str, int]
     # domain -> status -> URLs, the domains with most URLs first and ``_other`` last
     domain_urls: dict[str, dict[str, int]] = field(default_factory=dict)
-    # ``url_progress`` in runs, one per task where its series were worked out before and
-    # picked whole (the very list, from one collection to the next while the task is
-    # unchanged), so that what publishes them can reuse what it made of a run last time.
-    url_progress_runs: list[Sequence[UnfinishedUrl]] = field(
-        default_factory=list, compare=False, repr=False
-    )
 
 
 @dataclass(frozen=True)
@@ -94,13 +84,6 @@ def summarize(window: TaskWindow, limits: SummaryLimits) -> TargetSummary:
     return summarizer.summary(window)
 
 
-def _count_window_anomalies(summary: TargetSummary, window: TaskWindow) -> None:
-    """Anomalies of the paging rather than of any one task."""
-    summary.anomalies["duplicate_task"] = window.duplicate_tasks
-    if window.total_count is not None and window.total_count != window.task_count:
-        summary.anomalies["total_count_mismatch"] = 1
-
-
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A finished task's completion time, summarised before, and where it sorts."""
@@ -115,94 +98,31 @@ class Completion:
         return -self.create_time, self.task_id
 
 
-# A task's URLs in its page's columns: the page's URLs, their statuses, start and stop.
-_UrlSpan = tuple[list[UrlProgress], list[str | None], int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFigures:
-    """One task's figures and URL columns, worked out once for as long as it is unchanged.
-
-    A store keeps them for its unfinished tasks, which mostly come back the same from
-    one collection to the next (see :meth:`Summarizer.add_figured`).
-    """
-
-    totals: Totals  # without the oldest unfinished CreateTime, so that it can be taken out
-    oldest_unfinished: int | None
-    urls: list[UrlProgress]
-    statuses: list[str | None]
-    # Its unfinished URLs as progress series, and whether they can be published as they
-    # are: a TaskId, no value long enough to be cut, no URL twice.
-    progress: list[UnfinishedUrl]
-    plain: bool
-
-    @classmethod
-    def of(cls, task: TaskInfo, limits: SummaryLimits) -> "TaskFigures":
-        """The figures of ``task`` alone."""
-        totals = Totals(limits.buckets)
-        columns = totals.add_tasks([task], {})
-        oldest, totals.oldest_unfinished = totals.oldest_unfinished, None
-        unfinished = [
-            url for url, status in zip(columns.urls, columns.statuses, strict=True)
-            if status not in FINISHED
-        ]  # fmt: skip
-        task_id = task.task_id or ""
-        addresses = [url.url for url in unfinished]
-        plain = (
-            bool(task_id)
-            and fit_as_they_are([task_id, *addresses], limits.max_label_value_length)
-            and len(set(addresses)) == len(addresses)
-        )
-        progress = [UnfinishedUrl(task_id, url.url, _ratio(url.progress)) for url in unfinished]
-        return cls(totals, oldest, columns.urls, columns.statuses, progress, plain)
+_ORDER: Final = attrgetter("order")
 
 
 class Summarizer:
-    """Summarises one target's tasks page by page, while later pages are still on the wire.
+    """Summarises one target's tasks, added a page at a time, once all are in.
 
     ``tests/reference.py`` states the figures one URL at a time; this computes them
     column by column (:class:`~exporter.summary.totals.Totals`), which costs less than
-    that loop (see ``benchmarks/``) and lets a page be summarised while the next ones
-    are fetched. Counts, histograms and anomalies are sums, so each page adds its own
-    as it arrives; what depends on the order of all tasks (the newest unfinished URLs
-    and finished tasks, up to the caps) is picked by :meth:`summary` once the last page
-    is in. Tasks summarised earlier (a store's finished ones) join with
-    :meth:`add_summarised`.
+    that loop (see ``benchmarks/``). Counts, histograms and anomalies are sums, so pages
+    add up; what depends on the order of all tasks (the newest unfinished URLs and
+    finished tasks, up to the caps) is picked by :meth:`summary`. Tasks summed before (a
+    store's finished ones, page by page as they arrived) join with :meth:`add_summarised`.
     """
 
     def __init__(self, limits: SummaryLimits) -> None:
         self._limits = limits
-        self._builder = _SummaryBuilder(limits)
         self._totals = Totals(limits.buckets)
         self._domain_of_prefix: dict[str, str] = {}
         self._tasks: list[TaskInfo] = []
-        # Where each task's URLs are in its page's columns, to find its unfinished ones.
-        self._url_spans: list[_UrlSpan] = []
-        self._figures: list[TaskFigures | None] = []  # each task's, if worked out before
         self._earlier: Sequence[Completion] = ()
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
-        columns = self._totals.add_tasks(tasks, self._domain_of_prefix)
+        self._totals.add_tasks(tasks, self._domain_of_prefix)
         self._tasks.extend(tasks)
-        self._figures.extend(repeat(None, len(tasks)))
-        starts = columns.starts
-        self._url_spans.extend(
-            zip(repeat(columns.urls), repeat(columns.statuses), starts, starts[1:], strict=False)
-        )
-
-    def add_figured(
-        self, tasks: Sequence[TaskInfo], figures: Sequence[TaskFigures], totals: Totals
-    ) -> None:
-        """Add tasks whose ``figures`` were worked out before, with the same buckets;
-        ``totals`` is the sum of theirs, kept by the caller rather than added up here."""
-        self._totals.add(totals)
-        for figured in figures:
-            if figured.oldest_unfinished is not None:
-                self._totals.include_oldest(figured.oldest_unfinished)
-        self._tasks.extend(tasks)
-        self._figures.extend(figures)
-        self._url_spans.extend((f.urls, f.statuses, 0, len(f.urls)) for f in figures)
 
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
         """Add tasks summarised before: their totals, and their completions newest first.
@@ -214,93 +134,59 @@ class Summarizer:
 
     def summary(self, window: TaskWindow) -> TargetSummary:
         """The summary of every task added; ``window`` says how the paging went."""
-        builder = self._builder
-        totals = self._totals
-        _count_statuses(builder, totals.task_statuses, builder.tasks_by_status)
-        _count_statuses(builder, totals.url_statuses, builder.urls_by_status)
-        builder.anomalies["progress_out_of_range"] = totals.progress_out_of_range
-        builder.anomalies["finish_before_create"] = totals.finish_before_create
-        builder.oldest_unfinished = totals.oldest_unfinished
-        for status in FINISHED_RAW:
-            histogram = builder.url_completion[status]
-            histogram.counts = list(totals.url_completion[status].counts)
-            histogram.count = totals.url_completion[status].count
-            histogram.total = float(totals.completion_sums[status])
-        order = sorted(range(len(self._tasks)), key=lambda i: _newest_first(self._tasks[i]))
-        newest_first = [self._tasks[i] for i in order]
-        _task_completion(builder, newest_first, self._earlier)
-        figured = [self._figures[i] for i in order]
-        if not self._pick_figured(figured):
-            self._pick_url_progress(newest_first, [self._url_spans[i] for i in order])
-        summary = builder.summary()
-        summary.domain_urls = domain_urls(
-            totals.domains.counts.items(),
-            _published_status,
-            STATUSES,
-            self._limits.max_domain_series,
+        totals, limits = self._totals, self._limits
+        anomalies = dict.fromkeys(ANOMALIES, 0)
+        summary = TargetSummary(
+            tasks_by_status=_published_counts(totals.task_statuses, anomalies),
+            urls_by_status=_published_counts(totals.url_statuses, anomalies),
+            url_progress=[],
+            url_series_dropped=0,
+            url_completion={status: _histogram(totals, status) for status in FINISHED_RAW},
+            task_completion=[],
+            oldest_unfinished_created=totals.oldest_unfinished,
+            anomalies=anomalies,
+            domain_urls=domain_urls(
+                totals.domains.counts.items(),
+                _published_status,
+                STATUSES,
+                limits.max_domain_series,
+            ),
         )
-        _count_window_anomalies(summary, window)
+        anomalies["progress_out_of_range"] = totals.progress_out_of_range
+        anomalies["finish_before_create"] = totals.finish_before_create
+        # Anomalies of the paging rather than of any one task.
+        anomalies["duplicate_task"] = window.duplicate_tasks
+        if window.total_count is not None and window.total_count != window.task_count:
+            anomalies["total_count_mismatch"] = 1
+        newest_first = sorted(self._tasks, key=_newest_first)
+        _pick_task_completion(summary, newest_first, self._earlier, limits)
+        _pick_url_progress(summary, newest_first, totals.unfinished_urls, limits)
         return summary
-
-    def _pick_figured(self, figures: list[TaskFigures | None]) -> bool:
-        """Pick the progress series from tasks' own, as they are, if every task has them
-        worked out and plain and no two share a TaskId; whether it could."""
-        plain = [f for f in figures if f is not None and f.plain]
-        if len(plain) < len(figures):
-            return False
-        with_series = [f.progress for f in plain if f.progress]
-        if len({rows[0].task_id for rows in with_series}) < len(with_series):
-            return False
-        builder = self._builder
-        room = self._limits.max_url_series
-        for rows in with_series:
-            if room <= 0:
-                break
-            taken = rows if len(rows) <= room else rows[:room]
-            builder.url_progress.extend(taken)
-            builder.url_progress_runs.append(taken)
-            room -= len(taken)
-        builder.url_series_dropped = self._totals.unfinished_urls - len(builder.url_progress)
-        return True
-
-    def _pick_url_progress(self, tasks: list[TaskInfo], spans: list["_UrlSpan"]) -> None:
-        """Progress series for the newest unfinished URLs up to the cap; the rest are counted.
-
-        Only the tasks up to the cap are looked at, each by its slice of the columns, and
-        their unfinished URLs are handed on in batches of about what the cap still takes.
-        """
-        builder = self._builder
-        finished = frozenset(FINISHED_RAW)
-        unfinished_urls = self._totals.unfinished_urls
-        seen = 0
-        batch: list[tuple[str, UrlProgress]] = []
-        for task, (urls, statuses, start, stop) in zip(tasks, spans, strict=True):
-            if builder.progress_room() <= len(batch):
-                seen += builder.add_progress_batch(batch)
-                batch = []
-                if not builder.progress_room():
-                    break
-            unfinished = map(not_, map(finished.__contains__, statuses[start:stop]))
-            batch.extend(zip(repeat(task.task_id or ""), compress(urls[start:stop], unfinished)))
-        seen += builder.add_progress_batch(batch)
-        # Every unfinished URL past the cap is dropped, duplicates included.
-        builder.url_series_dropped = unfinished_urls - seen
 
 
 def _published_status(raw: str | None) -> str:
-    """The status a raw one is published as; ``_count_statuses`` counts the unknown ones."""
+    """The status a raw one is published as; ``_published_counts`` counts the unknown ones."""
     return STATUS_OF.get(raw, "unknown")
 
 
-def _count_statuses(
-    builder: "_SummaryBuilder", raw_counts: Counter[str | None], into: dict[str, int]
-) -> None:
+def _published_counts(raw_counts: Counter[str | None], anomalies: dict[str, int]) -> dict[str, int]:
+    """Counts by raw status as published, the unknown ones also counted as anomalies."""
+    counts = dict.fromkeys(STATUSES, 0)
     for raw, count in raw_counts.items():
         status = STATUS_OF.get(raw)
         if status is None:
-            builder.anomalies["unknown_status"] += count
+            anomalies["unknown_status"] += count
             status = "unknown"
-        into[status] += count
+        counts[status] += count
+    return counts
+
+
+def _histogram(totals: Totals, status: str) -> Histogram:
+    """The URL completion histogram of ``status``, its sum the exact one made a float."""
+    summed = totals.url_completion[status]
+    histogram = Histogram(summed.bounds, float(totals.completion_sums[status]), summed.count)
+    histogram.counts = list(summed.counts)
+    return histogram
 
 
 def completion_of(task: TaskInfo) -> float | None:
@@ -322,31 +208,53 @@ def completion_of(task: TaskInfo) -> float | None:
     return None
 
 
-def _task_completion(
-    builder: "_SummaryBuilder", tasks: list[TaskInfo], earlier: Sequence[Completion]
+def _pick_task_completion(
+    summary: TargetSummary,
+    tasks: list[TaskInfo],
+    earlier: Sequence[Completion],
+    limits: SummaryLimits,
 ) -> None:
-    """The most recent finished tasks' durations, of ``tasks`` (newest first) and ``earlier``.
-
-    Only the tasks up to the cap are looked at; ``earlier`` are in the same order.
-    """
-    limit = builder.limits.max_task_series
-    if limit <= 0:
-        return
-    # Tasks without a completion time add nothing: leaving them out keeps the order. Lazily:
-    # only the tasks up to the cap are timed (a task's time is a loop over its URLs).
+    """The completion times of the newest finished tasks, of ``tasks`` (newest first) and
+    ``earlier`` (in the same order), up to the cap; only the tasks up to it are timed."""
     timed = (
-        (_newest_first(task), task.task_id or "", seconds)
+        Completion(task.create_time, task.task_id or "", seconds)
         for task in tasks
         if (seconds := completion_of(task)) is not None
     )
-    summarised = ((done.order, done.task_id, done.seconds) for done in earlier)
-    first = next(timed, None)
-    if first is None:  # no merge needed, which is what a store's summary mostly has
-        picked: Iterator[tuple[tuple[int, str], str, float]] = summarised
-    else:
-        picked = merge(chain([first], timed), summarised, key=itemgetter(0))
-    for _, task_id, seconds in islice(picked, limit):
-        builder.add_task_completion(task_id, seconds)
+    for done in islice(merge(timed, earlier, key=_ORDER), limits.max_task_series):
+        label = bounded_label_value(done.task_id, limits.max_label_value_length)
+        summary.anomalies["label_value_truncated"] += label != done.task_id
+        summary.task_completion.append((label, done.seconds))
+
+
+def _pick_url_progress(
+    summary: TargetSummary,
+    tasks: list[TaskInfo],
+    unfinished: int,
+    limits: SummaryLimits,
+) -> None:
+    """Progress series for the newest ``unfinished`` URLs up to the cap; every one past it
+    is counted as dropped, duplicates included. Only the tasks up to the cap are read."""
+    most, length = limits.max_url_series, limits.max_label_value_length
+    keys: set[tuple[str, str]] = set()
+    looked_at = 0
+    for task in tasks:
+        task_id = task.task_id or ""
+        for url in task.url_lists:
+            if url.status in FINISHED:
+                continue
+            if len(summary.url_progress) >= most:
+                summary.url_series_dropped = unfinished - looked_at
+                return
+            looked_at += 1
+            key = (bounded_label_value(task_id, length), bounded_label_value(url.url, length))
+            if key in keys:  # two identical series: Prometheus rejects the scrape
+                summary.anomalies["duplicate_url"] += 1
+                continue
+            keys.add(key)
+            summary.anomalies["label_value_truncated"] += (key[0] != task_id) + (key[1] != url.url)
+            summary.url_progress.append(UnfinishedUrl(*key, _ratio(url.progress)))
+    summary.url_series_dropped = unfinished - looked_at
 
 
 def _ratio(progress: int) -> float:
@@ -356,91 +264,3 @@ def _ratio(progress: int) -> float:
 
 def _newest_first(task: TaskInfo) -> tuple[int, str]:
     return -task.create_time, task.task_id or ""
-
-
-class _SummaryBuilder:
-    """The figures of one summary while they are filled in, and the series they pick."""
-
-    def __init__(self, limits: SummaryLimits) -> None:
-        self.limits = limits
-        self.tasks_by_status = dict.fromkeys(STATUSES, 0)
-        self.urls_by_status = dict.fromkeys(STATUSES, 0)
-        self.anomalies = dict.fromkeys(ANOMALIES, 0)
-        self.url_progress: list[UnfinishedUrl] = []
-        self.url_progress_runs: list[Sequence[UnfinishedUrl]] = []  # if picked by task
-        self.progress_keys: set[tuple[str, str]] = set()
-        self.url_series_dropped = 0
-        self.url_completion = {status: Histogram(limits.buckets) for status in sorted(FINISHED)}
-        self.task_completion: list[tuple[str, float]] = []
-        self.oldest_unfinished: int | None = None
-
-    def summary(self) -> TargetSummary:
-        return TargetSummary(
-            tasks_by_status=self.tasks_by_status,
-            urls_by_status=self.urls_by_status,
-            url_progress=self.url_progress,
-            url_series_dropped=self.url_series_dropped,
-            url_completion=self.url_completion,
-            task_completion=self.task_completion,
-            oldest_unfinished_created=self.oldest_unfinished,
-            anomalies=self.anomalies,
-            url_progress_runs=self.url_progress_runs or [self.url_progress],
-        )
-
-    def progress_room(self) -> int:
-        """How many more progress series the cap takes."""
-        return max(0, self.limits.max_url_series - len(self.url_progress))
-
-    def add_progress_batch(self, batch: list[tuple[str, UrlProgress]]) -> int:
-        """Add a series for each ``(task_id, url)`` in order, until the cap; return how many
-        were looked at (the duplicates among them included).
-
-        Usually no value is long enough to need cutting and no two are the same: then the
-        series are made column by column, and only otherwise one by one.
-        """
-        room = self.progress_room()
-        chosen = batch[:room]
-        task_ids = [task_id for task_id, _ in chosen]
-        urls = [url.url for _, url in chosen]
-        keys = list(zip(task_ids, urls, strict=True))
-        if (
-            fit_as_they_are([*task_ids, *urls], self.limits.max_label_value_length)
-            and len(set(keys)) == len(keys)
-            and self.progress_keys.isdisjoint(keys)
-        ):
-            self.progress_keys.update(keys)
-            progresses = [url.progress for _, url in chosen]
-            if progresses and (min(progresses) < 0 or max(progresses) > 100):
-                ratios = list(map(_ratio, progresses))
-            else:
-                ratios = list(map(truediv, progresses, repeat(100)))
-            # tuple.__new__ makes each at C speed; UnfinishedUrl(...) would call Python code.
-            rows = zip(task_ids, urls, ratios, strict=True)
-            self.url_progress.extend(map(tuple.__new__, repeat(UnfinishedUrl), rows))
-            return len(chosen)
-        for looked_at, (task_id, url) in enumerate(batch):
-            if not self.progress_room():
-                return looked_at
-            self.add_progress(task_id, url.url, url.progress)
-        return len(batch)
-
-    def add_progress(self, task_id: str, url: str, progress: int) -> None:
-        key = (self.bounded(task_id), self.bounded(url))
-        if key in self.progress_keys:  # two identical series: Prometheus rejects the scrape
-            self.anomalies["duplicate_url"] += 1
-            return
-        self.progress_keys.add(key)
-        self.count_cuts((task_id, url), key)
-        self.url_progress.append(UnfinishedUrl(key[0], key[1], _ratio(progress)))
-
-    def add_task_completion(self, task_id: str, seconds: float) -> None:
-        label = self.bounded(task_id)
-        self.count_cuts((task_id,), (label,))
-        self.task_completion.append((label, seconds))
-
-    def bounded(self, value: str) -> str:
-        return bounded_label_value(value, self.limits.max_label_value_length)
-
-    def count_cuts(self, values: tuple[str, ...], labels: tuple[str, ...]) -> None:
-        """Count the label values that are not their values, once each published series."""
-        self.anomalies["label_value_truncated"] += sum(map(ne, values, labels))

@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, compress, repeat
-from operator import attrgetter, eq, lt, sub
+from operator import attrgetter, eq, sub
 from typing import Final, TypeVar
 
 from exporter.gateway.answers import FINISHED, UNFINISHED, TaskInfo, UrlProgress
@@ -42,8 +42,7 @@ class Columns:
     ``addresses`` are the URLs' ``Url``s; ``creates`` their own CreateTimes, or their
     task's where they have none; ``durations`` their FinishTime minus that, negative
     where they have no completion time. ``domains`` is each task's domain, None where
-    its URLs have not one (filled in by :class:`DomainCounter`); the anomaly counts are
-    the page's.
+    its URLs have not one (filled in by :class:`DomainCounter`).
     """
 
     __slots__ = (
@@ -51,10 +50,8 @@ class Columns:
         "creates",
         "domains",
         "durations",
-        "finish_before_create",
         "finishes",
         "lengths",
-        "progress_out_of_range",
         "progresses",
         "statuses",
         "task_creates",
@@ -77,20 +74,14 @@ class Columns:
         self.durations = _completion_durations(self.finishes, creates)
         self.progresses: list[int] = list(map(_PROGRESS, self.urls))
         self.domains: list[str | None] = []
-        self.progress_out_of_range = 0
-        self.finish_before_create = 0
 
     @property
     def starts(self) -> list[int]:
         """Where each task's URLs start, and where the last one's end."""
         return list(accumulate(self.lengths, initial=0))
 
-    def durations_of(self, status: str, count: int) -> Iterable[int]:
-        """The durations of the ``count`` URLs whose raw status is ``status``."""
-        if count == len(self.statuses):
-            return self.durations
-        if not count:
-            return ()
+    def durations_of(self, status: str) -> Iterable[int]:
+        """The durations of the URLs whose raw status is ``status``."""
         return compress(self.durations, map(eq, self.statuses, repeat(status)))
 
 
@@ -136,17 +127,15 @@ class Totals:
         url_statuses = Counter(raw_statuses)
         self.url_statuses.update(url_statuses)
         columns.domains = self.domains.add_page(
-            columns.addresses, raw_statuses, url_statuses, columns.lengths, domain_of_prefix
+            columns.addresses, raw_statuses, columns.lengths, domain_of_prefix
         )
-        columns.progress_out_of_range = progress_out_of_range(columns.progresses)
-        self.progress_out_of_range += columns.progress_out_of_range
-        columns.finish_before_create = finished_before_created(
+        self.progress_out_of_range += progress_out_of_range(columns.progresses)
+        self.finish_before_create += finished_before_created(
             columns.finishes, columns.creates, columns.durations
         )
-        self.finish_before_create += columns.finish_before_create
         for status in FINISHED_RAW:
             self.completion_sums[status] += self.count_completions(
-                status, columns.durations_of(status, url_statuses[status])
+                status, columns.durations_of(status)
             )
         self._add_oldest(tasks, columns.task_creates)
         self.unfinished_urls += len(urls) - sum(url_statuses[status] for status in FINISHED_RAW)
@@ -160,7 +149,7 @@ class Totals:
         """Add another set's figures (of tasks not in this one)."""
         self._merge(other, 1)
         if other.oldest_unfinished is not None:
-            self.include_oldest(other.oldest_unfinished)
+            self._include_oldest(other.oldest_unfinished)
 
     def subtract(self, other: "Totals") -> None:
         """Take out the figures of tasks added before, none of them unfinished.
@@ -194,9 +183,9 @@ class Totals:
             default=None,
         )
         if oldest is not None:
-            self.include_oldest(oldest)
+            self._include_oldest(oldest)
 
-    def include_oldest(self, created: int) -> None:
+    def _include_oldest(self, created: int) -> None:
         """Count ``created`` among the unfinished tasks' CreateTimes (the oldest is kept)."""
         if self.oldest_unfinished is None or created < self.oldest_unfinished:
             self.oldest_unfinished = created
@@ -221,17 +210,13 @@ def progress_out_of_range(progresses: list[int]) -> int:
 
 
 def finished_before_created(finishes: list[int], creates: list[int], durations: list[int]) -> int:
-    """How many URLs have a FinishTime, and one before their CreateTime.
-
-    ``durations`` are FinishTime minus CreateTime: when none is negative, none is early.
-    FinishTime 0 means "not finished", so it is never early. Usually every CreateTime is
-    positive and each 0 counts as "before": the count is corrected without a second pass.
-    """
+    """How many URLs have a FinishTime (0: not finished), and one before their CreateTime;
+    none when no duration (FinishTime minus CreateTime) is negative, which a pass tells."""
     if not durations or min(durations) >= 0:
         return 0
-    if min(creates) > 0:
-        return int(sum(map(lt, finishes, creates))) - finishes.count(0)
-    return int(sum(map(lt, compress(finishes, finishes), compress(creates, finishes))))
+    return sum(
+        1 for finish, created in zip(finishes, creates, strict=True) if finish and finish < created
+    )
 
 
 def _completion_durations(finishes: list[int], creates: list[int]) -> list[int]:

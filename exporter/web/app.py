@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
-from prometheus_client.exposition import gzip_accepted
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.gateway.deadline import Deadline
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import Exposition
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.version import __version__
@@ -62,7 +61,7 @@ class ExporterApp:
 
     def __init__(
         self,
-        collector: PrefetchCollector,
+        collector: UcdnCollector,
         *,
         runtime: CollectorRegistry | None = None,
         timeouts: ScrapeTimeouts | None = None,
@@ -70,7 +69,6 @@ class ExporterApp:
         self._collector = collector
         self._runtime = runtime or CollectorRegistry()
         self._timeouts = timeouts or ScrapeTimeouts()
-        self._exposition = Exposition()
         self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
             "/metrics": self._metrics,
             "/probe": self._probe,
@@ -101,11 +99,11 @@ class ExporterApp:
     def _metrics(self, environ: "WSGIEnvironment") -> Response:
         deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
         metrics = self._collector.collect_within(deadline)
-        return self._expose(environ, [*self._runtime.collect(), *metrics], "/metrics")
+        return _expose(environ, [*self._runtime.collect(), *metrics])
 
     def _exporter_metrics(self, environ: "WSGIEnvironment") -> Response:
         metrics = self._collector.exporter_metrics()
-        return self._expose(environ, [*self._runtime.collect(), *metrics], "/exporter-metrics")
+        return _expose(environ, [*self._runtime.collect(), *metrics])
 
     def _probe(self, environ: "WSGIEnvironment") -> Response:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
@@ -119,7 +117,7 @@ class ExporterApp:
             return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
         deadline = self._timeouts.deadline(environ.get(_TIMEOUT_HEADER))
         metrics = self._collector.collect_probe(deadline, target)
-        return self._expose(environ, metrics, "/probe?" + _probe_query(target))
+        return _expose(environ, metrics)
 
     def _allowed_target(self, query: dict[str, list[str]]) -> Target | None:
         """The configured target the query names; user-supplied values never reach the API."""
@@ -132,17 +130,6 @@ class ExporterApp:
                 return target
         return None
 
-    def _expose(self, environ: "WSGIEnvironment", metrics: list["Metric"], page: str) -> Response:
-        accept = environ.get("HTTP_ACCEPT", "")
-        body, content_type = self._exposition.encode(metrics, accept, page)
-        headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            # Level 1: a third of level 6's CPU for a body a tenth larger (a scrape of
-            # 1,250 series: 0.3 ms and 8.2 KB against 0.85 ms and 7.5 KB).
-            body = gzip.compress(body, compresslevel=1)
-            headers.append(("Content-Encoding", "gzip"))
-        return "200 OK", headers, body
-
     def _landing(self, environ: "WSGIEnvironment") -> Response:
         probes = "".join(
             f'<li><a href="probe?{html.escape(_probe_query(t))}">'
@@ -151,6 +138,20 @@ class ExporterApp:
         )
         page = _LANDING.format(version=html.escape(__version__), probes=probes)
         return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page.encode()
+
+
+def _expose(environ: "WSGIEnvironment", metrics: list["Metric"]) -> Response:
+    """``metrics`` in the format the request's Accept header asks for, by prometheus_client's
+    own encoders (text 0.0.4 or 1.0.0, OpenMetrics, with the ``escaping`` asked for)."""
+    encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+    body = encoder(MetricsSnapshot(metrics))
+    headers = [("Content-Type", content_type)]
+    if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+        # Level 1: a third of level 6's CPU for a body a tenth larger (a scrape of
+        # 1,250 series: 0.3 ms and 8.2 KB against 0.85 ms and 7.5 KB).
+        body = gzip.compress(body, compresslevel=1)
+        headers.append(("Content-Encoding", "gzip"))
+    return "200 OK", headers, body
 
 
 def _probe_query(target: Target) -> str:

@@ -17,8 +17,9 @@ from conftest import url_entry
 from pydantic import SecretStr
 from simworld import World, fetch_window, task
 
+from exporter.collection.finished_counts import FinishedCounts
 from exporter.collection.kinds import TaskKind
-from exporter.collection.store import FinishedCounts, TaskStore
+from exporter.collection.store import TaskStore
 from exporter.collection.sync import SyncOptions, TaskSync
 from exporter.gateway.answers import (
     PREFETCH_ACTION,
@@ -161,7 +162,8 @@ def test_every_task_a_store_holds_comes_back_known_until_it_changes(
     store.add_page(fetch_window(client, NOW, LOOKBACK, {}).tasks, NOW - LOOKBACK, NOW, None)
     world.put({**waiting("b"), "Status": "process"})
     kinds = {
-        item.task_id: type(item) for item in fetch_window(client, NOW, LOOKBACK, store.keys).tasks
+        item.task_id: type(item)
+        for item in fetch_window(client, NOW, LOOKBACK, store.known.by_key).tasks
     }
     assert kinds == {"a": KnownTask, "b": TaskInfo, "c": KnownTask}  # b changed: decoded
 
@@ -218,7 +220,7 @@ def test_a_kept_unfinished_task_with_a_url_twice_still_counts_the_duplicate(
     world.put(task("dup", NOW - 100, "wait", twice))
     world.put(waiting("other"))
     sync = syncing()
-    for _ in range(2):  # the second from the figures the first kept
+    for _ in range(2):  # the second from the task the first kept
         collection = sync.collect(Deadline.after(10))
         assert collection.summary == summarize(fetch_window(client, NOW, LOOKBACK), LIMITS)
         assert collection.summary.anomalies["duplicate_url"] == 1

@@ -22,7 +22,7 @@ from exporter.gateway.answers import DOMAINS_ACTION, PREFETCH_ACTION, REFRESH_AC
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
+from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset, generate_tasks
 
@@ -151,7 +151,7 @@ def test_a_caller_with_a_short_deadline_gives_up_without_cancelling_the_shared_f
 ) -> None:
     """In process: a scrape with 0.3 s left gets up 0; one with time left gets the same fetch."""
     client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=ClientOptions())
-    collector = PrefetchCollector(client, [Target("", "cdn")])
+    collector = UcdnCollector(client, [Target("", "cdn")])
     api.faults.delay(1.0)
     try:
         with ThreadPoolExecutor(2) as pool:

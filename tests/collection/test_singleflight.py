@@ -24,7 +24,7 @@ from exporter.collection.singleflight import SharedFetches, ShutdownError
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
+from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset, generate_tasks
 
@@ -155,9 +155,9 @@ def api() -> Iterator[SimulatedApi]:
 
 
 @pytest.fixture
-def collector(api: SimulatedApi) -> Iterator[PrefetchCollector]:
+def collector(api: SimulatedApi) -> Iterator[UcdnCollector]:
     client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=ClientOptions())
-    prefetch = PrefetchCollector(client, [TARGET], default_timeout=10.0)
+    prefetch = UcdnCollector(client, [TARGET], default_timeout=10.0)
     yield prefetch
     prefetch.close()
     client.close()
@@ -168,7 +168,7 @@ def ups(metrics: list[Any]) -> list[float]:
 
 
 def collect_async(
-    pool: ThreadPoolExecutor, collector: PrefetchCollector, seconds: float
+    pool: ThreadPoolExecutor, collector: UcdnCollector, seconds: float
 ) -> Future[list[Any]]:
     collect: Callable[[Deadline], list[Any]] = collector.collect_within
     return pool.submit(collect, Deadline.after(seconds))
@@ -176,7 +176,7 @@ def collect_async(
 
 @pytest.mark.e2e  # seconds on loopback by design
 def test_a_patient_scrape_joining_a_hasty_scrapes_fetch_gets_its_answer(
-    api: SimulatedApi, collector: PrefetchCollector
+    api: SimulatedApi, collector: UcdnCollector
 ) -> None:
     """The hasty scrape starts the fetch with 0.1 s to live; the fetch must outlive it."""
     api.faults.delay(1.0)
@@ -190,7 +190,7 @@ def test_a_patient_scrape_joining_a_hasty_scrapes_fetch_gets_its_answer(
 
 
 def test_closing_the_collector_answers_a_scrape_stuck_on_a_silent_gateway_at_once(
-    api: SimulatedApi, collector: PrefetchCollector
+    api: SimulatedApi, collector: UcdnCollector
 ) -> None:
     api.faults.hang()
     with ThreadPoolExecutor(1) as pool:

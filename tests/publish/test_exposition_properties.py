@@ -37,8 +37,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 from exporter.gateway.transport import ClientOptions, _decode
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset
 from exporter.summary.target_summary import ANOMALIES, SummaryLimits
@@ -132,12 +131,12 @@ answers = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[SimulatedApi, PrefetchCollector]]:
+def served() -> Iterator[tuple[SimulatedApi, UcdnCollector]]:
     """One simulator and one collector for every example: a loopback round trip each."""
     api = SimulatedApi(PUBLIC, PRIVATE, StaticDataset({})).start()
     options = ClientOptions(page_size=PAGE_SIZE, max_pages=MAX_PAGES, max_retries=0)
     client = ApiClient(api.url, PUBLIC, SecretStr(PRIVATE), options=options)
-    collector = PrefetchCollector(
+    collector = UcdnCollector(
         client, [TARGET], limits=SummaryLimits(max_url_series=4, max_task_series=3)
     )
     try:
@@ -243,7 +242,7 @@ HUGE = 10**400  # past float's range: float() of it raises OverflowError
 # The gateway's rate limit: retried, then a failure of its own reason.
 @example({"RetCode": 153})
 def test_any_structured_answer_yields_a_valid_scrape(
-    served: tuple[SimulatedApi, PrefetchCollector],
+    served: tuple[SimulatedApi, UcdnCollector],
     caplog: pytest.LogCaptureFixture,
     answer: dict[str, Any],
 ) -> None:

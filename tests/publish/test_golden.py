@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 from conftest import FIXTURES, promtool, url_entry
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from pydantic import SecretStr
@@ -25,13 +27,13 @@ from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PREFETCH_FAMILIES
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Domain, Quota
 from exporter.simulator.static import StaticDataset
 from exporter.summary.target_summary import SummaryLimits
+from exporter.web.app import ExporterApp
 
 pytestmark = pytest.mark.system
 
@@ -126,7 +128,8 @@ QUOTAS = {
 
 
 @pytest.fixture
-def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
+def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollector]:
+    """A collector of the golden world, not yet collected."""
     dataset = StaticDataset(
         DATASET,
         refresh_tasks=REFRESH,
@@ -141,7 +144,7 @@ def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
     # golden file.
     options = ClientOptions(page_size=2, parallel_pages=1)
     client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=options)
-    collector = PrefetchCollector(
+    collector = UcdnCollector(
         client,
         [Target("web", "cdn"), Target("web", "dcdn")],
         kinds=[
@@ -151,9 +154,14 @@ def exposition(simulator: Callable[..., SimulatedApi]) -> Iterator[list[Any]]:
         wall_clock=lambda: NOW,
         extra=[QuotaSweeper(client, ["web"], interval=300, wall_clock=lambda: NOW)],
     )
-    yield collector.collect_within(Deadline.after(20))
+    yield collector
     collector.close()
     client.close()
+
+
+@pytest.fixture
+def exposition(golden_world: UcdnCollector) -> list[Any]:
+    return golden_world.collect_within(Deadline.after(20))
 
 
 def normalized(text: bytes) -> bytes:
@@ -193,6 +201,27 @@ def test_openmetrics_exposition_parses_strictly(exposition: list[Any]) -> None:
     # client library checks this one, and the real-Prometheus test scrapes it for real.
     text = generate_openmetrics(MetricsSnapshot(exposition)).decode()
     families = {family.name: family for family in parse_openmetrics(text)}
-    assert families[PREFETCH.url_completion.name].type == "gaugehistogram"
+    assert families[PREFETCH_FAMILIES.url_completion.name].type == "gaugehistogram"
     assert families[API_REQUESTS.name].type == "counter"
     assert text.endswith("# EOF\n")
+
+
+@pytest.mark.parametrize("accept", [None, "text/plain", "text/plain;version=0.0.4"])
+def test_the_app_serves_the_golden_file_to_a_text_scrape(
+    golden_world: UcdnCollector, accept: str | None
+) -> None:
+    # The golden file is text 0.0.4, what generate_latest writes: what the app answers a
+    # scrape that asks for no format, for text/plain or for its version 0.0.4.
+    environ: dict[str, Any] = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET"}
+    if accept is not None:
+        environ["HTTP_ACCEPT"] = accept
+    setup_testing_defaults(environ)
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> Any:
+        started.append((status, headers))
+
+    body = b"".join(ExporterApp(golden_world, runtime=CollectorRegistry())(environ, start_response))
+    [(status, headers)] = started
+    assert (status, dict(headers)["Content-Type"]) == ("200 OK", CONTENT_TYPE_PLAIN_0_0_4)
+    assert without_version(normalized(body)) == without_version(GOLDEN.read_bytes())

@@ -32,14 +32,12 @@ from exporter.metrics import (
     ALL_FAMILIES,
     API_REQUESTS,
     KIND_FAMILIES,
-    PREFETCH,
+    PREFETCH_FAMILIES,
     PROCESS_FAMILIES,
     TASK_KINDS,
     Family,
 )
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
-from exporter.publish.families import new_family
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
@@ -53,7 +51,7 @@ TARGETS = [Target("web", "cdn"), Target("web", "dcdn")]
 
 
 @pytest.fixture
-def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCollector]:
+def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollector]:
     dataset = StaticDataset(
         {
             ("web", False): generate_tasks(30, 4, now=NOW, seed=7),
@@ -68,15 +66,13 @@ def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[PrefetchCollec
     )
     kinds = [TaskKind.named(name, SummaryLimits(max_url_series=5)) for name in TASK_KINDS]
     sweeper = QuotaSweeper(client, ["web"], interval=300)
-    collector = PrefetchCollector(
-        client, TARGETS, kinds=kinds, wall_clock=lambda: NOW, extra=[sweeper]
-    )
+    collector = UcdnCollector(client, TARGETS, kinds=kinds, wall_clock=lambda: NOW, extra=[sweeper])
     yield collector
     collector.close()
     client.close()
 
 
-def scraped(collector: PrefetchCollector) -> dict[str, tuple[str, list[Sample]]]:
+def scraped(collector: UcdnCollector) -> dict[str, tuple[str, list[Sample]]]:
     """The OpenMetrics exposition, parsed strictly: family name -> (type, samples)."""
     text = generate_latest(MetricsSnapshot(collector.collect_within(Deadline.after(20))))
     return {f.name: (f.type, f.samples) for f in text_string_to_metric_families(text.decode())}
@@ -90,7 +86,7 @@ def own_label_names(family: Family, sample: Sample) -> set[str]:
 
 
 def test_the_exposition_has_exactly_the_contracts_families(
-    collector: PrefetchCollector,
+    collector: UcdnCollector,
 ) -> None:
     families = scraped(collector)
     # The text parser names a counter without its _total.
@@ -103,13 +99,13 @@ def test_the_exposition_has_exactly_the_contracts_families(
             assert own_label_names(family, sample) == set(family.label_names), sample
 
 
-def test_the_label_check_saw_every_family(collector: PrefetchCollector) -> None:
+def test_the_label_check_saw_every_family(collector: UcdnCollector) -> None:
     families = scraped(collector)
     for family in ALL_FAMILIES:
         assert families[family.name][1], f"{family.name}: the dataset gave it no sample"
 
 
-def test_a_registry_describes_without_calling_the_api(collector: PrefetchCollector) -> None:
+def test_a_registry_describes_without_calling_the_api(collector: UcdnCollector) -> None:
     registry = CollectorRegistry()
     before = collector_requests(collector)
     registry.register(collector)
@@ -121,7 +117,7 @@ def test_a_registry_describes_without_calling_the_api(collector: PrefetchCollect
     assert collector_requests(collector) > before
 
 
-def collector_requests(collector: PrefetchCollector) -> int:
+def collector_requests(collector: UcdnCollector) -> int:
     return sum(
         int(sample.value)
         for metric in collector.exporter_metrics()
@@ -130,7 +126,7 @@ def collector_requests(collector: PrefetchCollector) -> int:
     )
 
 
-def test_a_probe_has_only_the_per_target_families(collector: PrefetchCollector) -> None:
+def test_a_probe_has_only_the_per_target_families(collector: UcdnCollector) -> None:
     metrics = collector.collect_targets(Deadline.after(20), TARGETS[:1])
     assert [m.name for m in metrics] == [
         family.name for kind in TASK_KINDS for family in KIND_FAMILIES[kind].all()
@@ -155,7 +151,7 @@ def test_the_contract_names_every_family_once() -> None:
 def test_a_family_refuses_to_be_built_as_another_type() -> None:
     # The collector adds samples through the contract's type: a mismatch is a bug, loudly.
     with pytest.raises(TypeError, match="gaugehistogram"):
-        new_family(PREFETCH.url_completion, GaugeMetricFamily)
+        PREFETCH_FAMILIES.url_completion.new(GaugeMetricFamily)
 
 
 def test_scrape_timeouts_default_to_the_settings_defaults() -> None:
@@ -166,7 +162,7 @@ def test_scrape_timeouts_default_to_the_settings_defaults() -> None:
 
 
 def test_the_collectors_defaults_are_the_settings_defaults() -> None:
-    parameters = inspect.signature(PrefetchCollector).parameters
+    parameters = inspect.signature(UcdnCollector).parameters
     sync = SyncOptions()
     assert sync.lookback_seconds == setting_default("lookback_seconds")
     assert sync.resync_seconds == setting_default("resync_seconds")
@@ -177,13 +173,13 @@ def test_the_collectors_defaults_are_the_settings_defaults() -> None:
     assert parameters["default_timeout"].default == setting_default("max_scrape_timeout_seconds")
 
 
-def test_a_task_kind_names_its_action_prefix_and_limits() -> None:
+def test_a_task_kind_names_its_action_families_and_limits() -> None:
     limits = SummaryLimits(buckets=(1.0, 5.0))
     refresh = TaskKind.named("refresh", limits)
-    assert (refresh.action, refresh.prefix) == (REFRESH_ACTION, "ucdn_refresh_")
+    assert (refresh.action, refresh.families.up.name) == (REFRESH_ACTION, "ucdn_refresh_up")
     assert refresh.limits is limits
     prefetch = TaskKind.named("prefetch", SummaryLimits())
-    assert (prefetch.action, prefetch.prefix) == (PREFETCH_ACTION, "ucdn_prefetch_")
+    assert (prefetch.action, prefetch.families.up.name) == (PREFETCH_ACTION, "ucdn_prefetch_up")
 
 
 @pytest.mark.parametrize(
@@ -197,6 +193,6 @@ def test_a_collector_refuses_no_kinds_or_limits_beside_kinds(arguments: dict[str
     client = ApiClient("http://127.0.0.1:9", "p", SecretStr("k"))  # never called
     try:
         with pytest.raises(ValueError, match="kinds"):
-            PrefetchCollector(client, TARGETS, **arguments)
+            UcdnCollector(client, TARGETS, **arguments)
     finally:
         client.close()

@@ -36,8 +36,14 @@ from exporter.gateway.answers import ACTIONS
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.outcomes import OUTCOMES
 from exporter.gateway.transport import ClientOptions
-from exporter.metrics import API_REQUESTS, KIND_FAMILIES, PROCESS_FAMILIES, QUOTA, TASK_KINDS
-from exporter.publish.collector import PrefetchCollector
+from exporter.metrics import (
+    API_REQUESTS,
+    KIND_FAMILIES,
+    PROCESS_FAMILIES,
+    QUOTA_FAMILIES,
+    TASK_KINDS,
+)
+from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset, generate_tasks
 from exporter.summary.target_summary import SummaryLimits
@@ -45,7 +51,7 @@ from exporter.web.app import ExporterApp
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
-QUOTA_NAMES = {name for family in QUOTA.all() for name in family.sample_names}
+QUOTA_NAMES = {name for family in QUOTA_FAMILIES.all() for name in family.sample_names}
 QUOTA_OWNERS = {Target("org-a", "cdn"), Target("org-b", "cdn")}
 PROCESS_WIDE = tuple(name for family in PROCESS_FAMILIES for name in family.sample_names)
 
@@ -72,7 +78,7 @@ def app() -> Iterator[ExporterApp]:
     sweeper = QuotaSweeper(client, ["org-a", "org-b"], interval=300)
     # Every collection a full sync: the series of /metrics and of the probes, taken one
     # after the other, are then the same (an incremental one says sync="incremental").
-    collector = PrefetchCollector(
+    collector = UcdnCollector(
         client,
         TARGETS,
         kinds=kinds,

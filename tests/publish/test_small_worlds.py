@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
+from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
@@ -56,7 +56,7 @@ DATASET = {
 
 def exposition(client: ApiClient) -> bytes:
     """The text exposition of one collector of SHOP in a registry, duration and version masked."""
-    collector = PrefetchCollector(
+    collector = UcdnCollector(
         client,
         [SHOP],
         limits=SummaryLimits(max_url_series=2, max_task_series=1, buckets=(60.0, 3600.0)),

@@ -30,8 +30,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.paging import TaskWindow
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
-from exporter.publish.exposition import MetricsSnapshot
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import load_settings
 from exporter.settings.names import ConfigError
 from exporter.settings.target import Target
@@ -144,7 +143,7 @@ def huge_exposition() -> Iterator[str]:
     # Each answer carries a 50 MB value: above the default byte cap of one collection.
     options = ClientOptions(max_response_bytes=128 << 20, max_collection_bytes=128 << 20)
     client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY), options=options)
-    collector = PrefetchCollector(client, [Target("", "cdn"), Target("", "dcdn")])
+    collector = UcdnCollector(client, [Target("", "cdn"), Target("", "dcdn")])
     try:
         metrics = collector.collect_within(Deadline.after(60))
         yield generate_latest(MetricsSnapshot(metrics)).decode()

@@ -348,13 +348,13 @@ def test_domains_by_host_capped_with_ties_by_name() -> None:
     assert summary.domain_urls["_other"]["unknown"] == 1
 
 
-def test_a_page_of_one_host_is_counted_by_status() -> None:
+def test_tasks_of_one_host_are_counted_by_status() -> None:
     tasks = generate_tasks(50, 10, now=NOW, seed=2)
     summary = assert_same(window_of(tasks), SummaryLimits())
     assert list(summary.domain_urls) == ["cdn.example.com"]
 
 
-def test_a_first_url_without_host_does_not_name_the_page() -> None:
+def test_a_first_url_without_host_does_not_name_the_task() -> None:
     urls = [{"Url": "http:", "Status": "wait"}, {"Url": "http://h.example/x", "Status": "wait"}]
     task = {"TaskId": "t", "CreateTime": 1, "Status": "wait", "UrlLists": urls}
     summary = assert_same(window_of([task]), SummaryLimits())

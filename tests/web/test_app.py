@@ -9,7 +9,8 @@ process, are in test_probe.py (e2e).
 
 import gzip
 import io
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -17,12 +18,15 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from conftest import url_entry
 from exposition import samples, value
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from pydantic import SecretStr
 
 from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
-from exporter.publish.collector import PrefetchCollector
+from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
@@ -35,6 +39,39 @@ TEXT = "text/plain; charset=utf-8"
 # What Prometheus gets without an Accept header, and when it asks for OpenMetrics.
 EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+OPENMETRICS_UTF8 = (
+    "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+)
+TEXT_1_0_0_UTF8 = "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+# The Accept headers Prometheus sends, with scrape_protocols and the escaping scheme at
+# their defaults. Prometheus 2.42 to 2.48: scrape/scrape.go, the constant scrapeAcceptHeader.
+PROMETHEUS_2 = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+# Prometheus 3.0 to 3.3: scrape/scrape.go, acceptHeader() over config.DefaultScrapeProtocols
+# (config/config.go's ScrapeProtocolsHeaders), each with ";escaping=allow-utf-8" under the
+# default UTF-8 name validation (its text/plain;version=1.0.0 already carries one).
+PROMETHEUS_3_0 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;escaping=allow-utf-8;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;escaping=allow-utf-8;q=0.3,*/*;q=0.2"
+)
+# Prometheus 3.4 and later: scrape/scrape.go, acceptHeader(), escaping only on the 1.0.0
+# formats; spelled out in scrape/scrape_test.go's TestAcceptHeader of 3.5 and 3.14, with
+# the default escaping scheme (allow-utf-8), then with metric_name_escaping_scheme
+# underscores.
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+PROMETHEUS_3_UNDERSCORES = (
+    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=underscores;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 TARGETS = [
     Target("org-a", "cdn"),
     Target("org-a", "dcdn"),
@@ -85,7 +122,7 @@ def app(api: SimulatedApi) -> Iterator[ExporterApp]:
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions(page_size=2)
     )
-    collector = PrefetchCollector(client, TARGETS, wall_clock=lambda: NOW)
+    collector = UcdnCollector(client, TARGETS, wall_clock=lambda: NOW)
     # A stand-in for the process and GC collectors: one series only /metrics and
     # /exporter-metrics may carry.
     runtime = CollectorRegistry()
@@ -283,3 +320,71 @@ def test_gzip_is_served_when_accepted(app: ExporterApp) -> None:
     assert answer.headers["Content-Length"] == str(len(answer.body))
     assert value(samples(gzip.decompress(answer.body).decode()), "runtime_marker") == 1
     assert "Content-Encoding" not in call(app, "/exporter-metrics").headers
+
+
+# A target whose label values need escaping: non-ASCII, a quote, a backslash, a newline.
+ODD = Target("org-utf8", "cdn")
+ODD_URL = 'https://cdn.example.com/日本/"q"\\x\ny'
+ODD_LINE = (
+    'ucdn_prefetch_url_progress_ratio{platform="cdn",project_id="org-utf8",task_id="u-ü",'
+    'url="https://cdn.example.com/日本/\\"q\\"\\\\x\\ny"} 0.5\n'
+)
+DURATION = re.compile(r"^(ucdn_prefetch_scrape_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
+Encoder = Callable[[MetricsSnapshot], bytes]
+
+
+@pytest.fixture(scope="module")
+def cached() -> Iterator[tuple[ExporterApp, Callable[[], list[Metric]]]]:
+    """An app whose collector reuses its first answer for an hour, and what that collector
+    collects now with the app's runtime series first: the families of the app's scrapes."""
+    url = url_entry(ODD_URL, "process", NOW - 60, progress=50)
+    odd = {"TaskId": "u-ü", "CreateTime": NOW - 60, "Status": "process", "UrlLists": [url]}
+    dataset = StaticDataset({**DATASET, ("org-utf8", False): [odd]})
+    with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset) as api:
+        client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+        collector = UcdnCollector(
+            client, [*TARGETS, ODD], wall_clock=lambda: NOW, cache_seconds=3600
+        )
+        runtime = CollectorRegistry()
+        Gauge("runtime_marker", "Stands in for the runtime metrics.", registry=runtime).set(1)
+
+        def families() -> list[Metric]:
+            return [*runtime.collect(), *collector.collect_within(Deadline.after(10))]
+
+        yield ExporterApp(collector, runtime=runtime), families
+        collector.close()
+        client.close()
+
+
+def openmetrics(escaping: str) -> Encoder:
+    return lambda snapshot: generate_openmetrics(snapshot, escaping=escaping, version="1.0.0")
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type", "encoder"),
+    [
+        (PROMETHEUS_2, OPENMETRICS, openmetrics("underscores")),
+        (PROMETHEUS_3_0, OPENMETRICS_UTF8, openmetrics("allow-utf-8")),
+        (PROMETHEUS_3, OPENMETRICS_UTF8, openmetrics("allow-utf-8")),
+        (PROMETHEUS_3_UNDERSCORES, OPENMETRICS, openmetrics("underscores")),
+        ("text/plain", EXPOSITION, generate_latest),
+        ("text/plain;version=1.0.0;escaping=allow-utf-8", TEXT_1_0_0_UTF8,
+         lambda snapshot: generate_latest(snapshot, escaping="allow-utf-8")),
+        (None, EXPOSITION, generate_latest),
+    ],
+)  # fmt: skip
+def test_each_accept_header_gets_prometheus_clients_own_bytes(
+    cached: tuple[ExporterApp, Callable[[], list[Metric]]],
+    accept: str | None,
+    content_type: str,
+    encoder: Encoder,
+) -> None:
+    app, families = cached
+    answer = call(app, "/metrics", **({} if accept is None else {"ACCEPT": accept}))
+    assert answer.status == "200 OK"
+    assert answer.headers["Content-Type"] == content_type
+    # The same collection (the cache's), scraped again: only the measured durations differ.
+    expected = encoder(MetricsSnapshot(families())).decode()
+    assert DURATION.sub(r"\1 <duration>", answer.text) == DURATION.sub(r"\1 <duration>", expected)
+    assert ODD_LINE in answer.text  # escaped as prometheus_client escapes a label value
+    assert answer.text.endswith("# EOF\n") == content_type.startswith("application/openmetrics")

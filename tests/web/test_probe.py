@@ -2,7 +2,7 @@
 
 A configured target answers with its own series only, and costs requests for that target
 only. Anything else is 400 and never reaches the API: user-supplied values must not
-become upstream calls; each refusal is checked in process in test_app_wsgi.py, one here
+become upstream calls; each refusal is checked in process in test_app.py, one here
 over real HTTP. ``/metrics`` keeps serving every target, with the runtime metrics.
 """
 
