@@ -6,7 +6,6 @@ settings model, so ``--help`` always lists every setting with its variable and d
 
 import argparse
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -344,7 +343,6 @@ def serve(
             }
         },
     )
-    _settle_garbage_collector()
     server.serve_forever()
     return 0
 
@@ -385,18 +383,3 @@ def _exit_after(seconds: float) -> threading.Timer:
     timer.name = "shutdown-watchdog"
     timer.start()
     return timer
-
-
-def _settle_garbage_collector() -> None:
-    """Spare each scrape the cycle collector's passes over data that has no cycles.
-
-    The answers' structs are outside the collector's sight, but a scrape of 100,000 URLs
-    still allocates enough lists (the pages' columns, the URL lists) to run it about 7
-    times at CPython's default threshold of 700, each time walking the young lists and
-    every object loaded at start-up: 11 to 17 ms a scrape. Freezing the start-up objects
-    and collecting every 10,000 allocations leaves no collection in a scrape (see
-    benchmarks/); the garbage cycles it still has to find are few and small.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
