@@ -285,7 +285,12 @@ def build_context() -> list[str]:
 
 def test_dockerignore_keeps_tests_git_and_caches_out() -> None:
     rules = dockerignore_rules()
-    for path in ("tests/shipped/test_packaging.py", ".git/HEAD", ".env", "exporter/__pycache__/x.pyc"):
+    for path in (
+        "tests/shipped/test_packaging.py",
+        ".git/HEAD",
+        ".env",
+        "exporter/__pycache__/x.pyc",
+    ):
         assert excluded(path, rules), path
     for path in ("pyproject.toml", "exporter/__init__.py", "exporter/cli.py", "LICENSE"):
         assert not excluded(path, rules), path
