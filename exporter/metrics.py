@@ -11,7 +11,7 @@ import it without the client or the server.
 """
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -82,6 +82,17 @@ class Family:
             raise TypeError(f"{self.name} is a {self.type}, not a {kind.__name__}")
         # Each of these classes takes its labels by that keyword.
         return kind(self.name, documentation, labels=list(self.label_names))  # type: ignore[call-arg]
+
+
+_M = TypeVar("_M", bound=Metric)
+
+
+def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
+    """The contract's empty family, as the metric class the caller adds samples with
+    (a TypeError if the contract and the caller disagree: a bug)."""
+    metric = family.new(cache_note, kind)
+    assert isinstance(metric, kind)  # built as one
+    return metric
 
 
 # The process' own families: they belong to no target.

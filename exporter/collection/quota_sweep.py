@@ -38,8 +38,7 @@ from exporter.collection.singleflight import ShutdownError
 from exporter.gateway.answers import DomainInfo, QuotaResponse
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
-from exporter.metrics import QUOTA
-from exporter.publish.families import new_family
+from exporter.metrics import QUOTA, new_family
 from exporter.settings.target import DEFAULT_PROJECT_LABEL
 
 KINDS = ("prefetch", "refresh_file", "refresh_dir")

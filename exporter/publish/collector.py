@@ -37,8 +37,8 @@ from exporter.gateway.answers import ACTIONS
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
-from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
-from exporter.publish.families import SeriesMemo, TargetFamilyBuilder, go_float, new_family
+from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES, new_family
+from exporter.publish.families import SeriesMemo, TargetFamilyBuilder, go_float
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
 from exporter.summary.target_summary import SummaryLimits

@@ -8,7 +8,7 @@ always, figures only from a successful collection.
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,12 +21,9 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.collection.sync import Collection
 from exporter.gateway.answers import FINISHED, STATUSES
-from exporter.metrics import Family, TargetFamilies
+from exporter.metrics import TargetFamilies, new_family
 from exporter.publish.exposition import GaugeRuns
 from exporter.summary.target_summary import ANOMALIES, TargetSummary
-
-_M = TypeVar("_M", bound=Metric)
-
 
 # A series as (*its label values after the target's, its value): an UnfinishedUrl is one.
 Row = tuple[Any, ...]
@@ -220,14 +217,6 @@ class TargetFamilyBuilder:
                 for status in STATUSES
             ],
         )
-
-
-def new_family(family: Family, kind: type[_M], cache_note: str = "") -> _M:
-    """The contract's empty family, as the metric class the collector adds samples with
-    (a TypeError if the contract and the collector disagree: a bug)."""
-    metric = family.new(cache_note, kind)
-    assert isinstance(metric, kind)  # built as one
-    return metric
 
 
 def go_float(value: float) -> str:

@@ -36,10 +36,10 @@ from exporter.metrics import (
     PROCESS_FAMILIES,
     TASK_KINDS,
     Family,
+    new_family,
 )
 from exporter.publish.collector import PrefetchCollector
 from exporter.publish.exposition import MetricsSnapshot
-from exporter.publish.families import new_family
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
