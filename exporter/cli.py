@@ -38,6 +38,7 @@ from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
 from exporter.web.app import ExporterApp, ScrapeTimeouts
+from exporter.web.connections import UnsupportedCherootError
 from exporter.web.server import WebServer
 from exporter.web.web_config import WebConfigError, load_web_config
 
@@ -293,7 +294,13 @@ def serve(
         offset=settings.scrape_timeout_offset_seconds, maximum=settings.max_scrape_timeout_seconds
     )
     app = ExporterApp(collector, runtime=_runtime_registry(), timeouts=timeouts)
-    server = WebServer(app, host, port, web_config=web_config, max_requests=settings.max_requests)
+    try:
+        server = WebServer(
+            app, host, port, web_config=web_config, max_requests=settings.max_requests
+        )
+    except UnsupportedCherootError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:

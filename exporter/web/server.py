@@ -177,7 +177,7 @@ class WebServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. ``https://127.0.0.1:9100/``."""
-        scheme = "https" if self._server.ssl_adapter is not None else "http"
+        scheme = "https" if self._server.tls_context is not None else "http"
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{scheme}://{host}:{self.port}/"
 
