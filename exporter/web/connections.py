@@ -187,8 +187,7 @@ class _HeadReadingConnections:
     @property
     def can_add_keepalive_connection(self) -> bool:
         """Whether a worker may keep its connection open after answering."""
-        limit = self.server.keep_alive_conn_limit
-        return limit is None or self._waiting_count() < limit
+        return self._waiting_count() < self.server.keep_alive_conn_limit
 
     def put(self, conn: _HardenedConnection) -> None:
         """Take back a kept-alive connection to wait for its next request head."""
@@ -336,7 +335,8 @@ def _handshake(conn: _HardenedConnection, server: HardenedServer) -> int:
         if err.reason == "HTTP_REQUEST":
             _answer_plain_http(sock)
         raise _CloseConnectionError(f"TLS handshake failed: {err.reason}") from None
-    if not server.client_certificate_allowed(sock.getpeercert() or {}):
+    assert server.web_config is not None  # TLS comes from a web config
+    if not server.web_config.client_certificate_allowed(sock.getpeercert() or {}):
         raise _CloseConnectionError("client certificate has no allowed SAN")
     # What cheroot's own TLS adapter would tell the application (cheroot, knowing no
     # adapter, says http).
@@ -379,7 +379,7 @@ class HardenedServer(cheroot_wsgi.Server):
         self.header_timeout = header_timeout
         self.max_request_header_size = MAX_HEADER_BYTES
         self.max_request_body_size = _MAX_BODY_BYTES
-        self._web_config = web_config
+        self.web_config = web_config
         self.tls_context = web_config.ssl_context() if web_config is not None else None
 
     def prepare(self) -> None:
@@ -387,12 +387,6 @@ class HardenedServer(cheroot_wsgi.Server):
         super().prepare()
         self._connections.close()  # cheroot's own, which has no connection yet
         self._connections = _HeadReadingConnections(self)
-
-    def client_certificate_allowed(self, peer_certificate: dict[str, Any]) -> bool:
-        """Whether the client certificate passes ``client_allowed_sans``."""
-        if self._web_config is None:
-            return True
-        return self._web_config.client_certificate_allowed(peer_certificate)
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """Send cheroot's messages to logging; below WARNING they are client faults."""
