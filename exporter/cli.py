@@ -6,7 +6,6 @@ settings model, so ``--help`` always lists every setting with its variable and d
 
 import argparse
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -19,10 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import REGISTRY
 from pydantic import SecretStr
 
 from exporter.collection.kinds import TaskKind
@@ -39,8 +35,9 @@ from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
 from exporter.web.app import ExporterApp, ScrapeTimeouts
+from exporter.web.connections import UnsupportedCherootError
 from exporter.web.server import WebServer
-from exporter.web.web_config import WebConfigError, load_web_config
+from exporter.web.web_config import WebConfig, WebConfigError, load_web_config
 
 # From SIGTERM to exit, at the most, whatever any thread is doing: far below Kubernetes'
 # default grace of 30 s, and above the web server's own grace (3 s) for slow readers.
@@ -183,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return check_config(settings, client)
             if args.once:
                 return collect_once(settings, collector, args.output)
-            return serve(settings, collector, web_config, client=client)
+            return serve(settings, collector, client, web_config)
         finally:
             collector.close()
             client.close()
@@ -272,29 +269,27 @@ def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
     )
 
 
-def _runtime_registry() -> CollectorRegistry:
-    """The process, platform and GC metrics every client library exporter carries."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
-
-
 def serve(
     settings: Settings,
     collector: UcdnCollector,
-    web_config: Any,
-    *,
-    client: ApiClient | None = None,
+    client: ApiClient,
+    web_config: WebConfig | None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`."""
     host, port = settings.listen_host_port
     timeouts = ScrapeTimeouts(
         offset=settings.scrape_timeout_offset_seconds, maximum=settings.max_scrape_timeout_seconds
     )
-    app = ExporterApp(collector, runtime=_runtime_registry(), timeouts=timeouts)
-    server = WebServer(app, host, port, web_config=web_config, max_requests=settings.max_requests)
+    # The client library's default registry holds what every Python exporter carries: the
+    # process, platform and GC collectors, and nothing else (no metric of ours is in it).
+    app = ExporterApp(collector, runtime=REGISTRY, timeouts=timeouts)
+    try:
+        server = WebServer(
+            app, host, port, web_config=web_config, max_requests=settings.max_requests
+        )
+    except UnsupportedCherootError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -306,8 +301,7 @@ def serve(
         # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
         # threads are free to end; then no request of ours is left on the wire.
         collector.close()
-        if client is not None:
-            client.close()
+        client.close()
         server.stop()
         # Every answer anyone reads has been sent: a thread still in a request to the
         # gateway now only holds up the exit, so it gets a moment rather than the grace.
@@ -344,7 +338,6 @@ def serve(
             }
         },
     )
-    _settle_garbage_collector()
     server.serve_forever()
     return 0
 
@@ -385,18 +378,3 @@ def _exit_after(seconds: float) -> threading.Timer:
     timer.name = "shutdown-watchdog"
     timer.start()
     return timer
-
-
-def _settle_garbage_collector() -> None:
-    """Spare each scrape the cycle collector's passes over data that has no cycles.
-
-    The answers' structs are outside the collector's sight, but a scrape of 100,000 URLs
-    still allocates enough lists (the pages' columns, the URL lists) to run it about 7
-    times at CPython's default threshold of 700, each time walking the young lists and
-    every object loaded at start-up: 11 to 17 ms a scrape. Freezing the start-up objects
-    and collecting every 10,000 allocations leaves no collection in a scrape (see
-    benchmarks/); the garbage cycles it still has to find are few and small.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)

@@ -96,27 +96,25 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._fixed is None and self._signatures is None:
             return True
-        message = record.getMessage()
-        if self._found(message):
-            record.msg, record.args = self._redact(message), None
+        record.msg, record.args = self._redact(record.getMessage()), None
         # The structured fields and a traceback's text are printed too: a library's
         # exception message can carry anything it was handed.
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict) and any(self._found(str(v)) for v in fields.values()):
-            record.fields = {
-                key: self._redact(str(value)) if self._found(str(value)) else value
-                for key, value in fields.items()
-            }
+        if isinstance(fields, dict):
+            record.fields = {key: self._redact_value(value) for key, value in fields.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self._found(record.exc_text):
+        if record.exc_text:
             record.exc_text = self._redact(record.exc_text)
-        if record.stack_info and self._found(record.stack_info):
+        if record.stack_info:
             record.stack_info = self._redact(record.stack_info)
         return True
 
-    def _found(self, text: str) -> bool:
-        return self._redact(text) != text
+    def _redact_value(self, value: Any) -> Any:
+        # A field keeps its type (a float is written to 3 places) unless it held a secret.
+        text = str(value)
+        redacted = self._redact(text)
+        return value if redacted == text else redacted
 
     def _redact(self, text: str) -> str:
         if self._fixed is not None:

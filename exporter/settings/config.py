@@ -10,13 +10,13 @@ names the setting and never echoes its value.
 """
 
 import itertools
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -48,18 +48,20 @@ DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
 # 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
 DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
-CommaList = Annotated[list[str], NoDecode]
-CommaFloats = Annotated[list[float], NoDecode]
-
-
-def _key_alias(name: str) -> AliasChoices:
-    return AliasChoices(ENV_PREFIX + name, "UCLOUD_" + name, name.lower())
-
 
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+# A list setting is written comma-separated, in a flag as in the environment.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+CommaFloats = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
+
+
+def _key_alias(name: str) -> AliasChoices:
+    return AliasChoices(ENV_PREFIX + name, "UCLOUD_" + name, name.lower())
 
 
 class Settings(BaseSettings):
@@ -70,6 +72,8 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
         extra="ignore",
         populate_by_name=True,
+        # No setting has a use for inf or NaN, and +Inf is a histogram's own last bucket.
+        allow_inf_nan=False,
     )
 
     public_key: str = Field(
@@ -97,7 +101,6 @@ class Settings(BaseSettings):
         900,
         ge=0,
         le=31 * 86400,
-        allow_inf_nan=False,
         description="how often the whole window is fetched again; between, only what changed; "
         "0 fetches it whole on every scrape",
     )
@@ -158,7 +161,6 @@ class Settings(BaseSettings):
         300,
         ge=0,
         le=86400,
-        allow_inf_nan=False,
         description="how often the domains' daily quotas are asked for; 0 never asks",
     )
     quota_parallel_requests: int = Field(
@@ -167,14 +169,12 @@ class Settings(BaseSettings):
     cache_seconds: float = Field(
         0,
         ge=0,
-        allow_inf_nan=False,
         description="reuse an answer for this long; 0 fetches on every scrape",
     )
     request_timeout_seconds: float = Field(
         10,
         gt=0,
         le=600,
-        allow_inf_nan=False,
         description="timeout of one API request (connect and each read)",
     )
     max_retries: int = Field(
@@ -195,7 +195,6 @@ class Settings(BaseSettings):
     max_api_requests_per_second: float = Field(
         0,
         ge=0,
-        allow_inf_nan=False,
         description="most API requests per second, shared by every target (keeps a fleet "
         "under the gateway's rate limit, RetCode 153); 0 means no limit",
     )
@@ -205,13 +204,11 @@ class Settings(BaseSettings):
     scrape_timeout_offset_seconds: float = Field(
         0.5,
         ge=0,
-        allow_inf_nan=False,
         description="subtracted from Prometheus' scrape timeout header",
     )
     max_scrape_timeout_seconds: float = Field(
         30,
         gt=0,
-        allow_inf_nan=False,
         description="deadline of a scrape without a timeout header, and cap of one with it",
     )
     listen_address: str = Field(
@@ -237,18 +234,6 @@ class Settings(BaseSettings):
     demo: bool = Field(
         False, description="serve a built-in simulated API on loopback and need no account"
     )
-
-    @field_validator(
-        "project_ids",
-        "platforms",
-        "histogram_buckets",
-        "task_kinds",
-        "refresh_buckets",
-        mode="before",
-    )
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return _split_commas(value)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -290,9 +275,6 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty, strictly increasing list of seconds")
         if value[0] <= 0:
             raise ValueError("bucket bounds must be positive")
-        # +Inf is the histogram's own last bucket; NaN would be a bucket no value falls in.
-        if not all(math.isfinite(bound) for bound in value):
-            raise ValueError("bucket bounds must be finite numbers")
         return value
 
     @field_validator("api_url")
@@ -350,11 +332,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags, then the environment, then our own key files instead of pydantic's.
-
-        pydantic's secrets source would open a file for every setting, block for ever on
-        a FIFO, and print a warning line for a missing directory.
-        """
+        """Flags, then the environment, then our own key files instead of pydantic's
+        secrets source (:mod:`exporter.settings.secret_files` says why)."""
         directory = None
         if isinstance(file_secret_settings, SecretsSettingsSource):
             directory = file_secret_settings.secrets_dir

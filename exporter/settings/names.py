@@ -37,9 +37,6 @@ def describe_error(error: ValidationError) -> str:
         location = [first.get("ctx", {})["field"]]
     if not location:  # a whole-model check: its message names the setting itself
         return f"invalid configuration: {message}"
-    field = location[0].lower()
-    if field.startswith(ENV_PREFIX.lower()):
-        field = field[len(ENV_PREFIX) :]
-    if field.startswith("ucloud_"):
-        field = field[len("ucloud_") :]
-    return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
+    # The location is the field, or the alias it was read under (UCDN_EXPORTER_X, UCLOUD_X).
+    field = location[0].lower().removeprefix(ENV_PREFIX.lower()).removeprefix("ucloud_")
+    return str(setting_error(field, message))

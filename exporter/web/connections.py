@@ -1,14 +1,23 @@
 """The hardened connection machinery under the web server: no worker waits for a client.
 
-cheroot's selector loop reads the TLS handshake and the request head without blocking
-(``_HeadReadingConnections``); a worker gets a connection only once its head is in, and
-one whose head has not come within ``header_timeout`` is closed. :class:`HardenedServer`
-is cheroot's WSGI server with these connections; :mod:`exporter.web.server` wraps it.
+One selector loop accepts connections, completes TLS handshakes and reads request heads
+without blocking (``_HeadReadingConnections``); a worker gets a connection only once its
+head is in, and one whose head has not come within ``header_timeout`` is closed.
+:class:`HardenedServer` is cheroot's WSGI server with this loop; :mod:`exporter.web.server`
+wraps it.
+
+cheroot has no public hook for any of this: the loop stands in for the connection manager
+that cheroot's server keeps in ``_connections``, and the connections and requests here
+subclass cheroot's. :data:`CHEROOT_INTERNALS` lists every part of cheroot outside its
+documented API that this relies on; a server refuses to start, naming what is missing,
+on a cheroot that lacks one, rather than serve unhardened. pyproject.toml admits the
+cheroot versions these were checked on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import selectors
@@ -19,10 +28,10 @@ import time
 from typing import Any, Final
 from wsgiref.types import WSGIApplication
 
+import cheroot
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
-from cheroot.makefile import MakeFile
-from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cheroot.makefile import MakeFile, StreamReader
 
 from exporter.web.framing import FramingCheckedHeaderReader
 from exporter.web.head_reader import MAX_HEADER_BYTES, HeadReader
@@ -30,16 +39,88 @@ from exporter.web.web_config import WebConfig
 
 _log = logging.getLogger(__name__)
 
+# Each part of cheroot, outside its documented API, that the hardening relies on: the
+# class, the member, and the names (attributes it touches, parameters it takes) that the
+# member's code must still use for the hardening to hold.
+CHEROOT_INTERNALS: Final[tuple[tuple[type, str, tuple[str, ...]], ...]] = (
+    # The server drives the connection manager that prepare() makes; ours replaces it.
+    (cheroot_server.HTTPServer, "prepare", ("_connections",)),
+    (cheroot_server.HTTPServer, "serve", ("_connections", "run", "expiration_interval")),
+    (cheroot_server.HTTPServer, "stop", ("_connections", "stop", "close")),
+    (cheroot_server.HTTPServer, "put_conn", ("_connections", "put", "conn")),
+    (
+        cheroot_server.HTTPServer,
+        "can_add_keepalive_connection",
+        ("_connections", "can_add_keepalive_connection"),
+    ),
+    (cheroot_server.HTTPServer, "process_conn", ("conn",)),
+    (cheroot_server.HTTPServer, "ConnectionClass", ()),
+    (cheroot_server.HTTPServer, "keep_alive_conn_limit", ()),
+    (cheroot_server.HTTPServer, "error_log", ("msg", "level", "traceback")),
+    # A connection reads its requests from the rfile that ours puts in place.
+    (
+        cheroot_server.HTTPConnection,
+        "__init__",
+        ("server", "sock", "makefile", "rfile", "rbufsize", "socket"),
+    ),
+    (cheroot_server.HTTPConnection, "RequestHandlerClass", ()),
+    (cheroot_server.HTTPConnection, "remote_addr", ()),
+    (cheroot_server.HTTPConnection, "remote_port", ()),
+    (cheroot_server.HTTPConnection, "ssl_env", ()),
+    # A request parses its head with header_reader and says whether a body follows.
+    (
+        cheroot_server.HTTPRequest,
+        "read_request_headers",
+        ("header_reader", "inheaders", "chunked_read", "close_connection"),
+    ),
+    (cheroot_server.HTTPRequest, "header_reader", ()),
+    (cheroot_server.HeaderReader, "__call__", ("rfile", "hdict", "readline")),
+    # The head reader is cheroot's buffered reader over another raw stream.
+    (StreamReader, "__init__", ("bytes_read",)),
+    (StreamReader, "has_data", ()),
+)
+
 _MAX_BODY_BYTES = 64 * 1024
 # Connections waiting for their head beyond this many: the oldest is closed. Bounds the
 # memory of buffered heads (64 KiB each at most) and the descriptors a flood can hold.
 _MAX_WAITING_CONNECTIONS = 512
-# How often the selector loop wakes to close connections past their head deadline.
+# How often the selector loop wakes to close connections past their head deadline, and
+# to see whether stop() was asked for.
 _SWEEP_SECONDS = 0.25
-_WAKE: Final = object()  # the selector key of the stop() wake-up socket
 _READ_CHUNK = 16 * 1024
 # How long stop() lets in-flight requests finish before cutting their sockets.
 _SHUTDOWN_GRACE_SECONDS = 3
+_ABSENT: Final = object()
+
+
+class UnsupportedCherootError(Exception):
+    """The installed cheroot lacks a part the hardening relies on; the message names it."""
+
+
+def missing_cheroot_internals(
+    internals: tuple[tuple[type, str, tuple[str, ...]], ...] = CHEROOT_INTERNALS,
+) -> list[str]:
+    """What of ``internals`` the installed cheroot lacks, one description each."""
+    missing = []
+    for owner, member, uses in internals:
+        found = inspect.getattr_static(owner, member, _ABSENT)
+        if found is _ABSENT:
+            missing.append(f"{owner.__name__}.{member}")
+            continue
+        code = getattr(getattr(found, "fget", found), "__code__", None)
+        names = set() if code is None else {*code.co_names, *code.co_varnames}
+        if absent := [name for name in uses if name not in names]:
+            missing.append(f"{owner.__name__}.{member} using {', '.join(absent)}")
+    return missing
+
+
+def _require_cheroot_internals() -> None:
+    missing = missing_cheroot_internals()
+    if missing:
+        raise UnsupportedCherootError(
+            f"cheroot {cheroot.__version__} lacks what the hardened web server relies on "
+            f"({'; '.join(missing)}): install the cheroot version pyproject.toml names"
+        )
 
 
 class _HardenedRequest(cheroot_server.HTTPRequest):
@@ -100,21 +181,16 @@ class _HeadReadingConnections:
         # Guards the selector's registrations, which workers change through put().
         self._lock = threading.Lock()
         self._selector.register(server.socket, selectors.EVENT_READ, None)
-        # stop() writes here, so that the loop ends now rather than at its next sweep.
-        self._wake, self._waker = socket.socketpair()
-        self._selector.register(self._wake, selectors.EVENT_READ, _WAKE)
         self._stop_requested = False
         self._serving = threading.Event()
 
     @property
     def can_add_keepalive_connection(self) -> bool:
         """Whether a worker may keep its connection open after answering."""
-        limit = self.server.keep_alive_conn_limit
-        return limit is None or self._waiting_count() < limit
+        return self._waiting_count() < self.server.keep_alive_conn_limit
 
     def put(self, conn: _HardenedConnection) -> None:
         """Take back a kept-alive connection to wait for its next request head."""
-        conn.last_used = time.time()
         self._wait_for_head(conn)
         if conn.rfile.head_complete():  # a pipelined request already at hand
             self._hand_over(conn)
@@ -130,7 +206,7 @@ class _HeadReadingConnections:
                 for key, _ in self._selector.select(timeout=_SWEEP_SECONDS):
                     if key.data is None:
                         self._accept()
-                    elif key.data is not _WAKE:
+                    else:
                         self._advance(key.data)
                 now = time.monotonic()
                 if now >= next_sweep:
@@ -140,10 +216,8 @@ class _HeadReadingConnections:
             self._serving.clear()
 
     def stop(self) -> None:
-        """Ask the loop to end, wake it, and wait until it has."""
+        """Ask the loop to end and wait until it has, within one sweep."""
         self._stop_requested = True
-        with contextlib.suppress(OSError):
-            self._waker.send(b"\0")
         while self._serving.is_set():
             time.sleep(0.01)
 
@@ -152,25 +226,23 @@ class _HeadReadingConnections:
         for conn in self._waiting():
             conn.close()
         self._selector.close()
-        self._wake.close()
-        self._waker.close()
 
     def _accept(self) -> None:
         try:
             sock, address = self.server.socket.accept()
         except OSError:  # the client gave up first, or the server socket is closing
             return
-        makefile: Any = MakeFile
-        if self.server.ssl_adapter is not None:
+        if self.server.tls_context is not None:
             try:
-                sock, _ = self.server.ssl_adapter.wrap(sock)
+                # No handshake here: a silent client would stall the loop; _read_head does it.
+                sock = self.server.tls_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
             except OSError:  # reset before it could be wrapped
                 sock.close()
                 return
-            makefile = self.server.ssl_adapter.makefile
-        conn = self.server.ConnectionClass(self.server, sock, makefile)
-        if isinstance(address, tuple):
-            conn.remote_addr, conn.remote_port = address[0], address[1]
+        conn = self.server.ConnectionClass(self.server, sock, MakeFile)
+        conn.remote_addr, conn.remote_port = address[:2]
         if self._waiting_count() >= _MAX_WAITING_CONNECTIONS:
             self._drop(min(self._waiting(), key=lambda waiting: waiting.head_deadline))
         self._wait_for_head(conn)
@@ -220,11 +292,11 @@ class _HeadReadingConnections:
     def _waiting(self) -> list[_HardenedConnection]:
         with self._lock:
             keys = list(self._selector.get_map().values())
-        return [key.data for key in keys if key.data is not None and key.data is not _WAKE]
+        return [key.data for key in keys if key.data is not None]
 
     def _waiting_count(self) -> int:
         with self._lock:
-            return len(self._selector.get_map()) - 2  # the listening and the wake-up socket
+            return len(self._selector.get_map()) - 1  # the listening socket
 
 
 def _read_head(conn: _HardenedConnection, server: HardenedServer) -> int:
@@ -263,45 +335,22 @@ def _handshake(conn: _HardenedConnection, server: HardenedServer) -> int:
         if err.reason == "HTTP_REQUEST":
             _answer_plain_http(sock)
         raise _CloseConnectionError(f"TLS handshake failed: {err.reason}") from None
-    if not server.client_certificate_allowed(sock.getpeercert() or {}):
+    assert server.web_config is not None  # TLS comes from a web config
+    if not server.web_config.client_certificate_allowed(sock.getpeercert() or {}):
         raise _CloseConnectionError("client certificate has no allowed SAN")
-    conn.ssl_env = server.ssl_adapter.get_environ(sock)
+    # What cheroot's own TLS adapter would tell the application (cheroot, knowing no
+    # adapter, says http).
+    conn.ssl_env = {"wsgi.url_scheme": "https", "HTTPS": "on"}
     conn.handshaken = True
     return 0
 
 
-class _DeferredHandshakeAdapter(BuiltinSSLAdapter):
-    """Wraps accepted sockets without a handshake; the selector loop does it, unblocking.
-
-    ``wrap`` runs in the accept loop, where a blocking handshake would stall every other
-    connection behind one silent client.
-    """
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        # BuiltinSSLAdapter.__init__ insists on certificate file names and builds its own
-        # context; the Adapter base only records attributes.
-        super(BuiltinSSLAdapter, self).__init__(None, None)
-        self.context = context
-
-    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
-        """Wrap the socket for TLS without handshaking; no peer details exist yet."""
-        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return wrapped, self.get_environ(wrapped)
-
-    # cheroot's stubs declare Adapter.get_environ without the socket its subclasses take.
-    def get_environ(self, sock: ssl.SSLSocket) -> dict[str, str]:  # type: ignore[override]
-        """WSGI environ entries; protocol, cipher and client verdict once handshaken."""
-        environ = {"wsgi.url_scheme": "https", "HTTPS": "on"}
-        cipher = sock.cipher()
-        if cipher is not None:
-            environ["SSL_PROTOCOL"] = cipher[1]
-            environ["SSL_CIPHER"] = cipher[0]
-            environ["SSL_CLIENT_VERIFY"] = "SUCCESS" if sock.getpeercert() else "NONE"
-        return environ
-
-
 class HardenedServer(cheroot_wsgi.Server):
-    """cheroot's WSGI server with our connections, head reading loop and logging."""
+    """cheroot's WSGI server with our connections, head reading loop and logging.
+
+    TLS is ours too: cheroot's TLS adapter handshakes in its accept loop, where one
+    silent client would stall every other, so none is set and ``tls_context`` wraps.
+    """
 
     ConnectionClass = _HardenedConnection
     _connections: Any  # cheroot's ConnectionManager until prepare() puts ours in
@@ -316,6 +365,7 @@ class HardenedServer(cheroot_wsgi.Server):
         header_timeout: float,
         web_config: WebConfig | None,
     ) -> None:
+        _require_cheroot_internals()
         super().__init__(
             bind_addr,
             app,
@@ -329,22 +379,14 @@ class HardenedServer(cheroot_wsgi.Server):
         self.header_timeout = header_timeout
         self.max_request_header_size = MAX_HEADER_BYTES
         self.max_request_body_size = _MAX_BODY_BYTES
-        self._web_config = web_config
-        context = web_config.ssl_context() if web_config is not None else None
-        if context is not None:
-            self.ssl_adapter = _DeferredHandshakeAdapter(context)
+        self.web_config = web_config
+        self.tls_context = web_config.ssl_context() if web_config is not None else None
 
     def prepare(self) -> None:
         """Bind and start the workers as cheroot does, with our selector loop."""
         super().prepare()
         self._connections.close()  # cheroot's own, which has no connection yet
         self._connections = _HeadReadingConnections(self)
-
-    def client_certificate_allowed(self, peer_certificate: dict[str, Any]) -> bool:
-        """Whether the client certificate passes ``client_allowed_sans``."""
-        if self._web_config is None:
-            return True
-        return self._web_config.client_certificate_allowed(peer_certificate)
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """Send cheroot's messages to logging; below WARNING they are client faults."""

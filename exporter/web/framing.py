@@ -26,7 +26,7 @@ class FramingCheckedHeaderReader(cheroot_server.HeaderReader):
 
 
 class _LineRecorder:
-    """Passes ``readline`` through and keeps each line, for ``_framing_problem``."""
+    """Passes ``readline`` through and keeps each line, for ``_check_framing``."""
 
     def __init__(self, rfile: Any) -> None:
         self._rfile = rfile
@@ -40,21 +40,10 @@ class _LineRecorder:
 
 
 def _check_framing(lines: list[bytes]) -> None:
-    """Raise ValueError for framing that proxies may read differently (RFC 9112 6.1-6.3)."""
-    lengths, chunked = _framing_headers(lines)
-    if not lengths:
-        return
-    if chunked:
-        raise ValueError("Content-Length together with Transfer-Encoding.")
-    if not all(_DIGITS.fullmatch(length) for length in lengths):
-        raise ValueError("Content-Length is not a plain decimal number.")
-    if len({int(length) for length in lengths}) > 1:
-        raise ValueError("Differing Content-Length headers.")
+    """Raise ValueError for framing that proxies may read differently (RFC 9112 6.1-6.3).
 
-
-def _framing_headers(lines: list[bytes]) -> tuple[list[bytes], bool]:
-    # Content-Length values and whether Transfer-Encoding is present; the raw lines are
-    # needed because cheroot's parser keeps only the last of repeated headers.
+    The raw lines are read because cheroot's parser keeps only the last of repeated headers.
+    """
     lengths: list[bytes] = []
     chunked = False
     previous = b""
@@ -71,6 +60,10 @@ def _framing_headers(lines: list[bytes]) -> tuple[list[bytes], bool]:
         previous = name.lower()
         if previous == b"content-length":
             lengths.append(value.strip(b" \t\r\n"))
-        elif previous == b"transfer-encoding":
-            chunked = True
-    return lengths, chunked
+        chunked = chunked or previous == b"transfer-encoding"
+    if lengths and chunked:
+        raise ValueError("Content-Length together with Transfer-Encoding.")
+    if not all(_DIGITS.fullmatch(length) for length in lengths):
+        raise ValueError("Content-Length is not a plain decimal number.")
+    if len({int(length) for length in lengths}) > 1:
+        raise ValueError("Differing Content-Length headers.")

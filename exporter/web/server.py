@@ -79,21 +79,18 @@ class _ReleaseOnClose:
 
     def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
         self._body = body
-        self._release: Callable[[], None] | None = release
+        self._release = release
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
 
     def close(self) -> None:
-        """Close the wrapped body, then release the slot exactly once."""
+        """Close the wrapped body, then release the slot (the server closes a body once)."""
         try:
-            close_body = getattr(self._body, "close", None)
-            if close_body is not None:
-                close_body()
+            if hasattr(self._body, "close"):
+                self._body.close()
         finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
+            self._release()
 
 
 def _limit_in_flight(app: WSGIApplication, max_requests: int) -> WSGIApplication:
@@ -151,8 +148,6 @@ class WebServer:
         ``max_requests`` 0 means no in-flight limit. ``threads`` defaults to
         ``max_requests`` plus spares, so that 503s can still be sent when the limit is hit.
         """
-        if max_requests < 0 or header_timeout <= 0 or (threads is not None and threads < 1):
-            raise ValueError("max_requests >= 0, header_timeout > 0 and threads >= 1 required")
         if threads is None:
             threads = max_requests + _SPARE_THREADS if max_requests else _UNLIMITED_THREADS
         self._host = host
@@ -177,7 +172,7 @@ class WebServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. ``https://127.0.0.1:9100/``."""
-        scheme = "https" if self._server.ssl_adapter is not None else "http"
+        scheme = "https" if self._server.tls_context is not None else "http"
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{scheme}://{host}:{self.port}/"
 

@@ -32,9 +32,8 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import pydantic
 import yaml
@@ -84,24 +83,19 @@ class WebConfigError(Exception):
     """The web configuration file is unusable; the message is one line naming the fault."""
 
 
-class ClientAuthType(StrEnum):
-    """The toolkit's client certificate policies (Go's ``tls.ClientAuthType`` names)."""
-
-    NO_CLIENT_CERT = "NoClientCert"
-    REQUEST_CLIENT_CERT = "RequestClientCert"
-    REQUIRE_ANY_CLIENT_CERT = "RequireAnyClientCert"
-    REQUIRE_CLIENT_CERT = "RequireClientCert"  # the toolkit's older spelling of the above
-    VERIFY_CLIENT_CERT_IF_GIVEN = "VerifyClientCertIfGiven"
-    REQUIRE_AND_VERIFY_CLIENT_CERT = "RequireAndVerifyClientCert"
-
-
-class TLSVersionName(StrEnum):
-    """TLS protocol versions as the toolkit spells them."""
-
-    TLS10 = "TLS10"
-    TLS11 = "TLS11"
-    TLS12 = "TLS12"
-    TLS13 = "TLS13"
+# The toolkit's client certificate policies (Go's tls.ClientAuthType names).
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "RequireClientCert",  # the toolkit's older spelling of RequireAnyClientCert
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+_REQUIRES_CLIENT_CERT = frozenset(
+    {"RequireAnyClientCert", "RequireClientCert", "RequireAndVerifyClientCert"}
+)
+_NEEDS_CLIENT_CA = _REQUIRES_CLIENT_CERT | {"VerifyClientCertIfGiven"}
 
 
 class _Strict(BaseModel):
@@ -111,16 +105,16 @@ class _Strict(BaseModel):
 class TLSServerConfig(_Strict):
     """``tls_server_config``: the server certificate and the client certificate policy."""
 
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    cert_file: Path
+    key_file: Path
     cert: str | None = None
     key: SecretStr | None = None
     client_ca_file: Path | None = None
     client_ca: str | None = None
-    client_auth_type: ClientAuthType = ClientAuthType.NO_CLIENT_CERT
+    client_auth_type: ClientAuthType = "NoClientCert"
     client_allowed_sans: list[str] = []
-    min_version: TLSVersionName = TLSVersionName.TLS12
-    max_version: TLSVersionName = TLSVersionName.TLS13
+    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
+    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS13"
     cipher_suites: list[str] = []
     curve_preferences: list[str] = []
     prefer_server_cipher_suites: bool = True
@@ -133,32 +127,26 @@ class TLSServerConfig(_Strict):
             return path
         return Path(base_dir) / path
 
-    @pydantic.field_validator("cipher_suites")
+    @pydantic.field_validator("cipher_suites", "curve_preferences")
     @classmethod
-    def _known_cipher_suites(cls, names: list[str]) -> list[str]:
-        unknown = [name for name in names if name not in _CIPHER_SUITES]
-        if unknown:
-            raise ValueError(f"unknown cipher suite {unknown[0]!r}")
-        return names
-
-    @pydantic.field_validator("curve_preferences")
-    @classmethod
-    def _known_curves(cls, names: list[str]) -> list[str]:
-        unknown = [name for name in names if name not in _CURVES]
-        if unknown:
-            raise ValueError(f"unknown curve {unknown[0]!r}")
+    def _known_names(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        known, what = (
+            (_CIPHER_SUITES, "cipher suite")
+            if info.field_name == "cipher_suites"
+            else (_CURVES, "curve")
+        )
+        if unknown := [name for name in names if name not in known]:
+            raise ValueError(f"unknown {what} {unknown[0]!r}")
         return names
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.cert is not None or self.key is not None:
             raise ValueError("inline cert and key are not supported; use cert_file and key_file")
-        if self.cert_file is None or self.key_file is None:
-            raise ValueError("cert_file and key_file must both be set")
         if self.client_ca_file is not None and self.client_ca is not None:
             raise ValueError("set client_ca_file or client_ca, not both")
         has_ca = self.client_ca_file is not None or self.client_ca is not None
-        if has_ca and self.client_auth_type is ClientAuthType.NO_CLIENT_CERT:
+        if has_ca and self.client_auth_type == "NoClientCert":
             raise ValueError("a client CA is configured but client_auth_type is NoClientCert")
         if self.client_auth_type in _NEEDS_CLIENT_CA and not has_ca:
             raise ValueError(
@@ -173,16 +161,6 @@ class TLSServerConfig(_Strict):
         if _TLS_VERSIONS[self.min_version] > _TLS_VERSIONS[self.max_version]:
             raise ValueError("min_version is newer than max_version")
         return self
-
-
-_REQUIRES_CLIENT_CERT = frozenset(
-    {
-        ClientAuthType.REQUIRE_ANY_CLIENT_CERT,
-        ClientAuthType.REQUIRE_CLIENT_CERT,
-        ClientAuthType.REQUIRE_AND_VERIFY_CLIENT_CERT,
-    }
-)
-_NEEDS_CLIENT_CA = _REQUIRES_CLIENT_CERT | {ClientAuthType.VERIFY_CLIENT_CERT_IF_GIVEN}
 
 
 class HTTPServerConfig(_Strict):
@@ -281,7 +259,6 @@ def _normalise_san(value: str) -> str:
 
 def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
     cert_file, key_file = tls.cert_file, tls.key_file
-    assert cert_file is not None and key_file is not None  # TLSServerConfig insists on both
     files = (
         ("cert_file", cert_file),
         ("key_file", key_file),
@@ -320,8 +297,8 @@ def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
     has_ca = tls.client_ca_file is not None or tls.client_ca is not None
     if tls.client_auth_type in _REQUIRES_CLIENT_CERT:
         context.verify_mode = ssl.CERT_REQUIRED
-    elif tls.client_auth_type is ClientAuthType.VERIFY_CLIENT_CERT_IF_GIVEN or (
-        tls.client_auth_type is ClientAuthType.REQUEST_CLIENT_CERT and has_ca
+    elif tls.client_auth_type == "VerifyClientCertIfGiven" or (
+        tls.client_auth_type == "RequestClientCert" and has_ca
     ):
         context.verify_mode = ssl.CERT_OPTIONAL
 

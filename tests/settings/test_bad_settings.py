@@ -201,7 +201,8 @@ def test_a_missing_secrets_directory(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("UCDN_EXPORTER_SECRETS_DIR", str(tmp_path / "absent"))
-    assert "UCDN_EXPORTER_SECRETS_DIR" in refused(capsys, KEYS)
+    line = refused(capsys, KEYS)
+    assert "UCDN_EXPORTER_SECRETS_DIR" in line and "does not exist" in line
 
 
 def test_a_flag_or_variable_still_wins_over_a_broken_key_file(
@@ -214,20 +215,39 @@ def test_a_flag_or_variable_still_wins_over_a_broken_key_file(
     assert "UCDN_EXPORTER_PAGE_SIZE" in line
 
 
+# Each bad file, and what the one line must name: the key at fault, and the problem.
 WEB_CONFIGS = {
-    "cert-is-directory": "tls_server_config:\n  cert_file: adir\n  key_file: adir\n",
-    "header-control-character": 'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x01"\n',
-    "header-delete": 'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x7f"\n',
-    "header-nul": 'http_server_config:\n  headers:\n    Content-Security-Policy: "a\\0b"\n',
+    "cert-is-directory": (
+        "tls_server_config:\n  cert_file: adir\n  key_file: adir\n",
+        "tls_server_config.cert_file",
+        "not a regular file",
+    ),
+    "header-control-character": (
+        'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x01"\n',
+        "http_server_config.headers",
+        "X-XSS-Protection must not contain control characters",
+    ),
+    "header-delete": (
+        'http_server_config:\n  headers:\n    X-XSS-Protection: "1\\x7f"\n',
+        "http_server_config.headers",
+        "X-XSS-Protection must not contain control characters",
+    ),
+    "header-nul": (
+        'http_server_config:\n  headers:\n    Content-Security-Policy: "a\\0b"\n',
+        "http_server_config.headers",
+        "Content-Security-Policy must not contain control characters",
+    ),
 }
 
 
 @pytest.mark.parametrize("name", WEB_CONFIGS)
 def test_web_config(capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str) -> None:
+    text, key, problem = WEB_CONFIGS[name]
     (tmp_path / "adir").mkdir()
-    (tmp_path / "web.yml").write_text(WEB_CONFIGS[name])
+    (tmp_path / "web.yml").write_text(text)
     line = refused(capsys, [*KEYS, "--web.config.file", str(tmp_path / "web.yml")])
-    assert "web config" in line
+    assert line.startswith(f"ucdn-prefetch-exporter: web config {tmp_path / 'web.yml'}: "), line
+    assert key in line and problem in line, line
 
 
 def test_max_requests_beyond_the_bound(capsys: pytest.CaptureFixture[str]) -> None:

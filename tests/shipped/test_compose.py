@@ -77,6 +77,7 @@ def test_prometheus_scrapes_the_exporter_service() -> None:
     port = services()["exporter"]["environment"]["UCDN_EXPORTER_LISTEN_ADDRESS"].split(":")[-1]
     assert job["static_configs"][0]["targets"] == [f"exporter:{port}"]
     # The rule file is found next to the config, in the container as in the repository.
+    assert config["rule_files"], "Prometheus loads no rule file"
     for rule_file in config["rule_files"]:
         assert host_path("prometheus", f"/etc/prometheus/{rule_file}").is_file()
 

@@ -73,11 +73,17 @@ def board() -> dict[str, Any]:
 
 
 def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
-    return [panel for panel in board["panels"] if panel["type"] != "row"]
+    """Every panel but the rows; a board without one fails the test that asks."""
+    found = [panel for panel in board["panels"] if panel["type"] != "row"]
+    assert found, "the dashboard has no panel"
+    return found
 
 
 def targets(board: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(panel["title"], target) for panel in panels(board) for target in panel["targets"]]
+    """Every query, with its panel's title; a board without one fails the test that asks."""
+    found = [(panel["title"], target) for panel in panels(board) for target in panel["targets"]]
+    assert found, "the dashboard has no query"
+    return found
 
 
 def recorded_names() -> set[str]:
@@ -324,9 +330,9 @@ def test_panels_prefer_the_recording_rules(board: dict[str, Any]) -> None:
 
 
 def test_per_target_queries_follow_the_variables(board: dict[str, Any]) -> None:
-    for title, target in targets(board):
-        if title in EXPORTER_WIDE:
-            continue
+    per_target = [(title, target) for title, target in targets(board) if title not in EXPORTER_WIDE]
+    assert per_target
+    for title, target in per_target:
         assert 'project_id=~"$project_id"' in target["expr"], title
         if title not in PER_PROJECT:
             assert 'platform=~"$platform"' in target["expr"], title

@@ -38,6 +38,8 @@ CONSOLE_SCRIPT = next(iter(PYPROJECT["project"]["scripts"]))
 # so it is no Settings field; test_secret_files_are_read_from_the_secrets_dir proves it works.
 SECRETS_DIR_SETTING = ENV_PREFIX + "SECRETS_DIR"
 PLACEHOLDER = re.compile(r"REPLACE_WITH_[A-Z_]+")
+MANIFESTS = sorted(KUBERNETES.glob("*.yaml"))
+assert MANIFESTS, f"no manifest under {KUBERNETES}"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -49,12 +51,7 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 def manifest(kind: str) -> dict[str, Any]:
     """The one manifest of ``kind`` under deploy/kubernetes."""
-    found = [
-        doc
-        for path in sorted(KUBERNETES.glob("*.yaml"))
-        for doc in documents(path)
-        if doc.get("kind") == kind
-    ]
+    found = [doc for path in MANIFESTS for doc in documents(path) if doc.get("kind") == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
@@ -87,7 +84,7 @@ def container_port(name_or_number: str | int) -> int:
 # --- every manifest ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(KUBERNETES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_manifest_parses_and_names_its_kind(path: Path) -> None:
     for doc in documents(path):
         assert doc["apiVersion"] and doc["kind"]
@@ -97,9 +94,10 @@ def test_manifest_parses_and_names_its_kind(path: Path) -> None:
 
 def test_kustomization_lists_existing_files_and_every_manifest() -> None:
     listed = set(KUSTOMIZATION["resources"])
+    assert listed, "the kustomization lists no resource"
     assert all((KUBERNETES / name).is_file() for name in listed), listed
     # The Secret template stays out on purpose: applying it would deploy placeholder keys.
-    others = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    others = {p.name for p in MANIFESTS} - {"kustomization.yaml"}
     assert others - listed == {"secret.example.yaml"}
 
 
@@ -161,20 +159,19 @@ def test_ports_agree_across_dockerfile_deployment_service_and_exporter() -> None
 
 
 def test_service_selects_the_pods() -> None:
+    # An empty selector would pass a subset test and select nothing (or everything).
     selector = SERVICE["spec"]["selector"]
-    assert selector.items() <= POD["metadata"]["labels"].items()
-    assert (
-        DEPLOYMENT["spec"]["selector"]["matchLabels"].items() <= POD["metadata"]["labels"].items()
-    )
+    assert selector and selector.items() <= POD["metadata"]["labels"].items()
+    match_labels = DEPLOYMENT["spec"]["selector"]["matchLabels"]
+    assert match_labels and match_labels.items() <= POD["metadata"]["labels"].items()
 
 
 # --- prometheus-operator -------------------------------------------------------------------
 
 
 def test_service_monitor_scrapes_the_service() -> None:
-    assert SERVICE_MONITOR["spec"]["selector"]["matchLabels"].items() <= (
-        SERVICE["metadata"]["labels"].items()
-    )
+    match_labels = SERVICE_MONITOR["spec"]["selector"]["matchLabels"]
+    assert match_labels and match_labels.items() <= SERVICE["metadata"]["labels"].items()
     (endpoint,) = SERVICE_MONITOR["spec"]["endpoints"]
     assert endpoint["port"] in {port["name"] for port in SERVICE["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
@@ -182,6 +179,7 @@ def test_service_monitor_scrapes_the_service() -> None:
 
 def test_prometheus_rule_carries_the_shipped_rules() -> None:
     rules = documents(ROOT / "prometheus" / "rules.yml")[0]
+    assert rules["groups"], "prometheus/rules.yml has no group"
     assert PROMETHEUS_RULE["spec"]["groups"] == rules["groups"]
 
 
@@ -251,6 +249,7 @@ def test_env_example_holds_no_real_key() -> None:
 def test_every_setting_name_is_real() -> None:
     used = {entry["name"] for entry in CONTAINER["env"]}
     used |= set(SECRET["stringData"]) | set(env_example())
+    assert used, "no setting is named anywhere"
     assert all(name.startswith(ENV_PREFIX) for name in used), used
     assert used <= known_setting_names(), used - known_setting_names()
 
@@ -339,7 +338,8 @@ def test_unit_is_hardened(key: str, value: str) -> None:
 def test_unit_filters_system_calls() -> None:
     filters = unit_entries()["Service.SystemCallFilter"]
     assert filters[0] == "@system-service"
-    assert all(f.startswith("~") for f in filters[1:])
+    denied = filters[1:]
+    assert denied and all(f.startswith("~") for f in denied), filters
 
 
 def test_unit_runs_the_console_script_with_an_environment_file() -> None:

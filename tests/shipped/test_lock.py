@@ -34,12 +34,15 @@ def locked() -> dict[str, tuple[str, int]]:
             pins[current] = (version, hashes + 1)
         else:
             raise AssertionError(f"not a pin or a hash: {line!r}")
+    assert pins, "requirements.lock pins nothing"
     return pins
 
 
 def runtime_requirements() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["dependencies"]]
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    assert requirements, "pyproject.toml declares no runtime dependency"
+    return requirements
 
 
 def test_every_runtime_dependency_is_locked_within_its_range() -> None:
@@ -55,15 +58,15 @@ def test_every_runtime_dependency_is_locked_within_its_range() -> None:
 
 def test_every_pin_is_exact_and_hashed() -> None:
     pins = locked()
-    assert pins, "requirements.lock pins nothing"
     unhashed = [name for name, (_, hashes) in pins.items() if hashes == 0]
     assert not unhashed, f"pinned without a hash: {unhashed}"
 
 
 def test_the_lock_holds_no_test_or_development_tools() -> None:
     # The image gets what the exporter imports, nothing of the test extras.
+    pins = locked()
     for tool in ("pytest", "hypothesis", "mypy", "ruff", "pip-tools"):
-        assert tool not in locked()
+        assert tool not in pins
 
 
 def test_the_image_installs_the_lock_with_hashes_and_the_package_without_dependencies() -> None:

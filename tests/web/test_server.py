@@ -183,13 +183,23 @@ def test_required_client_certificate(
         requests.get(server.url, verify=str(pki["ca"]), timeout=5)
 
 
-def test_client_allowed_sans(serve: list[WebServer], pki: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("allowed", ["client.example", "someone-else.example"])
+def test_client_allowed_sans(
+    serve: list[WebServer], pki: dict[str, Path], tmp_path: Path, allowed: str
+) -> None:
     config = tls_config(
         tmp_path,
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
-        "  client_allowed_sans: [someone-else.example]\n",
+        f"  client_allowed_sans: [{allowed}]\n",
     )
     server = started(serve, WebServer(hello_app, "127.0.0.1", 0, web_config=config))
+    # The client's certificate, signed by the trusted CA, carries client.example alone.
+    if allowed == "client.example":
+        response = requests.get(
+            server.url, verify=str(pki["ca"]), cert=str(pki["client"]), timeout=5
+        )
+        assert response.status_code == 200
+        return
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(server.url, verify=str(pki["ca"]), cert=str(pki["client"]), timeout=5)
 
@@ -240,12 +250,13 @@ def test_serve_forever_returns_after_stop() -> None:
     runner = threading.Thread(target=server.serve_forever, daemon=True)
     runner.start()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    served = False
+    while not served and time.monotonic() < deadline:
         try:
-            if requests.get(server.url, timeout=2).status_code == 200:
-                break
+            served = requests.get(server.url, timeout=2).status_code == 200
         except requests.exceptions.ConnectionError:
             time.sleep(0.05)
+    assert served, "serve_forever never served"
     server.stop()
     runner.join(10)
     assert not runner.is_alive()

@@ -71,7 +71,8 @@ def test_auth_only(config_dir: Path) -> None:
     assert config.ssl_context() is None
     auth = config.basic_auth()
     assert auth is not None
-    assert auth.verify(basic("prom", "s3cret"))
+    assert auth.verify(basic("prom", "s3cret")) is AuthVerdict.ALLOWED
+    assert auth.verify(basic("prom", "wrong")) is AuthVerdict.DENIED
 
 
 def test_tls_auth_headers_and_client_certificates(config_dir: Path) -> None:
@@ -252,10 +253,10 @@ def test_unknown_users_pay_bcrypt_like_known_ones() -> None:
     slow_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=12)).decode()
     auth = BasicAuth({"prom": slow_hash})
     begin = time.perf_counter()
-    auth.verify(basic("prom", "wrong"))
+    assert auth.verify(basic("prom", "wrong")) is AuthVerdict.DENIED
     known = time.perf_counter() - begin
     begin = time.perf_counter()
-    auth.verify(basic("nobody", "wrong"))
+    assert auth.verify(basic("nobody", "wrong")) is AuthVerdict.DENIED
     unknown = time.perf_counter() - begin
     # Generous: the same order of magnitude, not a dictionary miss that returns at once.
     assert unknown > known / 5

@@ -132,4 +132,4 @@ def test_a_bad_web_config_stops_start_up_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "missing.pem" in lines[0] or "cert_file" in lines[0]
+    assert "tls_server_config.cert_file" in lines[0] and "missing.pem" in lines[0], lines[0]
