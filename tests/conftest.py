@@ -47,8 +47,9 @@ def examples(full: int, fast: int = 200) -> int:
     return full if PROFILE == "full" else min(full, fast)
 
 
-def installed(program: str) -> str:
-    """Path of a program from Debian's ``prometheus`` package (promtool, prometheus).
+def installed(program: str, package: str = "prometheus") -> str:
+    """Path of a program from a Debian package (promtool and prometheus from ``prometheus``,
+    ``tinyproxy``).
 
     Missing, it fails the test in CI (``CI=true``, where .ci/run installs it) and skips
     it elsewhere, so a newcomer without the package still runs everything else.
@@ -56,8 +57,8 @@ def installed(program: str) -> str:
     path = shutil.which(program)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{program} is not installed (apt-get install prometheus)")
-        pytest.skip(f"{program} is not installed (apt-get install prometheus)")
+            pytest.fail(f"{program} is not installed (apt-get install {package})")
+        pytest.skip(f"{program} is not installed (apt-get install {package})")
     return path
 
 

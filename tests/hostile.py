@@ -12,7 +12,7 @@ or an error), so a test can assert that the client really let go, and when::
         assert gateway.connections[0].wait_closed(5.0) is not None
 
 Behaviours: :func:`drip_status_line`, :func:`drip_headers`, :func:`drip_chunk_size`,
-:func:`drip_trailers`, :func:`flood_continue`, :func:`flood_trailers`,
+:func:`flood_chunk_size`, :func:`drip_trailers`, :func:`flood_continue`, :func:`flood_trailers`,
 :func:`cut_mid_body`, :func:`nested_json`, :func:`valid_answer`, :func:`full_pages`,
 :func:`keep_alive_answers`; :func:`in_turn` gives successive connections successive
 behaviours. Given a server-side ``tls`` context, the gateway speaks HTTPS.
@@ -273,6 +273,17 @@ def drip_chunk_size(interval: float = 0.1) -> Behaviour:
     def behave(peer: Peer) -> None:
         peer.send(_head("Transfer-Encoding: chunked") + b"10;ext=")
         peer.drip(_endless(b"x"), interval)
+
+    return behave
+
+
+def flood_chunk_size() -> Behaviour:
+    """A chunked answer whose first chunk-size line (an extension) never ends, as fast as it
+    is read."""
+
+    def behave(peer: Peer) -> None:
+        peer.send(_head("Transfer-Encoding: chunked") + b"10;ext=")
+        peer.flood(b"x")
 
     return behave
 

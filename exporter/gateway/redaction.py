@@ -16,6 +16,8 @@ _HEX_RUN: Final = re.compile(r"[0-9A-Fa-f]{40,}")
 _SIGNATURE_LENGTH: Final = 40
 _REMEMBERED_SIGNATURES: Final = 4096
 REDACTED: Final = "<redacted>"
+_TUNNEL_FAILED: Final = "Tunnel connection failed: "
+_TUNNEL_TEXT_LIMIT: Final = 120
 
 
 class SignatureMemory:
@@ -69,6 +71,9 @@ def describe(error: BaseException) -> str:
 
     requests and urllib3 put URLs, and sometimes request details, in their messages;
     we send no secret in the URL, but name only the exception's kind and its root cause.
+    A proxy that refuses the tunnel is the exception: its status line is what an operator
+    needs (``ProxyError: Tunnel connection failed: 403 Forbidden``), scrubbed as gateway
+    text is.
     """
     cause: BaseException = error
     while cause.__context__ is not None and cause.__context__ is not cause:
@@ -76,6 +81,9 @@ def describe(error: BaseException) -> str:
     kind = type(error).__name__
     if isinstance(cause, OSError) and cause.strerror:
         return f"{kind}: {cause.strerror}"
+    text = str(cause)
+    if type(cause) is OSError and text.startswith(_TUNNEL_FAILED):  # http.client's words
+        return f"{kind}: {scrub(text)[:_TUNNEL_TEXT_LIMIT]}"
     root = type(cause).__name__
     return kind if root == kind else f"{kind} ({root})"
 

@@ -24,6 +24,7 @@ from hostile import (
     drip_headers,
     drip_status_line,
     drip_trailers,
+    flood_chunk_size,
     flood_continue,
     flood_trailers,
     full_pages,
@@ -146,6 +147,22 @@ def test_close_ends_a_request_in_flight_at_once(gateways: list[HostileGateway]) 
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "close"])
 def test_a_connection_cut_mid_body_is_retried(gateways: list[HostileGateway], reset: bool) -> None:
     gateway = start_gateway(gateways, in_turn(cut_mid_body(reset=reset), valid_answer([TASK])))
+    client = _client(gateway)
+    try:
+        window = client.fetch_tasks("", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(5))
+    finally:
+        client.close()
+    assert [task.task_id for task in window.tasks] == ["t-1"]
+    stats = client.stats.snapshot()
+    assert (stats[PREFETCH_ACTION, "connection_error"], stats[PREFETCH_ACTION, "ok"]) == (1, 1)
+
+
+def test_an_endless_chunk_size_line_is_cut_short_and_retried(
+    gateways: list[HostileGateway],
+) -> None:
+    # Each line of the chunked framing is bounded (http.client's 64 KiB): the flood is not
+    # read, and held, until the deadline, but ends the attempt as a broken answer at once.
+    gateway = start_gateway(gateways, in_turn(flood_chunk_size(), valid_answer([TASK])))
     client = _client(gateway)
     try:
         window = client.fetch_tasks("", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(5))
