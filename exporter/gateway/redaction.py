@@ -7,7 +7,6 @@ in an :class:`~exporter.gateway.outcomes.ApiError` or a log line passes through 
 
 import re
 import threading
-from collections import deque
 from typing import Final
 
 # A SHA-1 signature is 40 hex digits; a run of at least that many in a gateway's text
@@ -29,21 +28,16 @@ class SignatureMemory:
     """
 
     def __init__(self, capacity: int = _REMEMBERED_SIGNATURES) -> None:
-        self._order: deque[str] = deque()
-        self._known: set[str] = set()
+        self._known: dict[str, None] = {}  # in the order first made: the oldest first
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def remember(self, signature: str) -> None:
         """Add one signature (hex, any case)."""
-        signature = signature.lower()
         with self._lock:
-            if signature in self._known:
-                return
-            self._order.append(signature)
-            self._known.add(signature)
-            if len(self._order) > self._capacity:
-                self._known.discard(self._order.popleft())
+            self._known[signature.lower()] = None
+            if len(self._known) > self._capacity:
+                del self._known[next(iter(self._known))]
 
     def __contains__(self, signature: object) -> bool:
         return isinstance(signature, str) and signature.lower() in self._known
