@@ -31,6 +31,7 @@ from exporter.gateway.paging import Page, TaskWindow, WindowBuilder, fetch_rest
 from exporter.gateway.signature import ParamValue
 from exporter.gateway.transport import ClientOptions, Transport
 
+ACTION: Final = PREFETCH_ACTION
 # The task list actions: a refresh task list has the prefetch one's parameters and answer.
 _TASK_ACTIONS: Final = frozenset({PREFETCH_ACTION, REFRESH_ACTION})
 
