@@ -25,6 +25,11 @@ from exporter.web.server import WebServer
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 
+# Every server of the suite is on loopback: a proxy in the developer's environment must not
+# carry the calls of the exporter (which honours the proxy variables) or of the tests.
+# gateway/test_proxies.py sets its own.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
 # stays quick) gives a property test without examples of its own FAST_EXAMPLES, and one
 # that asks for more takes them through examples(); "full" (make test, CI) runs each with
