@@ -81,7 +81,8 @@ class Transport:
 
     HTTP is a requests ``Session``: its pool keeps connections to the gateway alive (and
     replaces one the gateway closed while idle), and proxies come from the environment
-    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, either case). Whom TLS trusts is a
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, either case; SOCKS is
+    refused, see :class:`~exporter.gateway.watchdog.GuardedAdapter`). Whom TLS trusts is a
     setting, ``CA_BUNDLE``, else certifi's bundle: never ``REQUESTS_CA_BUNDLE`` or
     ``CURL_CA_BUNDLE``. No redirects (a 3xx is an HTTP error), no cookies: every call
     stands alone, as signed. Retries are ours, bounded by the deadline; urllib3's are off,
@@ -113,7 +114,8 @@ class Transport:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # Identity, so that the size caps count the bytes we decode.
+        # Identity: the caps count what the gateway sends. An answer compressed all the same
+        # is decompressed a read at a time (bounded since urllib3 2.6), each read counted.
         self._session.headers.update(
             {"User-Agent": f"ucdn-prefetch-exporter/{__version__}", "Accept-Encoding": "identity"}
         )

@@ -9,6 +9,7 @@ process for ``--once``, ``--check-config`` and its resident memory.
 import re
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from hostile import (
     flood_continue,
     flood_trailers,
     full_pages,
+    gzip_bomb,
     in_turn,
     nested_json,
     valid_answer,
@@ -171,6 +173,24 @@ def test_an_endless_chunk_size_line_is_cut_short_and_retried(
     assert [task.task_id for task in window.tasks] == ["t-1"]
     stats = client.stats.snapshot()
     assert (stats[PREFETCH_ACTION, "connection_error"], stats[PREFETCH_ACTION, "ok"]) == (1, 1)
+
+
+def test_a_compressed_answer_counts_decompressed_and_is_cut_at_the_cap(
+    gateways: list[HostileGateway],
+) -> None:
+    # 64 MiB in some 64 KiB on the wire: decompressed a read at a time, each read counted,
+    # so the answer cap ends it with a few MiB ever held, not the whole.
+    gateway = start_gateway(gateways, gzip_bomb(64 * 1024 * 1024))
+    client = _client(gateway, max_response_bytes=1024 * 1024, max_retries=0)
+    tracemalloc.start()
+    try:
+        error, _, _ = _fetch(client, 10.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        client.close()
+    assert (error.reason, error.detail) == ("invalid_response", "answer exceeds 1048576 bytes")
+    assert peak < 16 * 1024 * 1024, f"{peak / 2**20:.0f} MiB held while reading"
 
 
 def test_deeply_nested_json_is_an_invalid_answer(gateways: list[HostileGateway]) -> None:
