@@ -25,6 +25,11 @@ from exporter.web.server import WebServer
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 
+# Every server of the suite is on loopback: a proxy in the developer's environment must not
+# carry the calls of the exporter (which honours the proxy variables) or of the tests.
+# gateway/test_proxies.py sets its own.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
 # stays quick) gives a property test without examples of its own FAST_EXAMPLES, and one
 # that asks for more takes them through examples(); "full" (make test, CI) runs each with
@@ -47,8 +52,9 @@ def examples(full: int, fast: int = 200) -> int:
     return full if PROFILE == "full" else min(full, fast)
 
 
-def installed(program: str) -> str:
-    """Path of a program from Debian's ``prometheus`` package (promtool, prometheus).
+def installed(program: str, package: str = "prometheus") -> str:
+    """Path of a program from a Debian package (promtool and prometheus from ``prometheus``,
+    ``tinyproxy``).
 
     Missing, it fails the test in CI (``CI=true``, where .ci/run installs it) and skips
     it elsewhere, so a newcomer without the package still runs everything else.
@@ -56,8 +62,8 @@ def installed(program: str) -> str:
     path = shutil.which(program)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{program} is not installed (apt-get install prometheus)")
-        pytest.skip(f"{program} is not installed (apt-get install prometheus)")
+            pytest.fail(f"{program} is not installed (apt-get install {package})")
+        pytest.skip(f"{program} is not installed (apt-get install {package})")
     return path
 
 

@@ -12,14 +12,16 @@ or an error), so a test can assert that the client really let go, and when::
         assert gateway.connections[0].wait_closed(5.0) is not None
 
 Behaviours: :func:`drip_status_line`, :func:`drip_headers`, :func:`drip_chunk_size`,
-:func:`drip_trailers`, :func:`flood_continue`, :func:`flood_trailers`,
-:func:`cut_mid_body`, :func:`nested_json`, :func:`valid_answer`, :func:`full_pages`,
-:func:`keep_alive_answers`; :func:`in_turn` gives successive connections successive
-behaviours. Given a server-side ``tls`` context, the gateway speaks HTTPS.
+:func:`flood_chunk_size`, :func:`drip_trailers`, :func:`flood_continue`,
+:func:`flood_trailers`, :func:`cut_mid_body`, :func:`gzip_bomb`, :func:`nested_json`,
+:func:`valid_answer`, :func:`full_pages`, :func:`keep_alive_answers`; :func:`in_turn`
+gives successive connections successive behaviours. Given a server-side ``tls`` context,
+the gateway speaks HTTPS.
 """
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import select
@@ -277,6 +279,17 @@ def drip_chunk_size(interval: float = 0.1) -> Behaviour:
     return behave
 
 
+def flood_chunk_size() -> Behaviour:
+    """A chunked answer whose first chunk-size line (an extension) never ends, as fast as it
+    is read."""
+
+    def behave(peer: Peer) -> None:
+        peer.send(_head("Transfer-Encoding: chunked") + b"10;ext=")
+        peer.flood(b"x")
+
+    return behave
+
+
 def drip_trailers(interval: float = 0.1) -> Behaviour:
     """A whole chunked body, then a trailer line that never ends, dripped."""
 
@@ -321,6 +334,17 @@ def cut_mid_body(*, reset: bool = True) -> Behaviour:
         else:
             peer.sock.shutdown(socket.SHUT_RDWR)
         raise PeerClosed  # the gateway ended it; nothing is left to wait for
+
+    return behave
+
+
+def gzip_bomb(size: int) -> Behaviour:
+    """An answer sent gzipped though the client asked for identity: ``size`` spaces, a few
+    hundred times smaller on the wire."""
+    body = gzip.compress(b" " * size)
+
+    def behave(peer: Peer) -> None:
+        peer.send(_head(f"Content-Length: {len(body)}", "Content-Encoding: gzip") + body)
 
     return behave
 

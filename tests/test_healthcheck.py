@@ -129,7 +129,7 @@ def test_healthcheck_does_not_import_the_server() -> None:
         "import sys; from exporter.entry import main; "
         "main(['healthcheck', '--listen-address', '127.0.0.1:1']); "
         "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'prometheus', "
-        "'cheroot', 'requests', 'exporter.cli'))))"
+        "'cheroot', 'requests', 'urllib3', 'exporter.cli'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False

@@ -107,15 +107,7 @@ class ApiClient:
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size, action=action)
         limits = _collection(deadline, self.options)
         window = WindowBuilder(on_page, keep_tasks=keep_tasks)
-        try:
-            return self._fetch_window(base, limits, window, known)
-        except ApiError as error:
-            # A page's error is raised again from its future in frames that hold that
-            # future (the paging loop here, the collector's wait): error -> traceback ->
-            # frame -> future -> error is a cycle, which the raised gc threshold (cli)
-            # leaves for many scrapes. Cut from the frames that hold the pages read, the
-            # error keeps none of them alive, in a cycle or not.
-            raise error.with_traceback(None) from None
+        return self._fetch_window(base, limits, window, known)
 
     def count_tasks(
         self,
@@ -170,10 +162,7 @@ class ApiClient:
             raise ValueError("no TaskId to look up")
         base = _query(project_id, is_dcdn, begin, end, len(task_ids), action=action)
         base.update({f"TaskId.{index}": task_id for index, task_id in enumerate(task_ids)})
-        try:
-            return self._lookup(base, len(task_ids), set(task_ids), deadline, known)
-        except ApiError as error:
-            raise error.with_traceback(None) from None  # as fetch_tasks does, for the same cycle
+        return self._lookup(base, len(task_ids), set(task_ids), deadline, known)
 
     def _lookup(
         self,

@@ -7,7 +7,6 @@ in an :class:`~exporter.gateway.outcomes.ApiError` or a log line passes through 
 
 import re
 import threading
-from collections import deque
 from typing import Final
 
 # A SHA-1 signature is 40 hex digits; a run of at least that many in a gateway's text
@@ -16,6 +15,8 @@ _HEX_RUN: Final = re.compile(r"[0-9A-Fa-f]{40,}")
 _SIGNATURE_LENGTH: Final = 40
 _REMEMBERED_SIGNATURES: Final = 4096
 REDACTED: Final = "<redacted>"
+_TUNNEL_FAILED: Final = "Tunnel connection failed: "
+_TUNNEL_TEXT_LIMIT: Final = 120
 
 
 class SignatureMemory:
@@ -27,21 +28,16 @@ class SignatureMemory:
     """
 
     def __init__(self, capacity: int = _REMEMBERED_SIGNATURES) -> None:
-        self._order: deque[str] = deque()
-        self._known: set[str] = set()
+        self._known: dict[str, None] = {}  # in the order first made: the oldest first
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def remember(self, signature: str) -> None:
         """Add one signature (hex, any case)."""
-        signature = signature.lower()
         with self._lock:
-            if signature in self._known:
-                return
-            self._order.append(signature)
-            self._known.add(signature)
-            if len(self._order) > self._capacity:
-                self._known.discard(self._order.popleft())
+            self._known[signature.lower()] = None
+            if len(self._known) > self._capacity:
+                del self._known[next(iter(self._known))]
 
     def __contains__(self, signature: object) -> bool:
         return isinstance(signature, str) and signature.lower() in self._known
@@ -69,6 +65,9 @@ def describe(error: BaseException) -> str:
 
     requests and urllib3 put URLs, and sometimes request details, in their messages;
     we send no secret in the URL, but name only the exception's kind and its root cause.
+    A proxy that refuses the tunnel is the exception: its status line is what an operator
+    needs (``ProxyError: Tunnel connection failed: 403 Forbidden``), scrubbed as gateway
+    text is.
     """
     cause: BaseException = error
     while cause.__context__ is not None and cause.__context__ is not cause:
@@ -76,6 +75,9 @@ def describe(error: BaseException) -> str:
     kind = type(error).__name__
     if isinstance(cause, OSError) and cause.strerror:
         return f"{kind}: {cause.strerror}"
+    text = str(cause)
+    if type(cause) is OSError and text.startswith(_TUNNEL_FAILED):  # http.client's words
+        return f"{kind}: {scrub(text)[:_TUNNEL_TEXT_LIMIT]}"
     root = type(cause).__name__
     return kind if root == kind else f"{kind} ({root})"
 

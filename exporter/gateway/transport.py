@@ -6,8 +6,6 @@ attempt is counted by action and outcome; every answer is decoded into the shape
 action returns, and a ``RetCode`` other than 0 becomes an :class:`ApiError`.
 """
 
-import http.client
-import logging
 import math
 import random
 import re
@@ -15,10 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Final, TypeVar, overload
-from urllib.parse import urlencode
 
+import certifi
+import requests
+import urllib3
 from pydantic import SecretStr
 
 from exporter.gateway.answers import Answer, InvalidResponseError, TaskListResponse, decode_answer
@@ -26,13 +27,10 @@ from exporter.gateway.budgets import CollectionDeadline, RateLimit
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError, Outcome, RequestStats
 from exporter.gateway.redaction import SIGNATURES, describe, scrub
-from exporter.gateway.session import GatewayConnection, GatewayConnections
 from exporter.gateway.signature import ParamValue, signed_form
-from exporter.gateway.watchdog import RequestGuard, Watchdog
+from exporter.gateway.watchdog import GuardedAdapter, Watchdog
 from exporter.settings.config import Settings
 from exporter.version import __version__
-
-log = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -81,10 +79,16 @@ class ClientOptions:
 class Transport:
     """Signed calls to one gateway, each retried within its deadline and counted.
 
-    Retries are ours, bounded by the deadline. The connections
-    (:mod:`exporter.gateway.session`) hand their sockets to the watchdog, which ends a
-    request at its deadline whatever part of the exchange it is in; nothing is taken
-    from the environment (no proxy, no CA bundle: whom we trust is a setting).
+    HTTP is a requests ``Session``: its pool keeps connections to the gateway alive (and
+    replaces one the gateway closed while idle), and proxies come from the environment
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, either case; SOCKS is
+    refused, see :class:`~exporter.gateway.watchdog.GuardedAdapter`). Whom TLS trusts is a
+    setting, ``CA_BUNDLE``, else certifi's bundle: never ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE``. No redirects (a 3xx is an HTTP error), no cookies: every call
+    stands alone, as signed. Retries are ours, bounded by the deadline; urllib3's are off,
+    as they know no deadline. Its connections hand their sockets to the watchdog
+    (:class:`~exporter.gateway.watchdog.GuardedAdapter`), which ends a request at its
+    deadline whatever part of the exchange it is in.
     """
 
     def __init__(
@@ -97,21 +101,26 @@ class Transport:
         stats: RequestStats,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._url = api_url
         self._public_key = public_key
         self._private_key = private_key
         self._options = options
         self._stats = stats
         self._sleep = sleep
-        self._connections = GatewayConnections(
-            api_url, ca_bundle=options.ca_bundle, max_idle=options.parallel_pages * 4
-        )
         self._watchdog = Watchdog()
-        # No Accept-Encoding: http.client asks for identity, so that the size cap counts
-        # the bytes we decode and no decompression runs unbounded on a gateway's say-so.
-        self._headers = {
-            "User-Agent": f"ucdn-prefetch-exporter/{__version__}",
-            "Content-Type": "application/x-www-form-urlencoded",
-        }
+        # As many kept-alive connections as page threads (see ApiClient).
+        adapter = GuardedAdapter(pool_maxsize=options.parallel_pages * 4, max_retries=0)
+        self._session = requests.Session()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        # Identity: the caps count what the gateway sends. An answer compressed all the same
+        # is decompressed a read at a time (bounded since urllib3 2.6), each read counted.
+        self._session.headers.update(
+            {"User-Agent": f"ucdn-prefetch-exporter/{__version__}", "Accept-Encoding": "identity"}
+        )
+        # Passed with every request: a Session's own verify would lose to REQUESTS_CA_BUNDLE.
+        self._verify = str(options.ca_bundle) if options.ca_bundle else certifi.where()
         self._rate_limit = RateLimit(options.max_requests_per_second)
 
     def close(self) -> None:
@@ -120,7 +129,7 @@ class Transport:
         Requests started afterwards end at once too, as timeouts.
         """
         self._watchdog.close()
-        self._connections.close()
+        self._session.close()
 
     def call(
         self, params: dict[str, ParamValue], deadline: Deadline, shape: type[Answer]
@@ -189,7 +198,7 @@ class Transport:
         with self._watchdog.guard(remaining) as guard:
             try:
                 body, request_id = self._exchange(
-                    form, deadline, min(self._options.request_timeout, remaining), guard
+                    form, deadline, min(self._options.request_timeout, remaining)
                 )
             except Exception:
                 # Whatever the shutdown broke (a read, a parse, a send) is the deadline's doing.
@@ -208,97 +217,75 @@ class Transport:
             raise _invalid(error, request_id, secret) from None
 
     def _exchange(
-        self, form: dict[str, str], deadline: Deadline, timeout: float, guard: RequestGuard
+        self, form: dict[str, str], deadline: Deadline, timeout: float
     ) -> tuple[bytes, str | None]:
-        """Send one request; its answer's body and request id. ``guard`` bounds it.
-
-        The connection goes back to the pool only when its answer was read to the end
-        and the watchdog did not end it; on any failure it is closed.
-        """
-        connection = self._connections.checkout(timeout)
+        """Send one request; its answer's body and request id. The caller's guard bounds it."""
         try:
-            answer = self._send(connection, form, timeout)
-            if answer.msg.defects:
-                _log_defects(answer)
-            request_id = _request_id(_header(answer, _REQUEST_ID_HEADER))
-            status = answer.status
+            response = self._session.post(
+                self._url,
+                data=form,
+                timeout=(timeout, timeout),
+                verify=self._verify,
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
+        except requests.ConnectionError as error:
+            # Refused, reset, closed, DNS, TLS, the proxy; a status line or headers not HTTP.
+            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
+        except requests.RequestException as error:
+            raise ApiError("connection_error", describe(error)) from None
+        # Closed unread, the connection is closed; read to the end, it went back to the pool.
+        with response:
+            status = response.status_code
+            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER))
             if status in _RETRY_STATUSES:
-                retry_after = _retry_after(_header(answer, "Retry-After"))
+                retry_after = _retry_after(response.headers.get("Retry-After"))
                 http_error = ApiError("http_error", f"HTTP {status}", request_id)
                 raise _RetryableError(http_error, retry_after)
             if status != 200:
                 raise ApiError("http_error", f"HTTP {status}", request_id)
             try:
-                body = self._read_body(answer, connection, deadline)
+                return self._read_body(response, deadline, timeout), request_id
             except (ApiError, _RetryableError) as error:
                 # A body cut short or too large: support wants the request id.
                 (error if isinstance(error, ApiError) else error.error).request_id = request_id
                 raise
-        except BaseException:
-            connection.close()
-            raise
-        if answer.will_close or guard.fired:
-            connection.close()
-        else:
-            self._connections.give_back(connection)
-        return body, request_id
 
-    def _send(
-        self, connection: GatewayConnection, form: dict[str, str], timeout: float
-    ) -> http.client.HTTPResponse:
-        """POST the form; the answer with its status line and headers read."""
-        try:
-            connection.request(
-                "POST", self._connections.path, urlencode(form).encode(), self._headers
-            )
-            return connection.getresponse()
-        except TimeoutError:
-            raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
-        except (OSError, http.client.HTTPException) as error:
-            # Refused, reset, closed, DNS, TLS; a status line or headers that are not HTTP.
-            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
-
-    def _read_body(
-        self, answer: http.client.HTTPResponse, connection: GatewayConnection, deadline: Deadline
-    ) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: Deadline, timeout: float) -> bytes:
         """Read the whole body, but never past the size caps.
 
-        The deadline is the watchdog's to enforce; the socket timeout bounds each read.
+        The deadline is the watchdog's to enforce; the read timeout bounds each read.
         Every byte counts against the answer's cap and the collection's budget. A reset
-        or close mid-body is a connection error worth retrying, as at connect time.
+        or close mid-body, or a body shorter than its Content-Length, is a connection
+        error worth retrying, as at connect time. urllib3's ``read`` leaves the chunked
+        framing to http.client, which bounds each chunk-size and trailer line.
         """
         limit = self._options.max_response_bytes
-        declared = _header(answer, "Content-Length") or ""
+        declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ApiError("invalid_response", f"answer of {declared} bytes exceeds {limit}")
         budget = deadline.budget if isinstance(deadline, CollectionDeadline) else None
-        if connection.sock is not None:  # the headers were read with the time left at the start
-            connection.sock.settimeout(self._options.request_timeout)
         chunks: list[bytes] = []
         size = 0
         try:
-            while True:
-                chunk = answer.read(_READ_CHUNK)
-                if not chunk:
-                    break
+            while chunk := response.raw.read(_READ_CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > limit:
                     raise ApiError("invalid_response", f"answer exceeds {limit} bytes")
                 if budget is not None:
                     budget.spend(len(chunk))
                 chunks.append(chunk)
-        except TimeoutError:
-            raise ApiError("timeout", f"no data for {self._options.request_timeout:.1f}s") from None
-        except (OSError, http.client.HTTPException) as error:
-            failure = ApiError("connection_error", describe(error))
-            raise _RetryableError(failure, None) from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise ApiError("timeout", f"no data for {timeout:.1f}s") from None
         except ApiError:
             raise  # a size cap's, as it is
-        except Exception as error:  # anything else http.client meets in a body is the body's
+        except (OSError, urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as error:
+            failure = ApiError("connection_error", describe(error))
+            raise _RetryableError(failure, None) from None
+        except Exception as error:  # urllib3's decoding errors share no base class with these
             raise ApiError("invalid_response", describe(error)) from None
-        if answer.length:  # http.client ends a Content-Length body cut short quietly
-            missing = f"answer cut short, {answer.length} bytes missing"
-            raise _RetryableError(ApiError("connection_error", missing), None)
         return b"".join(chunks)
 
 
@@ -377,19 +364,6 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None or not math.isfinite(seconds):  # HTTP dates are GMT, always
         return None
     return min(max(0.0, seconds), _RETRY_AFTER_CAP_SECONDS)
-
-
-def _log_defects(answer: http.client.HTTPResponse) -> None:
-    # A line that is not a header ends the headers: it and those after it are ignored.
-    # Their text is the gateway's (it may echo a signature): only the kinds are named.
-    kinds = ",".join(sorted({type(defect).__name__ for defect in answer.msg.defects}))
-    log.debug("answer headers not parsed whole", extra={"fields": {"defects": kinds}})
-
-
-def _header(answer: http.client.HTTPResponse, name: str) -> str | None:
-    """A header's value, its repetitions joined by commas as a single field's would be."""
-    values = answer.headers.get_all(name)
-    return None if values is None else ", ".join(values)
 
 
 def _request_id(value: str | None) -> str | None:

@@ -2,47 +2,50 @@
 
 Socket timeouts bound each read, not an exchange: a gateway that drips the status line,
 the headers, the chunk framing or the trailers a byte at a time, or floods interim
-``100 Continue`` answers, keeps a request alive for as long as it likes. Here one
-:class:`Watchdog` thread keeps a heap of deadlines and, when one passes, calls
+``100 Continue`` answers, keeps a request alive for as long as it likes. Here each
+request's :class:`RequestGuard` is fired by a timer at its deadline, and calls
 ``shutdown(SHUT_RDWR)`` on every socket of that request: whatever call the request's
-thread is blocked in (connect, TLS handshake, send, any read) returns at once, and the
-gateway sees the connection closed.
+thread is blocked in (connect, TLS handshake, a proxy's CONNECT, send, any read) returns
+at once, and the gateway sees the connection closed. A connection shut down this way is
+seen dropped when it is next taken from the pool, and replaced.
 
-Sockets reach the request's :class:`RequestGuard` through :func:`attach`, which the
-gateway's connections (:mod:`exporter.gateway.session`) call for each socket they create or
-reuse, with the guard that the calling thread holds (:meth:`Watchdog.guard` sets it for
-the thread). The guard keeps a duplicate of each socket's descriptor: ``shutdown`` acts
-on the socket, not on the descriptor, so it reaches the connection even after TLS has
-wrapped (and detached) the socket first created, and the duplicate can never be a
-recycled descriptor.
+Sockets reach the guard through :class:`GuardedAdapter`, a requests ``HTTPAdapter`` whose
+urllib3 connections attach each socket they create or reuse to the guard that the
+calling thread holds (:meth:`Watchdog.guard` sets it for the thread). The guard keeps a
+duplicate of each socket's descriptor: ``shutdown`` acts on the socket, not on the
+descriptor, so it reaches the connection even after TLS has wrapped (and detached) the
+socket urllib3 first created, and the duplicate can never be a recycled descriptor.
+
+The hooks, written for urllib3 2.x and requests 2.32 onwards (pinned in pyproject.toml):
+``HTTPAdapter.init_poolmanager`` and ``proxy_manager_for`` (requests' documented points
+for subclasses) give each pool manager, direct or through a proxy, the guarded pool
+classes through ``PoolManager.pool_classes_by_scheme``; those pools' ``ConnectionCls``
+overrides ``HTTPConnection._new_conn``, the one method that creates a connection's
+socket (before a proxy's CONNECT and before the TLS handshake), and ``request``, where a
+kept-alive connection is reused.
 """
 
 import contextlib
-import heapq
-import itertools
 import socket
 import threading
-import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from requests.exceptions import InvalidSchema
+from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _current = threading.local()
-
-
-class Closable(Protocol):
-    """A connection, closed by its guard when the watchdog ended its request."""
-
-    def close(self) -> None:
-        """Close it for good: it must not be reused."""
 
 
 class RequestGuard:
     """The sockets of one request and whether its deadline (or a close) has ended it."""
 
-    def __init__(self, at: float) -> None:
-        self.at = at
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._attached: list[tuple[Closable, socket.socket]] = []
+        self._watched: list[socket.socket] = []
         self._fired = False
         self._released = False
 
@@ -52,15 +55,15 @@ class RequestGuard:
         with self._lock:
             return self._fired
 
-    def attach(self, connection: Closable, sock: socket.socket) -> None:
-        """Watch ``sock`` (of ``connection``); shut it down at once if the guard has fired."""
+    def attach(self, sock: socket.socket) -> None:
+        """Watch ``sock``; shut it down at once if the guard has fired."""
         try:
             watched = socket.fromfd(sock.fileno(), sock.family, sock.type)
         except OSError:
             return  # already closed: nothing left to end
         with self._lock:
             if not self._fired and not self._released:
-                self._attached.append((connection, watched))
+                self._watched.append(watched)
                 return
             fired = self._fired
         if fired:
@@ -68,80 +71,63 @@ class RequestGuard:
         watched.close()
 
     def fire(self) -> None:
-        """End the request: shut every socket down (from the watchdog's thread)."""
+        """End the request: shut every socket down (from the timer's thread)."""
         with self._lock:
             if self._fired or self._released:
                 return
             self._fired = True
-            for _, watched in self._attached:
+            for watched in self._watched:
                 _shutdown(watched)
 
     def release(self) -> None:
-        """The request is over: stop watching; a fired request's connections are discarded."""
+        """The request is over: stop watching."""
         with self._lock:
             self._released = True
-            attached, self._attached = self._attached, []
-            fired = self._fired
-        for connection, watched in attached:
-            if fired:
-                # Shut down, it must not go back to the pool as if it could be reused.
-                connection.close()
-            watched.close()
+            watched, self._watched = self._watched, []
+        for sock in watched:
+            sock.close()
 
 
 class Watchdog:
-    """One thread that fires every :class:`RequestGuard` whose deadline has passed."""
+    """Fires each :class:`RequestGuard` at its deadline; :meth:`close` fires them all."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._heap: list[tuple[float, int, RequestGuard]] = []
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._running: set[RequestGuard] = set()
         self._closed = False
 
     @contextlib.contextmanager
     def guard(self, seconds: float) -> Iterator[RequestGuard]:
         """Watch this thread's request for ``seconds``; the guard says whether it fired."""
-        guard = RequestGuard(time.monotonic() + seconds)
-        with self._condition:
-            if self._closed:
-                guard.fire()
-            else:
-                heapq.heappush(self._heap, (guard.at, next(self._order), guard))
-                self._start()
-                self._condition.notify()
+        guard = RequestGuard()
+        timer = threading.Timer(seconds, guard.fire)
+        timer.name = "api-watchdog"
+        timer.daemon = True
+        with self._lock:
+            closed = self._closed
+            self._running.add(guard)
+        if closed:
+            guard.fire()
+        else:
+            timer.start()
         previous = getattr(_current, "guard", None)
         _current.guard = guard
         try:
             yield guard
         finally:
             _current.guard = previous
+            timer.cancel()
+            with self._lock:
+                self._running.discard(guard)
             guard.release()
 
     def close(self) -> None:
-        """End every request under way at once, and any started later; stop the thread."""
-        with self._condition:
+        """End every request under way at once, and any started later."""
+        with self._lock:
             self._closed = True
-            guards = [guard for _, _, guard in self._heap]
-            self._heap.clear()
-            self._condition.notify()
-        for guard in guards:
+            running = list(self._running)
+        for guard in running:
             guard.fire()
-
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="api-watchdog", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        with self._condition:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    # Released guards stay in the heap until due: firing them is a no-op.
-                    heapq.heappop(self._heap)[2].fire()
-                wait = self._heap[0][0] - now if self._heap else None
-                self._condition.wait(wait)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -149,8 +135,59 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def attach(connection: Closable, sock: socket.socket) -> None:
-    """Have the calling thread's guard, if it holds one, watch ``sock`` of ``connection``."""
+def _attach(sock: socket.socket | None) -> None:
     guard: RequestGuard | None = getattr(_current, "guard", None)
-    if guard is not None:
-        guard.attach(connection, sock)
+    if guard is not None and sock is not None:
+        guard.attach(sock)
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    """Attaches its new socket, and its kept-alive one when reused, to the thread's guard."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _attach(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach(self.sock)  # None for a new connection: _new_conn attaches it
+        super().request(*args, **kwargs)
+
+
+class _GuardedHTTPSConnection(_GuardedHTTPConnection, HTTPSConnection):
+    """The same for HTTPS: the raw socket is attached before the TLS handshake starts."""
+
+
+class _GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+def _guarded(manager: PoolManager) -> PoolManager:
+    manager.pool_classes_by_scheme = {
+        "http": _GuardedHTTPConnectionPool,
+        "https": _GuardedHTTPSConnectionPool,
+    }
+    return manager
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections report their sockets to :class:`Watchdog` guards,
+    directly or through an HTTP(S) proxy.
+
+    A SOCKS proxy is refused: its connections are urllib3's own, which no guard would watch.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Build the pool manager, with pools of guarded connections."""
+        super().init_poolmanager(*args, **kwargs)
+        _guarded(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        """The manager of ``proxy``'s pools, of guarded connections too."""
+        if proxy.lower().startswith("socks"):
+            raise InvalidSchema("SOCKS proxies are not supported: use an HTTP(S) proxy")
+        return _guarded(super().proxy_manager_for(proxy, **proxy_kwargs))

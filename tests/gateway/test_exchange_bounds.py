@@ -9,6 +9,7 @@ process for ``--once``, ``--check-config`` and its resident memory.
 import re
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from hostile import (
     drip_headers,
     drip_status_line,
     drip_trailers,
+    flood_chunk_size,
     flood_continue,
     flood_trailers,
     full_pages,
+    gzip_bomb,
     in_turn,
     nested_json,
     valid_answer,
@@ -154,6 +157,40 @@ def test_a_connection_cut_mid_body_is_retried(gateways: list[HostileGateway], re
     assert [task.task_id for task in window.tasks] == ["t-1"]
     stats = client.stats.snapshot()
     assert (stats[PREFETCH_ACTION, "connection_error"], stats[PREFETCH_ACTION, "ok"]) == (1, 1)
+
+
+def test_an_endless_chunk_size_line_is_cut_short_and_retried(
+    gateways: list[HostileGateway],
+) -> None:
+    # Each line of the chunked framing is bounded (http.client's 64 KiB): the flood is not
+    # read, and held, until the deadline, but ends the attempt as a broken answer at once.
+    gateway = start_gateway(gateways, in_turn(flood_chunk_size(), valid_answer([TASK])))
+    client = _client(gateway)
+    try:
+        window = client.fetch_tasks("", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(5))
+    finally:
+        client.close()
+    assert [task.task_id for task in window.tasks] == ["t-1"]
+    stats = client.stats.snapshot()
+    assert (stats[PREFETCH_ACTION, "connection_error"], stats[PREFETCH_ACTION, "ok"]) == (1, 1)
+
+
+def test_a_compressed_answer_counts_decompressed_and_is_cut_at_the_cap(
+    gateways: list[HostileGateway],
+) -> None:
+    # 64 MiB in some 64 KiB on the wire: decompressed a read at a time, each read counted,
+    # so the answer cap ends it with a few MiB ever held, not the whole.
+    gateway = start_gateway(gateways, gzip_bomb(64 * 1024 * 1024))
+    client = _client(gateway, max_response_bytes=1024 * 1024, max_retries=0)
+    tracemalloc.start()
+    try:
+        error, _, _ = _fetch(client, 10.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        client.close()
+    assert (error.reason, error.detail) == ("invalid_response", "answer exceeds 1048576 bytes")
+    assert peak < 16 * 1024 * 1024, f"{peak / 2**20:.0f} MiB held while reading"
 
 
 def test_deeply_nested_json_is_an_invalid_answer(gateways: list[HostileGateway]) -> None:

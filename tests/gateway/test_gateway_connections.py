@@ -1,5 +1,6 @@
-"""The gateway's connections: TLS trusts only what it should, kept-alive connections are
-reused, and one the gateway closed while idle costs a new connection, not a failure.
+"""The gateway's connections: TLS trusts only what it should (``CA_BUNDLE``, else certifi's
+bundle, whatever requests' own variables say), kept-alive connections are reused, and one
+the gateway closed while idle costs a new connection, not a failure.
 
 Against :mod:`hostile` gateways on loopback, HTTPS with throwaway certificates (trustme),
 through an ``ApiClient`` in this process.
@@ -84,6 +85,32 @@ def test_a_certificate_that_does_not_prove_the_gateway_is_refused(
     assert not any(connection.form for connection in gateway.connections), "nothing was sent"
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_requests_own_ca_variables_do_not_change_whom_tls_trusts(
+    gateways: list[HostileGateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    ca = trustme.CA()
+    # With CA_BUNDLE, a variable naming a bundle that does not exist changes nothing...
+    monkeypatch.setenv(variable, str(tmp_path / "missing.pem"))
+    gateway = start_gateway(gateways, valid_answer(), _tls(ca, "127.0.0.1"))
+    client = _client(gateway, ca_bundle=_bundle(ca, tmp_path))
+    try:
+        assert _fetch(client) == 0
+    finally:
+        client.close()
+    # ... and without it, one naming the gateway's CA does not make the gateway trusted.
+    monkeypatch.setenv(variable, str(_bundle(ca, tmp_path)))
+    gateway = start_gateway(gateways, valid_answer(), _tls(ca, "127.0.0.1"))
+    client = _client(gateway, max_retries=0)
+    try:
+        with pytest.raises(ApiError) as raised:
+            _fetch(client)
+    finally:
+        client.close()
+    assert raised.value.reason == "connection_error"
+    assert not any(connection.form for connection in gateway.connections), "nothing was sent"
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_a_kept_alive_connection_is_reused(
     gateways: list[HostileGateway], tmp_path: Path, tls: bool
@@ -114,3 +141,22 @@ def test_a_connection_the_gateway_closed_while_idle_costs_no_failure(
         client.close()
     assert len(gateway.connections) == 3
     assert _outcomes(client) == {"ok": 3}
+
+
+def test_a_socks_proxy_is_refused_not_bypassed(
+    gateways: list[HostileGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its connections would be out of the watchdog's sight: no exchange could be bounded.
+    gateway = start_gateway(gateways, valid_answer())
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    for name in ("HTTP_PROXY", "http_proxy", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = _client(gateway, max_retries=2)
+    try:
+        with pytest.raises(ApiError) as raised:
+            _fetch(client)
+    finally:
+        client.close()
+    assert (raised.value.reason, raised.value.detail) == ("connection_error", "InvalidSchema")
+    assert _outcomes(client) == {"connection_error": 1}, "not retried: it would fail alike"
+    assert gateway.connections == []

@@ -179,21 +179,3 @@ def test_total_count_is_only_a_hint_for_the_window_size(
     window = fetch(client_for(api, page_size=10, parallel_pages=8))
     assert len(window.tasks) == 200
     assert api.request_count() <= math.ceil(200 / 10) + 8
-
-
-def test_proxy_and_ca_variables_change_nothing(
-    simulator: Callable[..., SimulatedApi],
-    client_for: Callable[..., ApiClient],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
-) -> None:
-    # A proxy that refuses every connection, and a CA bundle that cannot be read: were
-    # either taken from the environment, the fetch would fail.
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
-    api = simulator(StaticDataset({TARGET: served(5)}))
-    window = fetch(client_for(api, page_size=100))
-    assert len(window.tasks) == 5
-    assert api.request_count() == 1
