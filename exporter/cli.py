@@ -253,8 +253,8 @@ def _upstream(settings: Settings, overrides: dict[str, Any]) -> Iterator[Setting
         return
     ignored = key_sources(overrides)
     if ignored:
-        names = {kind: ",".join(names) for kind, names in ignored.items()}
-        log.info("demo mode: ignoring the API keys given", extra={"fields": names})
+        fields = {kind: ",".join(names) for kind, names in ignored.items()}
+        log.info("demo mode: ignoring the API keys given", extra={"fields": fields})
     # Imported here: the simulator (and http.server with it) is for --demo alone, and a
     # normal start should neither load it nor pay for it.
     from exporter.simulator.live import LiveDataset  # noqa: PLC0415
