@@ -30,7 +30,7 @@ from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.publish.collector import UcdnCollector
-from exporter.settings.config import Settings, load_settings
+from exporter.settings.config import Settings, key_sources, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
@@ -54,6 +54,28 @@ _TOOLKIT_SPELLINGS = {
     "log_level": ("--log.level",),
     "log_format": ("--log.format",),
 }
+# The groups of --help, in order, and the settings in each: every setting is in one.
+_GROUPS = {
+    "API": "public_key private_key api_url project_ids platforms ca_bundle "
+    "request_timeout_seconds max_retries max_api_requests_per_second",
+    "collection": "task_kinds lookback_seconds resync_seconds overlap_seconds task_lookup_batch "
+    "stuck_horizon_seconds quota_interval_seconds cache_seconds histogram_buckets "
+    "refresh_buckets",
+    "limits": "page_size max_pages parallel_pages max_response_bytes max_collection_bytes "
+    "max_url_series max_task_series max_domain_series max_label_value_length max_domains "
+    "quota_parallel_requests",
+    "web": "listen_address web_config_file max_requests scrape_timeout_offset_seconds "
+    "max_scrape_timeout_seconds",
+    "logging": "log_level log_format",
+    "modes": "demo",
+}
+# A flag's value is named by the last word of the setting's name (SECONDS, BYTES, FILE...).
+_METAVARS = {"max_api_requests_per_second": "RATE", "listen_address": "[HOST]:PORT"}
+_DESCRIPTION = (
+    "Prometheus exporter for the prefetch (cache warm-up) and refresh (purge) tasks and the "
+    "domains' daily quotas of UCloud-compatible UCDN gateways. Every setting is also an "
+    "environment variable; a number's range and default follow its description."
+)
 _EPILOG = (
     "The API keys are also read from UCLOUD_PUBLIC_KEY and UCLOUD_PRIVATE_KEY, and from "
     "files named UCDN_EXPORTER_PUBLIC_KEY, UCDN_EXPORTER_PRIVATE_KEY, UCLOUD_PUBLIC_KEY or "
@@ -66,10 +88,12 @@ _EPILOG = (
 
 
 class _Formatter(argparse.HelpFormatter):
-    """Wraps at spaces only: argparse's default breaks a long default (the buckets) mid-number."""
+    """Wraps at spaces only: a URL, a number or a list in a help text stays on one line."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False) or [""]
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_long_words=False, break_on_hyphens=False
+        ) or [""]
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return textwrap.fill(
@@ -78,6 +102,7 @@ class _Formatter(argparse.HelpFormatter):
             initial_indent=indent,
             subsequent_indent=indent,
             break_long_words=False,
+            break_on_hyphens=False,
         )
 
 
@@ -102,49 +127,79 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags for every setting, plus the modes that are not settings."""
+    """Flags for every setting, in groups, plus the modes that are not settings."""
     parser = _Parser(
         prog=PROG,
-        description="Prometheus exporter for CDN prefetch (cache warm-up) tasks of "
-        "UCloud-compatible UCDN gateways. Every setting is also an environment variable.",
+        usage="%(prog)s [options]",
+        description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=_Formatter,
+        # A prefix of a flag is a mistake, not a choice: --lookback is not --lookback-seconds.
+        allow_abbrev=False,
     )
-    for name, field in Settings.model_fields.items():
-        flags = [flag_name(name)]
-        flags.extend(_TOOLKIT_SPELLINGS.get(name, ()))
-        default = field.get_default(call_default_factory=True)
-        shown = "" if isinstance(default, SecretStr) else _show_default(default)
-        help_text = f"{field.description} (env {env_name(name)}{shown})"
-        if field.annotation is bool:
-            parser.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
-        else:
-            parser.add_argument(*flags, dest=name, metavar=name.upper(), help=help_text)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    modes = parser.add_mutually_exclusive_group()
+    groups = {title: parser.add_argument_group(title) for title in _GROUPS}
+    for title, names in _GROUPS.items():
+        for name in names.split():
+            _add_setting(groups[title], name)
+    modes = groups["modes"].add_mutually_exclusive_group()
     modes.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the settings, call the API once per target, print a table and exit "
-        "0 when every target answered, else 1",
+        help="validate the settings, call once each API action the settings will call (for "
+        "every target and project), print a table with a hint for each failure and exit 0 "
+        "when every call answered, else 1",
     )
     modes.add_argument(
         "--once",
         action="store_true",
         help="collect once, write the exposition to stdout (or --output) and exit",
     )
-    parser.add_argument(
-        "--output", type=Path, help="with --once: write here atomically (textfile collector)"
+    groups["modes"].add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="with --once: write here atomically (textfile collector)",
     )
     return parser
 
 
-def _show_default(default: Any) -> str:
+def _add_setting(group: "argparse._ArgumentGroup", name: str) -> None:
+    """The flag (and the ecosystem's spelling of it) of setting ``name``, its help ending in
+    ``(RANGE, default DEFAULT; env VARIABLE)``."""
+    field = Settings.model_fields[name]
+    flags = [flag_name(name), *_TOOLKIT_SPELLINGS.get(name, ())]
+    default = field.get_default(call_default_factory=True)
+    shown = [_range(field.metadata)]
+    if not isinstance(default, SecretStr | bool) and default not in ("", None, []):
+        shown.append(f"default {_show(default)}")
+    value = ", ".join(part for part in shown if part)
+    help_text = f"{field.description} ({value + '; ' if value else ''}env {env_name(name)})"
+    if field.annotation is bool:
+        group.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
+    else:
+        metavar = _METAVARS.get(name, name.rpartition("_")[2].upper())
+        group.add_argument(*flags, dest=name, metavar=metavar, help=help_text)
+
+
+def _range(metadata: list[Any]) -> str:
+    """The bounds the setting's validation enforces: ``60..2678400``, ``>=64``, ``>0, <=600``."""
+    bounds = {
+        kind: getattr(bound, kind)
+        for bound in metadata
+        for kind in ("ge", "gt", "le")
+        if hasattr(bound, kind)
+    }
+    if "ge" in bounds and "le" in bounds:
+        return f"{bounds['ge']}..{bounds['le']}"
+    signs = {"ge": ">=", "gt": ">", "le": "<="}
+    return ", ".join(f"{signs[kind]}{value}" for kind, value in bounds.items())
+
+
+def _show(default: Any) -> str:
     if isinstance(default, list):
-        default = ",".join(f"{item:g}" if isinstance(item, float) else item for item in default)
-    if default in ("", None, []):
-        return ""
-    return f"; default {default}"
+        return ",".join(f"{item:g}" if isinstance(item, float) else item for item in default)
+    return str(default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [settings.private_key.get_secret_value()],
         signatures=SIGNATURES,
     )
-    with _upstream(settings) as settings:
+    with _upstream(settings, overrides) as settings:
         client = _client(settings)
         collector = _collector(settings, client)
         try:
@@ -187,11 +242,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _upstream(settings: Settings) -> Iterator[Settings]:
-    """In demo mode, start the simulated API and point the settings at it."""
+def _upstream(settings: Settings, overrides: dict[str, Any]) -> Iterator[Settings]:
+    """In demo mode, start the simulated API and point the settings at it.
+
+    The demo signs with the simulator's keys: keys given by ``overrides`` (the flags), the
+    environment or a secrets file are ignored, and one line names where they were given.
+    """
     if not settings.demo:
         yield settings
         return
+    ignored = key_sources(overrides)
+    if ignored:
+        fields = {kind: ",".join(names) for kind, names in ignored.items()}
+        log.info("demo mode: ignoring the API keys given", extra={"fields": fields})
     # Imported here: the simulator (and http.server with it) is for --demo alone, and a
     # normal start should neither load it nor pay for it.
     from exporter.simulator.live import LiveDataset  # noqa: PLC0415

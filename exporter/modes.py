@@ -1,55 +1,165 @@
-"""The one-shot modes: ``--check-config`` (one call per target) and ``--once`` (one collection).
+"""The one-shot modes: ``--check-config`` (every action once) and ``--once`` (one collection).
 
-``--once`` writes the text exposition to stdout or, atomically, to a file that
+``--check-config`` calls each action the configuration will call, once, so that a key
+without the permission for one of them fails here rather than at the first scrape that
+needs it. ``--once`` writes the text exposition to stdout or, atomically, to a file that
 node_exporter's textfile collector reads.
 """
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import generate_latest
 
+from exporter.collection.kinds import TaskKind
+from exporter.gateway.answers import (
+    DOMAINS_ACTION,
+    PREFETCH_ENABLE_ACTION,
+    QUOTA_ACTION,
+    QuotaResponse,
+)
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
+from exporter.gateway.domain_calls import DomainList
 from exporter.gateway.outcomes import ApiError
+from exporter.gateway.retcodes import hint
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import Settings
+from exporter.settings.target import DEFAULT_PROJECT_LABEL
+from exporter.summary.target_summary import SummaryLimits
 
 PROG = "ucdn-prefetch-exporter"
+_RET_CODE = re.compile(r"RetCode (\d+):")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One call of ``--check-config``: where, which action, how long, and what came back."""
+
+    where: str
+    action: str
+    seconds: float | None  # None: not tried
+    result: str
+    hint: str | None = None
+    failed: bool = False
 
 
 def check_config(settings: Settings, client: ApiClient) -> int:
-    """One signed call per target; a table of who answered; 0 when all did."""
-    rows = [("TARGET", "REACHABLE", "TASKS IN WINDOW", "TIME")]
-    failures = 0
+    """Each action the configuration calls, once per target or project; a table; 0 when all
+    answered.
+
+    The task list of every kind for every target; with the quota sweep on, every
+    project's domain list, then one domain's quota and prefetch switch.
+    """
+    checks = list(_task_checks(settings, client))
+    if settings.quota_interval_seconds > 0:
+        for project_id in sorted({target.project_id for target in settings.targets}):
+            checks.extend(_domain_checks(settings, client, project_id))
+    _print_table(checks)
+    return 1 if any(check.failed for check in checks) else 0
+
+
+def _task_checks(settings: Settings, client: ApiClient) -> Iterator[_Check]:
     for target in settings.targets:
-        end = int(time.time())
-        started = time.monotonic()
-        try:
-            count = client.count_tasks(
+        for kind in settings.task_kinds:
+            action = TaskKind.named(kind, SummaryLimits()).action
+            end = int(time.time())
+            count = partial(
+                client.count_tasks,
                 target.project_id,
                 is_dcdn=target.is_dcdn,
                 begin=end - settings.lookback_seconds,
                 end=end,
-                deadline=Deadline.after(settings.request_timeout_seconds),
+                deadline=_deadline(settings),
+                action=action,
             )
-            reachable, tasks = "yes", str(count)
-        except ApiError as error:
-            failures += 1
-            request = f"; request {error.request_id}" if error.request_id else ""
-            reachable, tasks = f"no ({error.reason}: {error.detail}{request})", "-"
-        elapsed = f"{time.monotonic() - started:.2f}s"
-        rows.append((f"{target.project_label}/{target.platform}", reachable, tasks, elapsed))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    return 1 if failures else 0
+            where = f"{target.project_label}/{target.platform}"
+            check, _ = _call(where, action, count, "{} tasks in the window".format)
+            yield check
+
+
+def _domain_checks(settings: Settings, client: ApiClient, project_id: str) -> Iterator[_Check]:
+    where = project_id or DEFAULT_PROJECT_LABEL
+    listing = partial(client.list_domains, project_id, deadline=_deadline(settings), limit=1)
+    # Unpacked in the same statement, mypy would type the answer after ``domains``
+    # (DomainList | None) and refuse _domain_count.
+    listed = _call(where, DOMAINS_ACTION, listing, _domain_count)
+    check, domains = listed
+    yield check
+    if domains is None or not domains.domains:
+        why = "the domain list failed" if domains is None else "the project has no domain"
+        for action in (QUOTA_ACTION, PREFETCH_ENABLE_ACTION):
+            yield _Check(where, action, None, f"not tried: {why}")
+        return
+    domain_id = domains.domains[0].domain_id
+    quota = partial(client.domain_quota, project_id, domain_id, deadline=_deadline(settings))
+    yield _call(where, QUOTA_ACTION, quota, _quota_use)[0]
+    switch = partial(client.prefetch_enabled, project_id, domain_id, deadline=_deadline(settings))
+    yield _call(where, PREFETCH_ENABLE_ACTION, switch, _switch)[0]
+
+
+def _domain_count(domains: DomainList) -> str:
+    return f"{domains.total} domains"
+
+
+def _quota_use(quota: QuotaResponse) -> str:
+    return f"{quota.submit_prefetch_count} of {quota.prefetch_quota} prefetches used today"
+
+
+def _switch(enabled: bool) -> str:
+    return f"prefetch {'on' if enabled else 'off'}"
+
+
+def _deadline(settings: Settings) -> Deadline:
+    return Deadline.after(settings.request_timeout_seconds)
+
+
+def _call(
+    where: str, action: str, call: Callable[[], T], describe: Callable[[T], str]
+) -> tuple[_Check, T | None]:
+    """Make one call; its row, and its answer unless it failed."""
+    started = time.monotonic()
+    try:
+        answer = call()
+    except ApiError as error:
+        seconds = time.monotonic() - started
+        request = f"; request {error.request_id}" if error.request_id else ""
+        result = f"failed ({error.reason}: {error.detail}{request})"
+        return _Check(where, action, seconds, result, _hint(error, action), failed=True), None
+    return _Check(where, action, time.monotonic() - started, f"ok: {describe(answer)}"), answer
+
+
+def _hint(error: ApiError, action: str) -> str | None:
+    """What to check for the error's RetCode, unless its detail says it already."""
+    code = _RET_CODE.match(error.detail)
+    tip = hint(int(code[1]), action) if code else None
+    return tip if tip and tip not in error.detail else None
+
+
+def _seconds(check: _Check) -> str:
+    return "-" if check.seconds is None else f"{check.seconds:.2f}s"
+
+
+def _print_table(checks: list[_Check]) -> None:
+    """One row per call, the result last; a hint on its own line, under the result."""
+    rows = [("TARGET", "ACTION", "TIME", "RESULT")]
+    rows += [(check.where, check.action, _seconds(check), check.result) for check in checks]
+    widths = [max(len(row[column]) for row in rows) + 2 for column in range(3)]
+    hints = [None, *(check.hint for check in checks)]
+    for (where, action, seconds, result), tip in zip(rows, hints, strict=True):
+        print(f"{where:<{widths[0]}}{action:<{widths[1]}}{seconds:<{widths[2]}}{result}")
+        if tip:
+            print(f"{'':<{sum(widths)}}hint: {tip}")
 
 
 def collect_once(settings: Settings, collector: UcdnCollector, output: Path | None) -> int:

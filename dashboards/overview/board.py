@@ -42,9 +42,10 @@ def dashboard() -> dash.Dashboard:
         dash.Dashboard("UCDN prefetch overview")
         .uid(UID)
         .description(
-            "Prefetch (cache warm-up) tasks of UCDN gateways as seen by "
-            "ucdn-prefetch-exporter: what is queued, what is warming, how fast, and "
-            "whether the exporter can be trusted."
+            "Prefetch (cache warm-up) and refresh (purge) tasks and the domains' daily "
+            "quotas of UCDN gateways as seen by ucdn-prefetch-exporter: what is queued, what "
+            "is warming, how fast, how much quota is left, and whether the exporter can be "
+            "trusted."
         )
         .tags(["ucdn", "cdn", "prefetch", "ucdn-prefetch-exporter"])
         .editable()

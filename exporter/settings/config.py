@@ -10,6 +10,8 @@ names the setting and never echoes its value.
 """
 
 import itertools
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -34,12 +36,13 @@ from pydantic_settings import (
 
 from exporter.metrics import TASK_KINDS
 from exporter.settings.address import DEFAULT_PORT, parse_listen_address
-from exporter.settings.names import (
-    ENV_PREFIX,
-    ConfigError,
-    describe_error,
+from exporter.settings.names import ENV_PREFIX, ConfigError, describe_error, flag_name
+from exporter.settings.secret_files import (
+    KEY_FILES,
+    KeyFilesSource,
+    default_secrets_dir,
+    regular_file_problem,
 )
-from exporter.settings.secret_files import KeyFilesSource, default_secrets_dir, regular_file_problem
 from exporter.settings.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Target
 
 _URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
@@ -61,7 +64,7 @@ CommaFloats = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
 
 
 def _key_alias(name: str) -> AliasChoices:
-    return AliasChoices(ENV_PREFIX + name, "UCLOUD_" + name, name.lower())
+    return AliasChoices(ENV_PREFIX + name, "UCLOUD_" + name)
 
 
 class Settings(BaseSettings):
@@ -223,7 +226,7 @@ class Settings(BaseSettings):
         40,
         ge=0,
         le=1024,
-        description="most HTTP requests served at once (up to 1024), 503 past it; 0 means no limit",
+        description="most HTTP requests served at once, 503 past it; 0 means no limit",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level: debug, info, warning (or warn) or error"
@@ -232,7 +235,9 @@ class Settings(BaseSettings):
         "logfmt", description="log line format: logfmt or json"
     )
     demo: bool = Field(
-        False, description="serve a built-in simulated API on loopback and need no account"
+        False,
+        description="serve a built-in simulated API on loopback and need no account; API "
+        "keys given anywhere are ignored (the log names them)",
     )
 
     @field_validator("log_level", "log_format", mode="before")
@@ -309,15 +314,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_unless_demo(self) -> "Settings":
-        keys = {"public_key": self.public_key, "private_key": self.private_key.get_secret_value()}
         if self.demo:
-            # The simulator replaces both; silently dropping them would hide a mistake.
+            # An API URL says "this gateway", which the demo would not call. Keys are
+            # different: UCloud's own tools read UCLOUD_*_KEY from the same shell, and the
+            # demo signs with the simulator's keys, so it ignores them (the command line
+            # logs which: key_sources).
             if "api_url" in self.model_fields_set:
                 raise _invalid("api_url", "cannot be combined with --demo")
-            for field, value in keys.items():
-                if value:
-                    raise _invalid(field, "cannot be combined with --demo (set in some source)")
             return self
+        keys = {"public_key": self.public_key, "private_key": self.private_key.get_secret_value()}
         for field, value in keys.items():
             if not value:
                 raise _invalid(field, "required (or run with --demo)")
@@ -368,6 +373,28 @@ def load_settings(
         return Settings(_secrets_dir=directory, **(overrides or {}))
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
+
+
+def key_sources(
+    overrides: Mapping[str, Any] | None = None, secrets_dir: Path | None = None
+) -> dict[str, list[str]]:
+    """Where API keys are given: the flags, variables and secrets files that hold one.
+
+    Names only, never a value, by kind (``flags``, ``variables``, ``secrets_files``; a kind
+    with none is left out), from the sources :func:`load_settings` reads: what ``--demo``
+    ignores.
+    """
+    directory = secrets_dir or default_secrets_dir()
+    # pydantic-settings reads variables whatever their case.
+    variables = {name.upper() for name, value in os.environ.items() if value}
+    sources: dict[str, list[str]] = {"flags": [], "variables": [], "secrets_files": []}
+    for field, names in KEY_FILES.items():
+        if (overrides or {}).get(field):
+            sources["flags"].append(flag_name(field))
+        sources["variables"] += [name for name in names if name in variables]
+        if directory is not None:
+            sources["secrets_files"] += [name for name in names if (directory / name).exists()]
+    return {kind: names for kind, names in sources.items() if names}
 
 
 def setting_default(field: str) -> Any:

@@ -25,6 +25,7 @@ RET_ACTION_MISSING = 160
 RET_ACTION_NOT_EXIST = 161
 RET_SIGNATURE_ERROR = 171
 RET_PARAMS_INVALID = 230
+RET_IAM_DENIED = 299
 # Every answer of the gateway carries its request id, which the provider's support asks for.
 REQUEST_ID_HEADER = "X-UCLOUD-REQUEST-UUID"
 

@@ -22,6 +22,7 @@ from exporter.simulator.hooks import Faults, FixedDelay
 from exporter.simulator.protocol import (
     MAX_REQUEST_BYTES,
     REQUEST_ID_HEADER,
+    RET_IAM_DENIED,
     RET_PARAMS_INVALID,
     Dataset,
     Encoding,
@@ -238,8 +239,10 @@ class SimulatedApi:
 
     Use as a context manager, or :meth:`start` and :meth:`stop`. Requests are served in
     parallel, each in its own daemon thread, on any path. ``total_count_error`` is added
-    to every TotalCount so tests can make it lie. ``clock`` sets "now" for the default
-    EndTime: give a :class:`LiveDataset` the same clock.
+    to every TotalCount so tests can make it lie. ``refused_actions`` are the actions the
+    key's sub-account may not call: a signed request of one is answered RetCode 299, as
+    the gateway answers when IAM denies it. ``clock`` sets "now" for the default EndTime:
+    give a :class:`LiveDataset` the same clock.
     """
 
     def __init__(
@@ -258,6 +261,7 @@ class SimulatedApi:
         self.dataset = dataset
         self.faults: Faults = faults if faults is not None else FixedDelay()
         self.total_count_error = 0
+        self.refused_actions: set[str] = set()
         self._clock = clock
         self._address = (host, port)
         self._server: _Server | None = None
@@ -362,6 +366,8 @@ class SimulatedApi:
         problem = auth_problem(params, self.public_key, self._private_key)
         if problem is not None:
             return problem
+        if params["Action"] in self.refused_actions:
+            return error_payload(RET_IAM_DENIED, "Permission denied by IAM", params["Action"])
         return answer(
             params,
             self.dataset,

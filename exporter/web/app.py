@@ -167,7 +167,8 @@ _LANDING = """<!DOCTYPE html>
 <head><meta charset="utf-8"><title>UCDN Prefetch Exporter</title></head>
 <body>
 <h1>UCDN Prefetch Exporter</h1>
-<p>Version {version}. Prometheus metrics of CDN prefetch (cache warm-up) tasks.</p>
+<p>Version {version}. Prometheus metrics of the prefetch (cache warm-up) and refresh (purge)
+tasks and the domains' daily quotas of a UCDN gateway.</p>
 <ul>
 <li><a href="metrics">Metrics</a> (every target, and the exporter's own)</li>
 <li>Probe one target (its series only): <ul>{probes}</ul></li>

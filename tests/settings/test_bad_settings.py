@@ -283,20 +283,6 @@ def test_demo_refuses_an_api_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert "UCDN_EXPORTER_API_URL (--api-url)" in line and CANARY not in line
 
 
-def test_demo_refuses_keys_from_the_environment(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("UCLOUD_PRIVATE_KEY", CANARY)
-    line = refused(capsys, ["--demo", "--check-config"])
-    assert "UCDN_EXPORTER_PRIVATE_KEY (--private-key)" in line and CANARY not in line
-
-
-def test_demo_refuses_keys_from_a_secrets_file(capsys: pytest.CaptureFixture[str]) -> None:
-    (Path(os.environ["UCDN_EXPORTER_SECRETS_DIR"]) / "UCDN_EXPORTER_PUBLIC_KEY").write_text(CANARY)
-    line = refused(capsys, ["--demo", "--check-config"])
-    assert "UCDN_EXPORTER_PUBLIC_KEY (--public-key)" in line and CANARY not in line
-
-
 def test_a_missing_key_names_the_variable_and_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert refused(capsys, []) == (
         "ucdn-prefetch-exporter: invalid setting UCDN_EXPORTER_PUBLIC_KEY (--public-key): "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.settings.address import parse_listen_address
-from exporter.settings.config import Settings, load_settings
+from exporter.settings.config import Settings, key_sources, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.settings.target import Target
 
@@ -72,6 +72,42 @@ def test_flags_win_over_environment_which_wins_over_secret_files(
 def test_demo_needs_no_keys() -> None:
     assert load_settings({"demo": True}).demo is True
     with pytest.raises(ConfigError, match="PUBLIC_KEY"):
+        load_settings()
+
+
+def test_demo_takes_keys_from_every_source_without_complaint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The demo ignores them (the command line logs which, tests/test_cli_modes.py).
+    monkeypatch.setenv("UCLOUD_PUBLIC_KEY", "pub")
+    (tmp_path / "UCDN_EXPORTER_PRIVATE_KEY").write_text(CANARY)
+    assert load_settings({"demo": True}, secrets_dir=tmp_path).demo is True
+    assert load_settings({"demo": True, "private_key": CANARY}).demo is True
+
+
+def test_key_sources_name_each_flag_variable_and_file_never_a_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert key_sources({"demo": True}, secrets_dir=tmp_path) == {}
+    monkeypatch.setenv("UCLOUD_PUBLIC_KEY", "pub")
+    monkeypatch.setenv("ucloud_private_key", CANARY)  # read whatever its case
+    monkeypatch.setenv("UCDN_EXPORTER_PUBLIC_KEY", "")  # empty: not given
+    for name in ("UCDN_EXPORTER_PRIVATE_KEY", "UCLOUD_PUBLIC_KEY"):
+        (tmp_path / name).write_text(CANARY)
+    assert key_sources({"private_key": CANARY, "public_key": ""}, secrets_dir=tmp_path) == {
+        "flags": ["--private-key"],
+        "variables": ["UCLOUD_PUBLIC_KEY", "UCLOUD_PRIVATE_KEY"],
+        "secrets_files": ["UCLOUD_PUBLIC_KEY", "UCDN_EXPORTER_PRIVATE_KEY"],
+    }
+
+
+def test_the_keys_are_read_only_under_their_documented_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bare PRIVATE_KEY in a container's environment belongs to something else.
+    monkeypatch.setenv("PUBLIC_KEY", "pub")
+    monkeypatch.setenv("PRIVATE_KEY", CANARY)
+    with pytest.raises(ConfigError, match="UCDN_EXPORTER_PUBLIC_KEY"):
         load_settings()
 
 

@@ -41,8 +41,8 @@ ALL = {"project_id": ".*", "platform": ".*"}
 ONE = {"project_id": "org-b", "platform": "dcdn"}
 # Grafana's built-in variables, as it would fill them for a short dashboard range.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
-# What the demo's data is built to show (issue 12): each of these alerts is at least
-# pending (their "for" is longer than a test run) once the rules have run.
+# What the demo's data is built to show (docs/deploying.md lists it): each of these alerts
+# is at least pending (their "for" is longer than a test run) once the rules have run.
 DEMO_ALERTS = {
     # a domain over 80 % of a daily quota
     "UcdnDomainQuotaNearlyUsed",
