@@ -19,14 +19,26 @@ from enum import Enum
 import bcrypt
 
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(?P<cost>0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+# The most a scrape can afford. A check of a password not yet remembered waits behind at
+# most 4 others (``max_waiting``); at cost 14 one takes 1 to 1.4 s on a 2-core machine, so
+# those 5 fit in Prometheus' default 10 s timeout. Each step doubles it: 4.5 s at 16,
+# about 13 hours at 31, which start-up would pay once for the dummy hash.
+MAX_BCRYPT_COST = 14
 
 
 def bcrypt_cost(password_hash: str) -> int:
-    """The cost of a bcrypt hash; ValueError for anything that is not one."""
+    """The cost of a bcrypt hash; ValueError for anything that is not one, or that costs
+    more than ``MAX_BCRYPT_COST``."""
     match = _BCRYPT_HASH.fullmatch(password_hash)
     if match is None:
         raise ValueError("not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31)")
-    return int(match["cost"])
+    cost = int(match["cost"])
+    if cost > MAX_BCRYPT_COST:
+        raise ValueError(
+            f"bcrypt cost {cost} is above {MAX_BCRYPT_COST}, more than a scrape can wait "
+            f"for (each step doubles a check's time): hash the password again at cost 10"
+        )
+    return cost
 
 
 class AuthVerdict(Enum):

@@ -2,7 +2,9 @@
 
 One selector loop accepts connections, completes TLS handshakes and reads request heads
 without blocking (``_HeadReadingConnections``); a worker gets a connection only once its
-head is in, and one whose head has not come within ``header_timeout`` is closed.
+head is in, and one whose head has not come within ``header_timeout`` is closed. A worker
+writing an answer gives up, and closes the connection, once the answer has taken
+``write_timeout`` (:mod:`exporter.web.answer_writer`).
 :class:`HardenedServer` is cheroot's WSGI server with this loop; :mod:`exporter.web.server`
 wraps it.
 
@@ -31,8 +33,9 @@ from wsgiref.types import WSGIApplication
 import cheroot
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
-from cheroot.makefile import MakeFile, StreamReader
+from cheroot.makefile import MakeFile, StreamReader, StreamWriter
 
+from exporter.web.answer_writer import AnswerWriter
 from exporter.web.framing import FramingCheckedHeaderReader
 from exporter.web.head_reader import MAX_HEADER_BYTES, HeadReader
 from exporter.web.web_config import WebConfig
@@ -61,7 +64,7 @@ CHEROOT_INTERNALS: Final[tuple[tuple[type, str, tuple[str, ...]], ...]] = (
     (
         cheroot_server.HTTPConnection,
         "__init__",
-        ("server", "sock", "makefile", "rfile", "rbufsize", "socket"),
+        ("server", "sock", "makefile", "rfile", "rbufsize", "wfile", "wbufsize", "socket"),
     ),
     (cheroot_server.HTTPConnection, "RequestHandlerClass", ()),
     (cheroot_server.HTTPConnection, "remote_addr", ()),
@@ -75,9 +78,11 @@ CHEROOT_INTERNALS: Final[tuple[tuple[type, str, tuple[str, ...]], ...]] = (
     ),
     (cheroot_server.HTTPRequest, "header_reader", ()),
     (cheroot_server.HeaderReader, "__call__", ("rfile", "hdict", "readline")),
-    # The head reader is cheroot's buffered reader over another raw stream.
+    # The head reader and the answer writer are cheroot's buffered reader and writer over
+    # other raw streams.
     (StreamReader, "__init__", ("bytes_read",)),
     (StreamReader, "has_data", ()),
+    (StreamWriter, "__init__", ("bytes_written",)),
 )
 
 _MAX_BODY_BYTES = 64 * 1024
@@ -157,6 +162,7 @@ class _HardenedConnection(cheroot_server.HTTPConnection):
     def __init__(self, server: HardenedServer, sock: socket.socket, makefile: Any) -> None:
         super().__init__(server, sock, makefile)
         self.rfile: HeadReader = HeadReader(sock, self.rbufsize)
+        self.wfile: AnswerWriter = AnswerWriter(sock, self.wbufsize, server.write_timeout)
         self.handshaken = not isinstance(sock, ssl.SSLSocket)
         # Monotonic time by which the head must be complete; set on every wait for one.
         self.head_deadline = math.inf
@@ -269,6 +275,7 @@ class _HeadReadingConnections:
     def _hand_over(self, conn: _HardenedConnection) -> None:
         conn.head_deadline = math.inf
         conn.socket.settimeout(self.server.timeout)
+        conn.wfile.start_answer()
         self.server.process_conn(conn)
 
     def _close_expired(self, now: float) -> None:
@@ -363,6 +370,7 @@ class HardenedServer(cheroot_wsgi.Server):
         threads: int,
         server_name: str,
         header_timeout: float,
+        write_timeout: float,
         web_config: WebConfig | None,
     ) -> None:
         _require_cheroot_internals()
@@ -377,6 +385,7 @@ class HardenedServer(cheroot_wsgi.Server):
             request_queue_size=128,
         )
         self.header_timeout = header_timeout
+        self.write_timeout = write_timeout
         self.max_request_header_size = MAX_HEADER_BYTES
         self.max_request_body_size = _MAX_BODY_BYTES
         self.web_config = web_config

@@ -4,7 +4,11 @@
   and the request head are read in the selector loop without blocking, and a connection
   whose head has not arrived within ``header_timeout`` is closed.
 * At most ``max_requests`` application calls run at once; past that the answer is an
-  immediate ``503``, as node_exporter's ``--web.max-requests``.
+  immediate ``503``, as node_exporter's ``--web.max-requests``. A slot bounds work, not
+  readers: it is given back once the body is produced, before it is written, so that
+  clients that take their answers slowly hold none.
+* A client has ``header_timeout`` to send a request head and ``write_timeout`` to take
+  each answer; past either its connection is closed, and its worker is free again.
 * Request framing that proxies may read differently is refused with ``400``: a
   Content-Length that is not plain digits, differing repeated Content-Lengths,
   Content-Length with Transfer-Encoding, and whitespace before a header's colon
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -74,25 +78,6 @@ def _require_basic_auth(app: WSGIApplication, auth: BasicAuth) -> WSGIApplicatio
     return authenticated
 
 
-class _ReleaseOnClose:
-    """A response body that gives its in-flight slot back when the server closes it."""
-
-    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
-        self._body = body
-        self._release = release
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        """Close the wrapped body, then release the slot (the server closes a body once)."""
-        try:
-            if hasattr(self._body, "close"):
-                self._body.close()
-        finally:
-            self._release()
-
-
 def _limit_in_flight(app: WSGIApplication, max_requests: int) -> WSGIApplication:
     slots = threading.BoundedSemaphore(max_requests)
 
@@ -105,12 +90,17 @@ def _limit_in_flight(app: WSGIApplication, max_requests: int) -> WSGIApplication
             return _plain_response(
                 start_response, "503 Service Unavailable", b"Too many requests in flight\n"
             )
+        # The body is produced while the slot is held and written after: a client that
+        # reads slowly must not hold the slot a scrape needs.
         try:
             body = app(environ, start_response)
-        except BaseException:
+            try:
+                return list(body)
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+        finally:
             slots.release()
-            raise
-        return _ReleaseOnClose(body, slots.release)
 
     return limited
 
@@ -141,6 +131,7 @@ class WebServer:
         web_config: WebConfig | None = None,
         max_requests: int = _DEFAULT_MAX_REQUESTS,
         header_timeout: float = 10.0,
+        write_timeout: float = 10.0,
         threads: int | None = None,
     ) -> None:
         """Prepare the server; nothing listens until ``start`` or ``serve_forever``.
@@ -157,6 +148,7 @@ class WebServer:
             threads=threads,
             server_name=REALM,
             header_timeout=header_timeout,
+            write_timeout=write_timeout,
             web_config=web_config,
         )
         self._thread: threading.Thread | None = None

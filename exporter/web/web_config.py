@@ -27,6 +27,7 @@ Differences from the Go toolkit, each forced by Python's :mod:`ssl` module:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -227,6 +228,8 @@ class WebConfig(_Strict):
             context.set_ciphers(":".join(_CIPHER_SUITES[name] for name in tls.cipher_suites))
         _load_server_certificate(context, tls)
         _load_client_policy(context, tls)
+        if tls.cipher_suites and _TLS_VERSIONS[tls.min_version] < ssl.TLSVersion.TLSv1_3:
+            _check_cipher_suites_fit_the_key(context, tls)
         return context
 
     def client_certificate_allowed(self, peer_certificate: Mapping[str, Any]) -> bool:
@@ -280,6 +283,33 @@ def _load_server_certificate(context: ssl.SSLContext, tls: TLSServerConfig) -> N
             f"tls_server_config: cannot load cert_file {cert_file} with key_file "
             f"{key_file} ({err.reason or 'not a matching PEM certificate and key'})"
         ) from None
+
+
+def _check_cipher_suites_fit_the_key(context: ssl.SSLContext, tls: TLSServerConfig) -> None:
+    """Refuse suites that none of can sign with the certificate's key (an ECDSA suite with an
+    RSA key): every TLS 1.2 handshake would fail. Told by the server's first handshake step,
+    in memory, against a client offering every suite the file may name."""
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    client_context.set_ciphers(":".join(_CIPHER_SUITES.values()))
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, to_server)
+    server = context.wrap_bio(to_server, to_client, server_side=True)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()  # the ClientHello
+    try:
+        server.do_handshake()  # chooses a suite, or finds none
+    except ssl.SSLWantReadError:
+        return
+    except ssl.SSLError as err:
+        if err.reason != "NO_SHARED_CIPHER":
+            return  # not what is checked here (a protocol version OpenSSL refuses, say)
+    raise WebConfigError(
+        f"tls_server_config.cipher_suites: none can be used with the key of cert_file "
+        f"{tls.cert_file} (an ECDSA suite needs an ECDSA key, an RSA suite an RSA key)"
+    )
 
 
 def _load_client_policy(context: ssl.SSLContext, tls: TLSServerConfig) -> None:

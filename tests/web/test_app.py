@@ -18,6 +18,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from conftest import url_entry
 from exposition import samples, value
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -32,7 +34,7 @@ from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
 from exporter.simulator.static import StaticDataset
 from exporter.version import __version__
-from exporter.web.app import ExporterApp
+from exporter.web.app import ExporterApp, ScrapeTimeouts
 
 NOW = 1_790_000_000
 TEXT = "text/plain; charset=utf-8"
@@ -388,3 +390,23 @@ def test_each_accept_header_gets_prometheus_clients_own_bytes(
     assert DURATION.sub(r"\1 <duration>", answer.text) == DURATION.sub(r"\1 <duration>", expected)
     assert ODD_LINE in answer.text  # escaped as prometheus_client escapes a label value
     assert answer.text.endswith("# EOF\n") == content_type.startswith("application/openmetrics")
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=20),
+        st.sampled_from(["inf", "-inf", "nan", "1e308", "1e400", "-1", "0", "0.1", "1e-300"]),
+        st.floats().map(str),
+    )
+)
+def test_no_timeout_header_sets_a_deadline_past_the_maximum(header: str | None) -> None:
+    # A deadline beyond what the platform can wait for would fail the scrape later.
+    remaining = ScrapeTimeouts(offset=0.5, maximum=30.0).deadline(header).remaining()
+    assert 0.0 <= remaining <= 30.0
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("10", 9.5), ("0.3", 0.0), ("120", 30.0)])
+def test_the_timeout_header_less_the_offset_within_the_maximum(header: str, seconds: float) -> None:
+    remaining = ScrapeTimeouts(offset=0.5, maximum=30.0).deadline(header).remaining()
+    assert seconds - 0.5 < remaining <= seconds

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import bcrypt
 import pytest
 import trustme
+from conftest import started
 
 from exporter.web.auth import AuthVerdict, BasicAuth
+from exporter.web.server import WebServer
 from exporter.web.web_config import WebConfigError, load_web_config
 
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+
+
+def hello_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Length", "0")])
+    return [b""]
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +170,85 @@ def test_bad_bcrypt_hash_is_named_but_never_echoed(config_dir: Path) -> None:
     assert "basic_auth_users" in str(caught.value)
     assert "prom" in str(caught.value)
     assert "this-is-no-bcrypt" not in str(caught.value)
+
+
+# A well-formed hash at the given cost: the checks read the cost and never run bcrypt.
+def hash_at_cost(cost: int) -> str:
+    return f"$2b${cost:02d}$" + "N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+
+
+@pytest.mark.parametrize("cost", [15, 16, 31])
+def test_a_bcrypt_cost_no_scrape_can_wait_for_is_refused_at_once(
+    config_dir: Path, cost: int
+) -> None:
+    begin = time.perf_counter()
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(write(config_dir, f"basic_auth_users:\n  prom: '{hash_at_cost(cost)}'\n"))
+    message = str(caught.value)
+    assert "basic_auth_users" in message and "'prom'" in message
+    assert f"cost {cost} is above 14" in message
+    assert "\n" not in message
+    assert hash_at_cost(cost) not in message
+    with pytest.raises(ValueError, match="above 14"):  # nor can BasicAuth be built with it
+        BasicAuth({"prom": hash_at_cost(cost)})
+    assert time.perf_counter() - begin < 1  # refused, not hashed (cost 16 takes 4.5 s)
+
+
+def test_bcrypt_costs_up_to_14_are_accepted(config_dir: Path) -> None:
+    text = f"basic_auth_users:\n  a: '{hash_at_cost(4)}'\n  b: '{hash_at_cost(14)}'\n"
+    assert set(load_web_config(write(config_dir, text)).basic_auth_users) == {"a", "b"}
+
+
+@pytest.fixture
+def rsa_dir(ca: trustme.CA, tmp_path: Path) -> Path:
+    """A directory holding rsa.pem (an RSA server certificate and key) and ca.pem."""
+    leaf = ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+    leaf.private_key_and_cert_chain_pem.write_to_path(tmp_path / "rsa.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    return tmp_path
+
+
+RSA = "tls_server_config:\n  cert_file: rsa.pem\n  key_file: rsa.pem\n"
+ECDSA_SUITES = "[TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA]"
+
+
+@pytest.mark.parametrize(
+    "versions", ["", "  max_version: TLS12\n"], ids=["tls12-and-13", "tls12-only"]
+)
+def test_cipher_suites_none_of_which_fits_the_key_are_refused(rsa_dir: Path, versions: str) -> None:
+    text = RSA + f"  cipher_suites: {ECDSA_SUITES}\n" + versions
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(write(rsa_dir, text))
+    message = str(caught.value)
+    assert "tls_server_config.cipher_suites" in message and "rsa.pem" in message
+    assert "\n" not in message
+
+
+def test_rsa_suites_with_an_ecdsa_key_are_refused(config_dir: Path) -> None:
+    text = TLS + "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
+    with pytest.raises(WebConfigError, match=r"tls_server_config\.cipher_suites"):
+        load_web_config(write(config_dir, text))
+
+
+def test_suites_that_fit_the_key_are_served(serve: list[WebServer], rsa_dir: Path) -> None:
+    text = RSA + "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+    text += "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n  max_version: TLS12\n"
+    server = started(
+        serve,
+        WebServer(hello_app, "127.0.0.1", 0, web_config=load_web_config(write(rsa_dir, text))),
+    )
+    client = ssl.create_default_context(cafile=str(rsa_dir / "ca.pem"))
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+        client.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.cipher() == ("ECDHE-RSA-AES256-GCM-SHA384", "TLSv1.2", 256)
+
+
+def test_cipher_suites_are_not_checked_when_only_tls_13_is_allowed(rsa_dir: Path) -> None:
+    # TLS 1.3 suites are not configurable and sign with any key: the list is never used.
+    text = RSA + f"  cipher_suites: {ECDSA_SUITES}\n  min_version: TLS13\n"
+    assert load_web_config(write(rsa_dir, text)).ssl_context() is not None
 
 
 def test_yaml_errors_do_not_quote_the_file(config_dir: Path) -> None:

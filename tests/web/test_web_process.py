@@ -110,10 +110,33 @@ def test_plain_http_to_the_tls_port_gets_no_metrics(secured: tuple[str, str]) ->
     assert "ucdn_prefetch" not in response.text
 
 
-def test_a_bad_web_config_stops_start_up_in_one_line(tmp_path: Path) -> None:
-    (tmp_path / "web.yml").write_text(
-        "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.pem\n"
-    )
+# A well-formed bcrypt hash at cost 31: about 13 hours to check, or to start with.
+COST_31_HASH = "$2b$31$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+RSA_KEY_ECDSA_SUITES = (
+    "tls_server_config:\n  cert_file: rsa.pem\n  key_file: rsa.pem\n"
+    "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.pem\n",
+            ("tls_server_config.cert_file", "missing.pem"),
+        ),
+        (f"basic_auth_users:\n  prometheus: '{COST_31_HASH}'\n", ("basic_auth_users", "cost 31")),
+        (RSA_KEY_ECDSA_SUITES, ("tls_server_config.cipher_suites", "rsa.pem")),
+    ],
+    ids=["missing-certificate", "bcrypt-cost-31", "ecdsa-suites-rsa-key"],
+)
+def test_a_bad_web_config_stops_start_up_in_one_line(
+    tmp_path: Path, text: str, named: tuple[str, str]
+) -> None:
+    trustme.CA().issue_cert(
+        "127.0.0.1", key_type=trustme.KeyType.RSA
+    ).private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "rsa.pem"))
+    (tmp_path / "web.yml").write_text(text)
     result = subprocess.run(
         [
             sys.executable,
@@ -132,4 +155,4 @@ def test_a_bad_web_config_stops_start_up_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "tls_server_config.cert_file" in lines[0] and "missing.pem" in lines[0], lines[0]
+    assert all(part in lines[0] for part in named), lines[0]
