@@ -174,16 +174,13 @@ def configure_logging(
 def _log_uncaught(
     kind: type[BaseException], error: BaseException, traceback: TracebackType | None
 ) -> None:
-    logging.getLogger(_OWN_LOGGER).error("uncaught exception", exc_info=(kind, error, traceback))
+    logging.getLogger(_OWN_LOGGER).error("uncaught exception", exc_info=error)
 
 
 def _log_uncaught_in_thread(args: "threading.ExceptHookArgs") -> None:
     if args.exc_type is SystemExit:  # threading's own hook is silent about it too
         return
-    error = args.exc_value or args.exc_type()
     thread = args.thread.name if args.thread else "unknown"
     logging.getLogger(_OWN_LOGGER).error(
-        "uncaught exception",
-        exc_info=(args.exc_type, error, args.exc_traceback),
-        extra={"fields": {"thread": thread}},
+        "uncaught exception", exc_info=args.exc_value, extra={"fields": {"thread": thread}}
     )
