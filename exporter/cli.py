@@ -338,7 +338,8 @@ def serve(
     client: ApiClient,
     web_config: WebConfig | None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`."""
+    """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`;
+    SIGHUP is logged and ignored."""
     host, port = settings.listen_host_port
     timeouts = ScrapeTimeouts(
         offset=settings.scrape_timeout_offset_seconds, maximum=settings.max_scrape_timeout_seconds
@@ -373,6 +374,8 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # SIGHUP's default action ends the process, mid-scrape; and there is nothing to reload.
+    signal.signal(signal.SIGHUP, _ignore_hangup)
     try:
         server.start()
     except OSError as error:
@@ -403,6 +406,13 @@ def serve(
     )
     server.serve_forever()
     return 0
+
+
+def _ignore_hangup(signum: int, frame: FrameType | None) -> None:
+    log.warning(
+        "SIGHUP ignored: the exporter reads its settings at start only; restart it to apply "
+        "new ones"
+    )
 
 
 def _without_credentials(url: str) -> str:

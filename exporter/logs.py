@@ -7,14 +7,18 @@ the same keys in JSON, and Loki or Elasticsearch need no parsing rules.
 Libraries' records (cheroot's, or any other's) are demoted to debug: a library may log
 what a peer sent verbatim at warning (urllib3 did so with a malformed response header),
 and at warning a peer could then write any text, a signature included, into our log.
+An uncaught exception, in any thread, is a record too: Python would print it to stderr
+as it is, past the redaction and the format.
 """
 
 import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any, Literal, Protocol
 
 _REDACTED = "<redacted>"
@@ -149,7 +153,8 @@ def configure_logging(
     secrets: Iterable[str] = (),
     signatures: Redactor | None = None,
 ) -> None:
-    """Send the exporter's and its libraries' logs to stderr in the chosen format.
+    """Send the exporter's and its libraries' logs, and uncaught exceptions, to stderr in
+    the chosen format.
 
     ``secrets`` (the private key) and whatever ``signatures`` knows are redacted from
     every record that gets through, the libraries' included.
@@ -162,3 +167,20 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    logging.getLogger(_OWN_LOGGER).error("uncaught exception", exc_info=error)
+
+
+def _log_uncaught_in_thread(args: "threading.ExceptHookArgs") -> None:
+    if args.exc_type is SystemExit:  # threading's own hook is silent about it too
+        return
+    thread = args.thread.name if args.thread else "unknown"
+    logging.getLogger(_OWN_LOGGER).error(
+        "uncaught exception", exc_info=args.exc_value, extra={"fields": {"thread": thread}}
+    )

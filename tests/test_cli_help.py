@@ -95,6 +95,7 @@ def test_every_bounded_setting_shows_its_range_and_default(
     # What an operator used to learn from the error, and the others' forms.
     assert "(60..2678400, default 86400;" in option_block(text, "--lookback-seconds")
     assert "(>0, <=600, default 10;" in option_block(text, "--request-timeout-seconds")
+    assert "(>0, <=86400, default 30;" in option_block(text, "--max-scrape-timeout-seconds")
     assert "(>=64, default 1024;" in option_block(text, "--max-label-value-length")
 
 

@@ -10,7 +10,10 @@ the key. The log filter itself is checked on fields and tracebacks.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -25,11 +28,13 @@ from faultkit import (
     signatures,
     simulator,
 )
+from hostile import Behaviour, HostileGateway, Peer
 from simfaults import SimulatedApi
 
+from exporter.gateway.answers import PREFETCH_ACTION, REFRESH_ACTION
 from exporter.gateway.redaction import SignatureMemory
 from exporter.gateway.signature import sign
-from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets
+from exporter.logs import JsonFormatter, LogfmtFormatter, RedactSecrets, configure_logging
 
 pytestmark = pytest.mark.e2e
 
@@ -325,3 +330,129 @@ def test_the_log_filter_redacts_the_key_and_signatures_in_any_case() -> None:
     text = stream.getvalue()
     assert text.count("<redacted>") == 3
     assert_no_signature_in_any_case("log", text, {CANARY, signature})
+
+
+# --- a gateway that echoes secrets in its request id and in a redirect's Location
+
+ECHOED = ["signature", "SIGNATURE", "private-key"]
+REDIRECT_ID = "redirect-7"
+
+
+def echoed(peer: Peer, what: str) -> str:
+    """The secret a hostile gateway echoes: this request's signature (lower- or upper-case),
+    or the private key, which a real gateway holds to check signatures."""
+    signature = peer.form.get("Signature", "")
+    return {"signature": signature, "SIGNATURE": signature.upper(), "private-key": CANARY}[what]
+
+
+def echo_gateway(what: str) -> Behaviour:
+    """Per action: prefetch, HTTP 500 with the secret as its request id; refresh, a RetCode
+    error with the secret as its request id; the domain list, a 302 whose Location carries
+    the signature and the key (in its user-info, path and query) and a plain request id."""
+
+    def behave(peer: Peer) -> None:
+        secret = echoed(peer, what)
+        action = peer.form.get("Action")
+        body = b'{"RetCode": 171, "Message": "Signature VerifyAC Error"}'
+        head = ["HTTP/1.1 200 OK", "Content-Type: application/json"]
+        request_id = secret
+        if action == PREFETCH_ACTION:
+            head, body = ["HTTP/1.1 500 Internal Server Error"], b""
+        elif action != REFRESH_ACTION:
+            signature = peer.form.get("Signature", "")
+            location = (
+                f"https://u:{CANARY}@elsewhere.example/v2/{signature}/{CANARY}"
+                f"?Signature={signature}&Key={CANARY}#{signature}"
+            )
+            head, body, request_id = (
+                ["HTTP/1.1 302 Found", f"Location: {location}"],
+                b"",
+                REDIRECT_ID,
+            )
+        head += [f"X-UCLOUD-REQUEST-UUID: {request_id}", f"Content-Length: {len(body)}"]
+        peer.send(("\r\n".join([*head, "Connection: close"]) + "\r\n\r\n").encode() + body)
+
+    return behave
+
+
+def secrets_sent(gateway: HostileGateway) -> set[str]:
+    """The private key and every signature the gateway received."""
+    received = {c.form["Signature"] for c in gateway.connections if "Signature" in c.form}
+    assert received, "no signed request reached the gateway"
+    return {CANARY, *received}
+
+
+@pytest.mark.parametrize("what", ECHOED)
+def test_check_config_prints_no_secret_from_a_request_id_or_a_redirect(what: str) -> None:
+    with HostileGateway(echo_gateway(what)) as gateway:
+        args = exporter_args(gateway.url, "--check-config", "--max-retries", "0", pipeline=True)
+        exporter = Exporter(args)
+        assert exporter.wait_exit() == 1
+        sent = secrets_sent(gateway)
+    assert_no_signature_in_any_case("check-config output", exporter.log(), sent)
+    # Every echo was read: each row failed with its request id there, redacted.
+    assert exporter.stdout.count("; request <redacted>)") == 2, exporter.stdout
+    assert "http_error: HTTP 500;" in exporter.stdout
+    assert "api_error: RetCode 171: Signature VerifyAC Error;" in exporter.stdout
+    # A redirect names its target (what to correct in API_URL), without its secrets.
+    redirect = "http_error: HTTP 302, redirects to https://elsewhere.example/v2/<redacted>/"
+    assert f"{redirect}<redacted>; request {REDIRECT_ID})" in exporter.stdout
+
+
+@pytest.mark.parametrize("what", ECHOED)
+def test_once_and_serving_print_no_secret_from_a_request_id_or_a_redirect(what: str) -> None:
+    with HostileGateway(echo_gateway(what)) as gateway:
+        once = Exporter(exporter_args(gateway.url, "--once", "--max-retries", "0", pipeline=True))
+        assert once.wait_exit() == 1
+        served = Exporter(exporter_args(gateway.url, "--max-retries", "0", pipeline=True))
+        try:
+            assert served.wait_started().scrape(5).status == 200
+            # The quota sweep (the domain list's redirect) runs beside the scrape.
+            served.failures(at_least=2)
+        finally:
+            served.stop()
+        sent = secrets_sent(gateway)
+    for exporter in (once, served):
+        for where, text in exporter.all_output():
+            assert_no_signature_in_any_case(where, text, sent)
+        records = exporter.log_records()
+        ids = {r.get("request_id") for r in records if r.get("msg") == "collection failed"}
+        assert ids == {"<redacted>"}, exporter.stderr
+        sweeps = [r for r in records if r.get("msg") == "quota sweep failed"]
+        assert sweeps and {r.get("request_id") for r in sweeps} == {REDIRECT_ID}, exporter.stderr
+        assert "redirects to https://elsewhere.example/v2/" in sweeps[0]["detail"]
+    assert "ucdn_prefetch_up" in once.stdout
+
+
+def test_an_uncaught_exception_is_a_redacted_log_record_in_any_thread(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    memory = SignatureMemory()
+    signature = sign({"Action": "x"}, CANARY)
+    memory.remember(signature)
+    configure_logging("info", "json", [CANARY], memory)
+
+    def crash() -> None:
+        raise ValueError(f"a library quoted {signature.upper()} and {CANARY.upper()}")
+
+    thread = threading.Thread(target=crash, name="crashing")
+    thread.start()
+    thread.join()
+    try:
+        crash()
+    except ValueError:
+        sys.excepthook(*sys.exc_info())
+    text = capsys.readouterr().err
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [(r["level"], r["msg"], r.get("thread")) for r in records] == [
+        ("error", "uncaught exception", "crashing"),
+        ("error", "uncaught exception", None),
+    ]
+    for record in records:
+        assert "ValueError: a library quoted <redacted> and <redacted>" in record["error"]
+    assert_no_signature_in_any_case("stderr", text, {CANARY, signature})

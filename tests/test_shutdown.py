@@ -107,4 +107,34 @@ def test_sigterm_when_idle_exits_at_once(api: SimulatedApi, start_exporter: Star
     assert seconds < 2.5, f"exited {seconds:.1f} s after SIGTERM"
 
 
+HANGUP_LINE = (
+    "SIGHUP ignored: the exporter reads its settings at start only; restart it to apply new ones"
+)
+
+
+def test_sighup_mid_scrape_is_ignored_and_logged_once(
+    api: SimulatedApi, start_exporter: Start
+) -> None:
+    """SIGHUP's default action ends a process: a terminal closing, or an operator used to
+    reloading Prometheus, must not take the exporter down mid-scrape."""
+    exporter = start_exporter(*exporter_args(api))
+    api.faults.delay(1.0, times=1)
+    with ThreadPoolExecutor(1) as pool:
+        scrape = scrape_in_flight(pool, api, exporter)
+        exporter.process.send_signal(signal.SIGHUP)
+        response = scrape.result(10)
+    # The scrape in flight completes with its figures, and the process keeps serving.
+    assert response.status_code == 200
+    assert samples(response.text)[("ucdn_prefetch_up", _DEFAULT)] == 1
+    assert exporter.process.poll() is None
+    assert exporter.get().status_code == 200
+    give_up = time.monotonic() + 5  # the line reaches us through a pipe
+    while HANGUP_LINE not in exporter.stderr and time.monotonic() < give_up:
+        time.sleep(0.05)
+    hangups = [r for r in exporter.log_records() if "SIGHUP" in r.get("msg", "")]
+    assert [(r["level"], r["msg"]) for r in hangups] == [("warning", HANGUP_LINE)]
+    code, _ = terminate(exporter)
+    assert code == 0
+
+
 _DEFAULT = frozenset({("project_id", "default"), ("platform", "cdn")})

@@ -1,13 +1,16 @@
 """Secrets kept out of whatever the client says: signatures remembered, gateway text scrubbed.
 
-A gateway may echo a request's signature, in any case, in any later answer, and a
-transport error's message may hold a URL or request details. Everything the client puts
-in an :class:`~exporter.gateway.outcomes.ApiError` or a log line passes through here first.
+A gateway may echo a request's signature, in any case, in any later answer or header, and
+a transport error's message may hold a URL or request details. Everything the client puts
+in an :class:`~exporter.gateway.outcomes.ApiError` or a log line passes through here first,
+as it enters (the message, the request id, a redirect's target): whatever prints an error
+later (the log, ``--check-config``, ``--once``) holds nothing to leak.
 """
 
 import re
 import threading
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 # A SHA-1 signature is 40 hex digits; a run of at least that many in a gateway's text
 # is redacted whatever it is, so that no signature, however old, gets through in any case.
@@ -17,6 +20,7 @@ _REMEMBERED_SIGNATURES: Final = 4096
 REDACTED: Final = "<redacted>"
 _TUNNEL_FAILED: Final = "Tunnel connection failed: "
 _TUNNEL_TEXT_LIMIT: Final = 120
+_REDIRECT_TARGET_LIMIT: Final = 120
 
 
 class SignatureMemory:
@@ -93,3 +97,19 @@ def scrub(text: str, *secrets: str) -> str:
         if secret:
             text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
     return _HEX_RUN.sub(REDACTED, text)
+
+
+def redirect_target(location: str | None, *secrets: str) -> str | None:
+    """Where a redirect's ``Location`` points, fit for an error message; None if it has none.
+
+    Its scheme, host, port and path only, scrubbed: the user-info, query and fragment may
+    carry anything (a gateway may put a signature there). What an operator needs to
+    correct ``API_URL`` is the rest.
+    """
+    try:
+        parts = urlsplit((location or "").strip())
+    except ValueError:  # an unbalanced "[" in the host
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    target = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return scrub(target, *secrets)[:_REDIRECT_TARGET_LIMIT] or None

@@ -27,7 +27,7 @@ from exporter.gateway.answers import Answer, InvalidResponseError, TaskListRespo
 from exporter.gateway.budgets import CollectionDeadline, RateLimit
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError, Outcome, RequestStats
-from exporter.gateway.redaction import SIGNATURES, describe, scrub
+from exporter.gateway.redaction import SIGNATURES, describe, redirect_target, scrub
 from exporter.gateway.signature import ParamValue, signed_form
 from exporter.gateway.watchdog import GuardedAdapter, Watchdog
 from exporter.settings.config import Settings
@@ -252,13 +252,16 @@ class Transport:
         # Closed unread, the connection is closed; read to the end, it went back to the pool.
         with response:
             status = response.status_code
-            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER))
+            secret = self._private_key.get_secret_value()
+            request_id = _request_id(response.headers.get(_REQUEST_ID_HEADER), secret)
             if status in _RETRY_STATUSES:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 http_error = ApiError("http_error", f"HTTP {status}", request_id)
                 raise _RetryableError(http_error, retry_after)
             if status != 200:
-                raise ApiError("http_error", f"HTTP {status}", request_id)
+                target = redirect_target(response.headers.get("Location"), secret)
+                redirect = f", redirects to {target}" if target and 300 <= status < 400 else ""
+                raise ApiError("http_error", f"HTTP {status}{redirect}", request_id)
             try:
                 return self._read_body(response, deadline, timeout), request_id
             except (ApiError, _RetryableError) as error:
@@ -382,9 +385,10 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(0.0, seconds), _RETRY_AFTER_CAP_SECONDS)
 
 
-def _request_id(value: str | None) -> str | None:
-    """The gateway's request id if it is a plain id; anything else is gateway text, dropped."""
+def _request_id(value: str | None, *secrets: str) -> str | None:
+    """The gateway's request id if it is a plain id, scrubbed as gateway text is (a gateway
+    may set it to a signature, or the private key); anything else is dropped."""
     if value is None:
         return None
     value = value.strip(" \t")
-    return value if _REQUEST_ID.fullmatch(value) else None
+    return scrub(value, *secrets) if _REQUEST_ID.fullmatch(value) else None

@@ -50,6 +50,14 @@ _URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
 DEFAULT_REFRESH_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# The longest the exporter waits for anything (a scrape's deadline, a cached answer's age):
+# more than any scrape needs, and far within what a lock, a timer or a socket accepts
+# (threading.TIMEOUT_MAX: 292 years on Linux, 49 days on Windows); 1e10 s validated and
+# then failed every scrape with "timestamp out of range for platform time_t".
+_DAY_SECONDS = 86400
+# Most URL or task series per target, as for domains: a count past sys.maxsize validated
+# and then failed every collection.
+_MAX_SERIES = 100_000
 
 
 def _split_commas(value: Any) -> Any:
@@ -130,10 +138,16 @@ class Settings(BaseSettings):
     )
     parallel_pages: int = Field(8, ge=1, le=64, description="pages fetched at once per target")
     max_url_series: int = Field(
-        1000, ge=0, description="per target, most ucdn_prefetch_url_progress_ratio series"
+        1000,
+        ge=0,
+        le=_MAX_SERIES,
+        description="per target, most ucdn_prefetch_url_progress_ratio series",
     )
     max_task_series: int = Field(
-        100, ge=0, description="per target, most ucdn_prefetch_task_completion_seconds series"
+        100,
+        ge=0,
+        le=_MAX_SERIES,
+        description="per target, most ucdn_prefetch_task_completion_seconds series",
     )
     max_label_value_length: int = Field(
         1024,
@@ -163,7 +177,7 @@ class Settings(BaseSettings):
     quota_interval_seconds: float = Field(
         300,
         ge=0,
-        le=86400,
+        le=_DAY_SECONDS,
         description="how often the domains' daily quotas are asked for; 0 never asks",
     )
     quota_parallel_requests: int = Field(
@@ -172,6 +186,7 @@ class Settings(BaseSettings):
     cache_seconds: float = Field(
         0,
         ge=0,
+        le=_DAY_SECONDS,
         description="reuse an answer for this long; 0 fetches on every scrape",
     )
     request_timeout_seconds: float = Field(
@@ -207,11 +222,13 @@ class Settings(BaseSettings):
     scrape_timeout_offset_seconds: float = Field(
         0.5,
         ge=0,
+        le=_DAY_SECONDS,
         description="subtracted from Prometheus' scrape timeout header",
     )
     max_scrape_timeout_seconds: float = Field(
         30,
         gt=0,
+        le=_DAY_SECONDS,
         description="deadline of a scrape without a timeout header, and cap of one with it",
     )
     listen_address: str = Field(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from faultkit import Exporter
 from simfaults import SimulatedApi
 
 from exporter.cli import main
+from exporter.settings.config import Settings
+from exporter.settings.names import env_name, flag_name
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 CANARY = "canary-5c1e0a77"
 KEYS = ["--public-key", "pub", "--private-key", "priv"]
@@ -72,6 +76,59 @@ def test_non_finite_floats(capsys: pytest.CaptureFixture[str], flag: str, value:
     line = refused(capsys, [*KEYS, f"{flag}={value}"])
     variable = "UCDN_EXPORTER_" + flag[2:].replace("-", "_").upper()
     assert f"{variable} ({flag})" in line
+
+
+SECONDS = [name for name in Settings.model_fields if name.endswith("_seconds")]
+# Should a refusal fail, --check-config against a closed port returns instead of serving.
+CHECK_NOTHING = ["--check-config", "--api-url", "http://127.0.0.1:9/"]
+
+
+def largest(name: str) -> int | float:
+    """The largest value setting ``name`` accepts."""
+    [bound] = [bound.le for bound in Settings.model_fields[name].metadata if hasattr(bound, "le")]
+    assert isinstance(bound, int | float)
+    return bound
+
+
+@pytest.mark.parametrize("name", SECONDS)
+def test_every_seconds_setting_is_within_what_the_platform_can_wait(name: str) -> None:
+    assert 0 < largest(name) <= threading.TIMEOUT_MAX
+
+
+@pytest.mark.parametrize("value", ["1e10", "1e308"])
+@pytest.mark.parametrize("name", SECONDS)
+def test_a_seconds_setting_beyond_its_bound_is_refused(
+    capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    line = refused(capsys, [*KEYS, *CHECK_NOTHING, f"{flag_name(name)}={value}"])
+    assert f"{env_name(name)} ({flag_name(name)})" in line
+    assert value not in line
+
+
+@pytest.mark.parametrize("name", ["max_url_series", "max_task_series"])
+def test_a_count_of_series_beyond_its_bound_is_refused(
+    capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    value = str(2**63)  # past sys.maxsize, which itertools.islice refuses
+    line = refused(capsys, [*KEYS, *CHECK_NOTHING, f"{flag_name(name)}={value}"])
+    assert f"{env_name(name)} ({flag_name(name)})" in line
+    assert value not in line
+
+
+@pytest.mark.e2e
+def test_the_largest_accepted_values_serve_scrapes(
+    simulator: Callable[..., SimulatedApi], start_exporter: Callable[..., Exporter]
+) -> None:
+    api = simulator(StaticDataset({("", False): generate_tasks(12, 3, now=int(time.time()))}))
+    names = [*SECONDS, "max_url_series", "max_task_series"]
+    flags = [f"{flag_name(name)}={largest(name)}" for name in names]
+    exporter = start_exporter(*exporter_args(api), *flags)
+    # Without a timeout header the deadline is the largest the settings allow; with an
+    # absurd one, it is capped there.
+    for header in (None, 1e308):
+        scrape = exporter.scrape(header)
+        assert (scrape.status, scrape.up()) == (200, 1), exporter.log()
+    assert "Traceback" not in exporter.log()
 
 
 @pytest.mark.parametrize("buckets", ["10,inf", "nan", "10,nan,20", "10,1e400"])

@@ -29,6 +29,7 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
+from exporter.settings.config import Settings
 from exporter.settings.target import Target
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
@@ -173,6 +174,34 @@ def test_metrics_serves_every_target_and_the_runtime_series(app: ExporterApp) ->
                  status="success") == 2  # fmt: skip
     assert value(parsed, "ucdn_prefetch_tasks", project_id="org-b", platform="dcdn",
                  status="success") == 0  # fmt: skip
+
+
+# The largest deadline the settings accept: every wait of a scrape must hold it.
+LONGEST_SCRAPE = next(
+    bound.le
+    for bound in Settings.model_fields["max_scrape_timeout_seconds"].metadata
+    if hasattr(bound, "le")
+)
+
+
+@pytest.mark.parametrize("header", [None, "1e308", "1e400", "inf", "nan", "-1", "9" * 400])
+def test_any_timeout_header_scrapes_within_the_largest_deadline(
+    api: SimulatedApi, header: str | None
+) -> None:
+    timeouts = ScrapeTimeouts(maximum=LONGEST_SCRAPE)
+    assert 0 < timeouts.deadline(header).remaining() <= LONGEST_SCRAPE
+    client = ApiClient(
+        api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions()
+    )
+    collector = UcdnCollector(client, TARGETS, wall_clock=lambda: NOW)
+    sent = {} if header is None else {"X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS": header}
+    try:
+        answer = call(ExporterApp(collector, timeouts=timeouts), "/metrics", **sent)
+    finally:
+        collector.close()
+        client.close()
+    assert answer.status == "200 OK"
+    assert value(samples(answer.text), "ucdn_prefetch_up", project_id="org-a", platform="cdn") == 1
 
 
 @pytest.mark.parametrize(("project", "platform"), [("org-a", "dcdn"), ("org-b", "cdn")])
