@@ -19,7 +19,8 @@ as its first line, and then takes commands on stdin, one per line, answering eac
 JSON line on stdout (see :class:`WorldState`):
 
 * ``step``: advance the world one step, then answer its state;
-* ``state``: answer its state as it is.
+* ``state``: answer its state as it is;
+* ``shrink``: keep the ``tasks`` newest tasks only, then answer its state.
 
 End of input, SIGTERM or SIGINT stop it. The API's actions are untouched: the benchmark
 moves the world through this pipe, never through the gateway.
@@ -69,6 +70,8 @@ class Shape:
     unfinished_share: float = 0.03
     new_tasks: int = 3
     finished_urls: int = 40
+    new_finished_tasks: int = 0
+    refresh_too: bool = False  # refresh tasks are the same tasks: both kinds' stores grow
     seed: int = 0
 
 
@@ -145,6 +148,10 @@ class EvolvingDataset(PrefetchOnlyDataset):
             order, keys = self._order, self._keys
         return order[bisect.bisect_left(keys, -end) : bisect.bisect_right(keys, -begin)]
 
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """The same tasks as :meth:`tasks` when the shape says so, else none."""
+        return self.tasks(target, begin, end) if self._shape.refresh_too else []
+
     # Moving on.
 
     def step(self, now: int) -> WorldState:
@@ -155,6 +162,7 @@ class EvolvingDataset(PrefetchOnlyDataset):
         # Never older than the newest task: newest first stays true however the clock goes.
         created = max([now, *(task["CreateTime"] for task in tasks[:1])])
         fresh = [self._new_task(created) for _ in range(shape.new_tasks)]
+        fresh += [self._finished_task(created) for _ in range(shape.new_finished_tasks)]
         # Oldest first: the queue drains in the order the tasks came.
         waiting = sorted(
             (index for index, task in enumerate(tasks) if not _is_finished(task)),
@@ -168,6 +176,13 @@ class EvolvingDataset(PrefetchOnlyDataset):
             left -= done
         self._reorder(fresh + tasks)
         self._step += 1
+        return self.state()
+
+    def shrink(self) -> WorldState:
+        """Drop every task but the ``tasks`` newest: the world as small as it began."""
+        with self._lock:
+            kept = self._order[: self._shape.tasks]
+        self._reorder(list(kept))
         return self.state()
 
     def state(self) -> WorldState:
@@ -241,6 +256,18 @@ class EvolvingDataset(PrefetchOnlyDataset):
             ],
         }
 
+    def _finished_task(self, created: int) -> Task:
+        index = self._next_index()
+        return {
+            "TaskId": f"w{self._shape.seed}-{index:07d}",
+            "CreateTime": created,
+            "Status": "success",
+            "UrlLists": [
+                _finished_url(self._rng, _url(index, position), created, created, 0.0)
+                for position in range(self._shape.urls_per_task)
+            ],
+        }
+
     def _finish_urls(self, task: Task, most: int, now: int) -> tuple[Task, int]:
         """A copy of ``task`` with up to ``most`` more URLs finished; and how many were."""
         urls = list(task["UrlLists"])
@@ -277,6 +304,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--unfinished-share", type=float, default=0.03, metavar="F")
     parser.add_argument("--new-tasks", type=int, default=3, metavar="K", help="per step")
     parser.add_argument("--finished-urls", type=int, default=40, metavar="K", help="per step")
+    parser.add_argument(
+        "--new-finished-tasks", type=int, default=0, metavar="K", help="per step, finished"
+    )
+    parser.add_argument(
+        "--refresh-too", action="store_true", help="serve the tasks as refresh tasks too"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -290,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.unfinished_share,
         args.new_tasks,
         args.finished_urls,
+        args.new_finished_tasks,
+        args.refresh_too,
         args.seed,
     )
     dataset = EvolvingDataset(shape, now=int(time.time()))
@@ -307,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = dataset.step(int(time.time()))
             elif command == "state":
                 state = dataset.state()
+            elif command == "shrink":
+                state = dataset.shrink()
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
                 continue

@@ -252,6 +252,7 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
             overlap_seconds=settings.overlap_seconds,
             lookup_batch=settings.task_lookup_batch,
             stuck_horizon_seconds=settings.stuck_horizon_seconds,
+            max_stored_tasks=settings.max_stored_tasks,
         ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
