@@ -267,6 +267,7 @@ def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
         interval=settings.quota_interval_seconds,
         max_domains=settings.max_domains,
         max_parallel=settings.quota_parallel_requests,
+        max_label_value_length=settings.max_label_value_length,
     )
 
 
