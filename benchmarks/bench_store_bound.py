@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -99,23 +99,9 @@ class World:
 
 
 @contextlib.contextmanager
-def world(plan: Plan) -> Iterator[World]:
-    """The world served by the simulated API in its own process."""
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "evolving_world.py"),
-        "--tasks",
-        str(plan.tasks),
-        "--urls-per-task",
-        "1",
-        "--new-tasks",
-        "0",
-        "--finished-urls",
-        "0",
-        "--new-finished-tasks",
-        str(plan.new_finished_tasks),
-        "--refresh-too",  # both kinds of the default targets grow: the worst case
-    ]
+def world(*args: str) -> Iterator[World]:
+    """``evolving_world.py`` with ``args``, served by the simulated API in its own process."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "evolving_world.py"), *args]
     process = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
@@ -130,12 +116,15 @@ def world(plan: Plan) -> Iterator[World]:
 
 
 @contextlib.contextmanager
-def exporter(api_url: str, plan: Plan, checkout: Path, log: Path) -> Iterator[Exporter]:
-    """``python -m exporter`` from ``checkout``, its defaults but the scrape timeout."""
+def exporter(
+    api_url: str, settings: Mapping[str, str], checkout: Path, log: Path
+) -> Iterator[Exporter]:
+    """``python -m exporter`` from ``checkout``: its defaults, but for the world's URL and
+    keys, a 60 s scrape timeout and ``settings`` (names without the prefix)."""
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("UCDN_")}
     env["PYTHONPATH"] = str(checkout)
-    settings = {
+    chosen = {
         "API_URL": api_url,
         "PUBLIC_KEY": DEMO_PUBLIC_KEY,
         "PRIVATE_KEY": DEMO_PRIVATE_KEY,
@@ -143,13 +132,9 @@ def exporter(api_url: str, plan: Plan, checkout: Path, log: Path) -> Iterator[Ex
         "LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "MAX_SCRAPE_TIMEOUT_SECONDS": str(SCRAPE_TIMEOUT),
         "LOG_LEVEL": "warning",
-        # Steps come seconds apart: a collection asks for the tasks created since the last
-        # one, not for the last five minutes' again (the default's margin for late listings).
-        "OVERLAP_SECONDS": "0",
+        **settings,
     }
-    if plan.max_stored_tasks is not None:
-        settings["MAX_STORED_TASKS"] = str(plan.max_stored_tasks)
-    env.update({f"UCDN_EXPORTER_{name}": value for name, value in settings.items()})
+    env.update({f"UCDN_EXPORTER_{name}": value for name, value in chosen.items()})
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter"], cwd=checkout, env=env, stderr=stderr
@@ -214,7 +199,18 @@ def run(plan: Plan, checkout: Path) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "exporter.log"
-        with world(plan) as api, exporter(api.url, plan, checkout, log) as running:
+        growing = (
+            *("--tasks", str(plan.tasks), "--urls-per-task", "1"),
+            *("--new-tasks", "0", "--finished-urls", "0"),
+            *("--new-finished-tasks", str(plan.new_finished_tasks)),
+            "--refresh-too",  # both kinds of the default targets grow: the worst case
+        )
+        # Steps come seconds apart: a collection asks for the tasks created since the last
+        # one, not for the last five minutes' again (the default's margin for late listings).
+        settings = {"OVERLAP_SECONDS": "0"}
+        if plan.max_stored_tasks is not None:
+            settings["MAX_STORED_TASKS"] = str(plan.max_stored_tasks)
+        with world(*growing) as api, exporter(api.url, settings, checkout, log) as running:
             rows.append(scrape(running, "first", api.ask("state")))
             for step in range(1, plan.steps + 1):
                 rows.append(scrape(running, f"step {step}", api.ask("step")))

@@ -1,17 +1,20 @@
 """A world of prefetch tasks that moves one deterministic step at a time, served as a process.
 
 :class:`EvolvingDataset` is a :class:`~exporter.simulator.Dataset` for one target (the
-default project on CDN): ``tasks`` tasks of ``urls_per_task`` URLs created over the last
-day (an hour's margin, so that none leaves a day's window during a run), a share of them
-unfinished (``wait`` or ``process``), the rest ``success`` or ``failure`` with every URL
-finished. TaskIds are unique and tasks are served newest first. Each :meth:`step` adds
-``new_tasks`` tasks (every URL ``wait``) created at that moment and finishes
-``finished_urls`` URLs, the oldest unfinished task's first, as a queue would; a task whose
-URLs have all finished becomes ``success`` (``failure`` when one of them failed). Which
-tasks are unfinished, and how each URL ends, comes from a random generator seeded once:
-two runs with the same settings see the same world step after step, only the timestamps
-differ. Tasks and URLs are replaced, never changed in place, so that an answer being
-written while a step runs is never torn.
+default project on CDN): ``tasks`` tasks of ``urls_per_task`` URLs (on ``hosts`` hosts,
+task by task in turn) created over the last day (an hour's margin, so that none leaves a
+day's window during a run), a share of them unfinished (``wait`` or ``process``), the rest
+``success`` or ``failure`` with every URL finished. TaskIds are unique and tasks are served
+newest first. Each :meth:`step` adds ``new_tasks`` tasks (every URL ``wait``) created at
+that moment and finishes ``finished_urls`` URLs, the oldest unfinished task's first, as a
+queue would; a task whose URLs have all finished becomes ``success`` (``failure`` when one
+of them failed). A world that grows adds ``new_finished_tasks`` more each step, already
+finished (every URL ``success``), as an account whose tasks complete between two scrapes;
+with ``refresh_too`` the same tasks are listed as refresh tasks as well. Which tasks are
+unfinished, and how each URL ends, comes from a random generator seeded once: two runs
+with the same settings see the same world step after step, only the timestamps differ.
+Tasks and URLs are replaced, never changed in place, so that an answer being written while
+a step runs is never torn.
 
 Run as a script, it serves the world with :class:`~exporter.simulator.SimulatedApi` in
 its own process (so that its CPU is never counted as the exporter's), prints the base URL
@@ -54,7 +57,6 @@ from exporter.simulator.server import SimulatedApi
 
 TARGET: Final[Target] = ("", False)  # the default project, on CDN
 STATUSES: Final = ("success", "wait", "process", "failure", "unknown")  # as the exporter reports
-DOMAINS: Final = tuple(f"cdn{index}.example.com" for index in range(8))
 # A task fails when one of its URLs does: about a tenth of the tasks, in either case.
 FAILED_TASK_SHARE: Final = 0.1  # of the tasks finished before the run
 FAILED_URL_SHARE: Final = 0.1  # of those failed tasks' URLs
@@ -72,6 +74,7 @@ class Shape:
     finished_urls: int = 40
     new_finished_tasks: int = 0
     refresh_too: bool = False  # refresh tasks are the same tasks: both kinds' stores grow
+    hosts: int = 8  # the tasks' URLs are on this many hosts, task by task in turn
     seed: int = 0
 
 
@@ -91,8 +94,8 @@ class WorldState:
     urls: dict[str, int]
 
 
-def _url(task_index: int, position: int) -> str:
-    domain = DOMAINS[task_index % len(DOMAINS)]
+def _url(task_index: int, position: int, hosts: int) -> str:
+    domain = f"cdn{task_index % hosts}.example.com"
     return f"https://{domain}/releases/v{task_index // 100}.{task_index % 100}/file-{position}.bin"
 
 
@@ -216,7 +219,7 @@ class EvolvingDataset(PrefetchOnlyDataset):
         urls = [
             _finished_url(
                 rng,
-                _url(index, position),
+                _url(index, position, self._shape.hosts),
                 create_time,
                 min(now, create_time + int(10 * 180 ** rng.random())),  # 10 s .. 30 min
                 FAILED_URL_SHARE if failed else 0.0,
@@ -251,7 +254,7 @@ class EvolvingDataset(PrefetchOnlyDataset):
             "CreateTime": created,
             "Status": "wait",
             "UrlLists": [
-                _waiting_url(_url(index, position), created)
+                _waiting_url(_url(index, position, self._shape.hosts), created)
                 for position in range(self._shape.urls_per_task)
             ],
         }
@@ -263,7 +266,9 @@ class EvolvingDataset(PrefetchOnlyDataset):
             "CreateTime": created,
             "Status": "success",
             "UrlLists": [
-                _finished_url(self._rng, _url(index, position), created, created, 0.0)
+                _finished_url(
+                    self._rng, _url(index, position, self._shape.hosts), created, created, 0.0
+                )
                 for position in range(self._shape.urls_per_task)
             ],
         }
@@ -310,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refresh-too", action="store_true", help="serve the tasks as refresh tasks too"
     )
+    parser.add_argument("--hosts", type=int, default=8, metavar="H", help="distinct hosts")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -325,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.finished_urls,
         args.new_finished_tasks,
         args.refresh_too,
+        args.hosts,
         args.seed,
     )
     dataset = EvolvingDataset(shape, now=int(time.time()))

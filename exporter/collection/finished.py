@@ -134,6 +134,11 @@ class FinishedTasks:
         self.totals.subtract(share.totals(self.buckets))
         return True
 
+    def urls_of(self, task_id: str) -> dict[str, int]:
+        """The held task's URLs by status (each of ``FINISHED_RAW``)."""
+        durations = self.shares[task_id].durations
+        return {status: len(of) for status, of in zip(FINISHED_RAW, durations, strict=True)}
+
     def created_before(self, begin: int) -> list[str]:
         """The TaskIds of the tasks created before ``begin``."""
         return [task_id for task_id, share in self.shares.items() if share.create_time < begin]

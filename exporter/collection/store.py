@@ -100,9 +100,13 @@ class TaskStore:
         self._unseen = set()
 
     def prune_keys(self) -> None:
-        """Forget the keys of tasks no longer held: after a full sync, which held its
-        unfinished ones only until it saw them again (a dropped task's key goes with it)."""
-        self.known.keep_only({*self.finished.shares, *self.unfinished, *self.stuck})
+        """Forget the keys (and reopened counts) of tasks no longer held: after a full sync,
+        which held its unfinished ones only until it saw them again."""
+        held = {*self.finished.shares, *self.unfinished, *self.stuck}
+        self.known.keep_only(held)
+        reopened = self.counts.reopened
+        if reopened:
+            self.counts.reopened = {key: urls for key, urls in reopened.items() if key in held}
 
     @property
     def held(self) -> int:
@@ -160,6 +164,8 @@ class TaskStore:
                 self.counts.count(task, known.last_sighting(task_id))
             if task_id in self._unseen:  # changed since: the API should not do that
                 self._unseen.discard(task_id)
+                if not is_finished(task):
+                    self.counts.reopen(task_id, self.finished.urls_of(task_id))
                 self._remove_finished(task_id)
             self.known.remember(task_id, task.key)
             self.stuck.pop(task_id, None)

@@ -626,3 +626,31 @@ def test_every_task_held_counts_against_the_bound_unfinished_and_anonymous_ones_
     assert within.summary.tasks_by_status["wait"] == 6
     with pytest.raises(StoreFullError):
         collect(syncing(gateway, world, clock, max_stored_tasks=10))
+
+
+def test_a_finished_task_the_gateway_reopens_at_each_full_sync_is_counted_once(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    two_urls = [f"https://a.example/{name}" for name in ("x", "y")]
+
+    def w(status: str, url_status: str) -> dict[str, Any]:
+        finish = NOW - 10 if url_status in FINISHED else 0
+        return task(
+            "w", NOW - 60, status, [url_entry(u, url_status, NOW - 60, finish) for u in two_urls]
+        )
+
+    world = World([w("wait", "wait"), *fillers()])
+    sync = syncing(gateway, world, clock, resync_seconds=0)  # every collection a full sync
+    collect(sync)
+    for _ in range(3):
+        world.put(w("success", "success"))
+        clock[0] += 30
+        done = collect(sync)
+        assert done.counts is not None
+        assert (done.counts.tasks, done.counts.urls) == ({"success": 1, "failure": 0},
+                                                         {"success": 2, "failure": 0})  # fmt: skip
+        world.put(w("process", "wait"))  # which the API should never do
+        clock[0] += 30
+        reopened = collect(sync)
+        assert reopened.summary.tasks_by_status["process"] == 1
