@@ -1,17 +1,20 @@
 """A world of prefetch tasks that moves one deterministic step at a time, served as a process.
 
 :class:`EvolvingDataset` is a :class:`~exporter.simulator.Dataset` for one target (the
-default project on CDN): ``tasks`` tasks of ``urls_per_task`` URLs created over the last
-day (an hour's margin, so that none leaves a day's window during a run), a share of them
-unfinished (``wait`` or ``process``), the rest ``success`` or ``failure`` with every URL
-finished. TaskIds are unique and tasks are served newest first. Each :meth:`step` adds
-``new_tasks`` tasks (every URL ``wait``) created at that moment and finishes
-``finished_urls`` URLs, the oldest unfinished task's first, as a queue would; a task whose
-URLs have all finished becomes ``success`` (``failure`` when one of them failed). Which
-tasks are unfinished, and how each URL ends, comes from a random generator seeded once:
-two runs with the same settings see the same world step after step, only the timestamps
-differ. Tasks and URLs are replaced, never changed in place, so that an answer being
-written while a step runs is never torn.
+default project on CDN): ``tasks`` tasks of ``urls_per_task`` URLs (on ``hosts`` hosts,
+task by task in turn) created over the last day (an hour's margin, so that none leaves a
+day's window during a run), a share of them unfinished (``wait`` or ``process``), the rest
+``success`` or ``failure`` with every URL finished. TaskIds are unique and tasks are served
+newest first. Each :meth:`step` adds ``new_tasks`` tasks (every URL ``wait``) created at
+that moment and finishes ``finished_urls`` URLs, the oldest unfinished task's first, as a
+queue would; a task whose URLs have all finished becomes ``success`` (``failure`` when one
+of them failed). A world that grows adds ``new_finished_tasks`` more each step, already
+finished (every URL ``success``), as an account whose tasks complete between two scrapes;
+with ``refresh_too`` the same tasks are listed as refresh tasks as well. Which tasks are
+unfinished, and how each URL ends, comes from a random generator seeded once: two runs
+with the same settings see the same world step after step, only the timestamps differ.
+Tasks and URLs are replaced, never changed in place, so that an answer being written while
+a step runs is never torn.
 
 Run as a script, it serves the world with :class:`~exporter.simulator.SimulatedApi` in
 its own process (so that its CPU is never counted as the exporter's), prints the base URL
@@ -19,7 +22,8 @@ as its first line, and then takes commands on stdin, one per line, answering eac
 JSON line on stdout (see :class:`WorldState`):
 
 * ``step``: advance the world one step, then answer its state;
-* ``state``: answer its state as it is.
+* ``state``: answer its state as it is;
+* ``shrink``: keep the ``tasks`` newest tasks only, then answer its state.
 
 End of input, SIGTERM or SIGINT stop it. The API's actions are untouched: the benchmark
 moves the world through this pipe, never through the gateway.
@@ -53,7 +57,6 @@ from exporter.simulator.server import SimulatedApi
 
 TARGET: Final[Target] = ("", False)  # the default project, on CDN
 STATUSES: Final = ("success", "wait", "process", "failure", "unknown")  # as the exporter reports
-DOMAINS: Final = tuple(f"cdn{index}.example.com" for index in range(8))
 # A task fails when one of its URLs does: about a tenth of the tasks, in either case.
 FAILED_TASK_SHARE: Final = 0.1  # of the tasks finished before the run
 FAILED_URL_SHARE: Final = 0.1  # of those failed tasks' URLs
@@ -69,6 +72,9 @@ class Shape:
     unfinished_share: float = 0.03
     new_tasks: int = 3
     finished_urls: int = 40
+    new_finished_tasks: int = 0
+    refresh_too: bool = False  # refresh tasks are the same tasks: both kinds' stores grow
+    hosts: int = 8  # the tasks' URLs are on this many hosts, task by task in turn
     seed: int = 0
 
 
@@ -88,8 +94,8 @@ class WorldState:
     urls: dict[str, int]
 
 
-def _url(task_index: int, position: int) -> str:
-    domain = DOMAINS[task_index % len(DOMAINS)]
+def _url(task_index: int, position: int, hosts: int) -> str:
+    domain = f"cdn{task_index % hosts}.example.com"
     return f"https://{domain}/releases/v{task_index // 100}.{task_index % 100}/file-{position}.bin"
 
 
@@ -145,6 +151,10 @@ class EvolvingDataset(PrefetchOnlyDataset):
             order, keys = self._order, self._keys
         return order[bisect.bisect_left(keys, -end) : bisect.bisect_right(keys, -begin)]
 
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """The same tasks as :meth:`tasks` when the shape says so, else none."""
+        return self.tasks(target, begin, end) if self._shape.refresh_too else []
+
     # Moving on.
 
     def step(self, now: int) -> WorldState:
@@ -155,6 +165,7 @@ class EvolvingDataset(PrefetchOnlyDataset):
         # Never older than the newest task: newest first stays true however the clock goes.
         created = max([now, *(task["CreateTime"] for task in tasks[:1])])
         fresh = [self._new_task(created) for _ in range(shape.new_tasks)]
+        fresh += [self._finished_task(created) for _ in range(shape.new_finished_tasks)]
         # Oldest first: the queue drains in the order the tasks came.
         waiting = sorted(
             (index for index, task in enumerate(tasks) if not _is_finished(task)),
@@ -168,6 +179,13 @@ class EvolvingDataset(PrefetchOnlyDataset):
             left -= done
         self._reorder(fresh + tasks)
         self._step += 1
+        return self.state()
+
+    def shrink(self) -> WorldState:
+        """Drop every task but the ``tasks`` newest: the world as small as it began."""
+        with self._lock:
+            kept = self._order[: self._shape.tasks]
+        self._reorder(list(kept))
         return self.state()
 
     def state(self) -> WorldState:
@@ -201,7 +219,7 @@ class EvolvingDataset(PrefetchOnlyDataset):
         urls = [
             _finished_url(
                 rng,
-                _url(index, position),
+                _url(index, position, self._shape.hosts),
                 create_time,
                 min(now, create_time + int(10 * 180 ** rng.random())),  # 10 s .. 30 min
                 FAILED_URL_SHARE if failed else 0.0,
@@ -236,7 +254,21 @@ class EvolvingDataset(PrefetchOnlyDataset):
             "CreateTime": created,
             "Status": "wait",
             "UrlLists": [
-                _waiting_url(_url(index, position), created)
+                _waiting_url(_url(index, position, self._shape.hosts), created)
+                for position in range(self._shape.urls_per_task)
+            ],
+        }
+
+    def _finished_task(self, created: int) -> Task:
+        index = self._next_index()
+        return {
+            "TaskId": f"w{self._shape.seed}-{index:07d}",
+            "CreateTime": created,
+            "Status": "success",
+            "UrlLists": [
+                _finished_url(
+                    self._rng, _url(index, position, self._shape.hosts), created, created, 0.0
+                )
                 for position in range(self._shape.urls_per_task)
             ],
         }
@@ -277,6 +309,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--unfinished-share", type=float, default=0.03, metavar="F")
     parser.add_argument("--new-tasks", type=int, default=3, metavar="K", help="per step")
     parser.add_argument("--finished-urls", type=int, default=40, metavar="K", help="per step")
+    parser.add_argument(
+        "--new-finished-tasks", type=int, default=0, metavar="K", help="per step, finished"
+    )
+    parser.add_argument(
+        "--refresh-too", action="store_true", help="serve the tasks as refresh tasks too"
+    )
+    parser.add_argument("--hosts", type=int, default=8, metavar="H", help="distinct hosts")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -290,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.unfinished_share,
         args.new_tasks,
         args.finished_urls,
+        args.new_finished_tasks,
+        args.refresh_too,
+        args.hosts,
         args.seed,
     )
     dataset = EvolvingDataset(shape, now=int(time.time()))
@@ -307,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = dataset.step(int(time.time()))
             elif command == "state":
                 state = dataset.state()
+            elif command == "shrink":
+                state = dataset.shrink()
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
                 continue

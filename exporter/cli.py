@@ -315,6 +315,7 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
             overlap_seconds=settings.overlap_seconds,
             lookup_batch=settings.task_lookup_batch,
             stuck_horizon_seconds=settings.stuck_horizon_seconds,
+            max_stored_tasks=settings.max_stored_tasks,
         ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
@@ -329,6 +330,7 @@ def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
         interval=settings.quota_interval_seconds,
         max_domains=settings.max_domains,
         max_parallel=settings.quota_parallel_requests,
+        max_label_value_length=settings.max_label_value_length,
     )
 
 

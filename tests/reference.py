@@ -36,7 +36,14 @@ def summarize_reference(window: TaskWindow, limits: SummaryLimits) -> TargetSumm
     for task in sorted(window.decoded(), key=lambda task: (-task.create_time, task.task_id or "")):
         builder.add_task(task)
     summary = builder.summary()
-    summary.domain_urls = capped_domains(builder.domain_counts, limits.max_domain_series)
+    summary.domain_urls = {}
+    for domain, row in capped_domains(builder.domain_counts, limits.max_domain_series).items():
+        # Bounded as every label value; a domain whose value is another's cut one joins it.
+        label = builder.bounded(domain)
+        summary.anomalies["label_value_truncated"] += label != domain
+        published = summary.domain_urls.setdefault(label, dict.fromkeys(STATUSES, 0))
+        for status, count in row.items():
+            published[status] += count
     summary.anomalies["duplicate_task"] = window.duplicate_tasks
     if window.total_count is not None and window.total_count != len(window.tasks):
         summary.anomalies["total_count_mismatch"] = 1

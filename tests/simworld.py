@@ -2,11 +2,15 @@
 
 The tasks are the API's own dicts; :class:`World` answers the simulator's :class:`Dataset`
 questions from them as they are at that moment, so that a collection and a full fetch
-made one after the other see the same world.
+made one after the other see the same world. :class:`GrowingWorld` is one that grows by
+thousands of finished tasks at a time, for tests of memory.
 """
 
+import bisect
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from conftest import url_entry
 
 from exporter.gateway.answers import PREFETCH_ACTION
 from exporter.gateway.api_client import ApiClient
@@ -49,6 +53,39 @@ class World(PrefetchOnlyDataset):
             # A task listed again further on, as when the set changes between two pages.
             chosen.insert(len(chosen) // 2 + 1, chosen[0])
         return chosen
+
+
+class GrowingWorld(PrefetchOnlyDataset):
+    """The default project's CDN prefetch tasks, newest first, grown in bulk by finished ones."""
+
+    def __init__(self) -> None:
+        self._order: list[Task] = []  # newest first
+        self._keys: list[int] = []  # -CreateTime of each, ascending, for bisect
+        self._serial = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def grow(self, count: int, created: int) -> None:
+        """Add ``count`` tasks created at ``created``, each with one URL, finished at once."""
+        fresh = []
+        for _ in range(count):
+            self._serial += 1
+            url = url_entry(f"https://a.example/{self._serial}", "success", created, created, 100)
+            fresh.append(task(f"g{self._serial:07d}", created, "success", [url]))
+        self._order = fresh + self._order
+        self._keys = [-created] * count + self._keys
+
+    def shrink(self, kept: int) -> None:
+        """Keep the ``kept`` newest tasks only."""
+        self._order, self._keys = self._order[:kept], self._keys[:kept]
+
+    def tasks(self, target: Target, begin: int, end: int) -> Sequence[Task]:
+        """The tasks created in ``[begin, end]``, newest first."""
+        if target != ("", False):
+            return []
+        order, keys = self._order, self._keys
+        return order[bisect.bisect_left(keys, -end) : bisect.bisect_right(keys, -begin)]
 
 
 def task(

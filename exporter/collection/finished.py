@@ -70,9 +70,10 @@ class FinishedShare:
                 totals.url_statuses[status] = len(durations)
                 totals.completion_sums[status] = totals.count_completions(status, durations)
                 if isinstance(self.domains, str):
-                    totals.domains.counts[self.domains, status] = len(durations)
+                    totals.domains.add(self.domains, status, len(durations))
         if not isinstance(self.domains, str):
-            totals.domains.counts.update(dict(self.domains))
+            for (domain, raw), count in self.domains:
+                totals.domains.add(domain, raw, count)
         totals.progress_out_of_range = self.progress_out_of_range
         totals.finish_before_create = self.finish_before_create
         return totals
@@ -132,6 +133,11 @@ class FinishedTasks:
             return False
         self.totals.subtract(share.totals(self.buckets))
         return True
+
+    def urls_of(self, task_id: str) -> dict[str, int]:
+        """The held task's URLs by status (each of ``FINISHED_RAW``)."""
+        durations = self.shares[task_id].durations
+        return {status: len(of) for status, of in zip(FINISHED_RAW, durations, strict=True)}
 
     def created_before(self, begin: int) -> list[str]:
         """The TaskIds of the tasks created before ``begin``."""

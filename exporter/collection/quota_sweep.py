@@ -39,7 +39,9 @@ from exporter.gateway.answers import DomainInfo, QuotaResponse
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 from exporter.metrics import QUOTA_FAMILIES
+from exporter.settings.config import setting_default
 from exporter.settings.target import DEFAULT_PROJECT_LABEL
+from exporter.summary.labels import bounded_label_value
 
 # The daily quotas of a domain, as its ``kind`` label names them.
 QUOTAS = ("prefetch", "refresh_file", "refresh_dir")
@@ -179,6 +181,7 @@ class QuotaSweeper:
         interval: float = 300.0,
         max_domains: int = 500,
         max_parallel: int = 4,
+        max_label_value_length: int = setting_default("max_label_value_length"),
         sweep_seconds: float | None = None,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
@@ -190,6 +193,7 @@ class QuotaSweeper:
         self._client = client
         self._interval = interval
         self._max_domains = max_domains
+        self._max_label_value_length = max_label_value_length
         self._sweep_seconds = sweep_seconds or interval
         self._wall_clock = wall_clock
         self._clock = clock
@@ -289,26 +293,26 @@ class QuotaSweeper:
             deadline,
         )[0]
         kept = list(listing.domains)[: self._max_domains]
-        # A repeated name would repeat series, which makes Prometheus reject the scrape.
+        # A repeated name would repeat series, which makes Prometheus reject the scrape; a
+        # name is its label value, bounded like every label value.
         first_of_name: dict[str, DomainInfo] = {}
         for info in kept:
-            first_of_name.setdefault(info.domain, info)
-        unique = list(first_of_name.values())
-        domains = self._call_all(
-            [self._domain_call(project_id, d, deadline) for d in unique], deadline
-        )
+            name = bounded_label_value(info.domain, self._max_label_value_length)
+            first_of_name.setdefault(name, info)
+        calls = [self._domain_call(project_id, *named, deadline) for named in first_of_name.items()]
+        domains = self._call_all(calls, deadline)
         dropped = max(0, listing.total - len(kept))
         return Sweep(tuple(domains), dropped, self._wall_clock())
 
     def _domain_call(
-        self, project_id: str, info: DomainInfo, deadline: Deadline
+        self, project_id: str, name: str, info: DomainInfo, deadline: Deadline
     ) -> Callable[[], DomainQuota]:
         """One domain's two calls, as one task of the pool: they fill one slot in turn."""
 
         def call() -> DomainQuota:
             quota = self._client.domain_quota(project_id, info.domain_id, deadline=deadline)
             enabled = self._client.prefetch_enabled(project_id, info.domain_id, deadline=deadline)
-            return DomainQuota(info.domain, quota, bool(enabled))
+            return DomainQuota(name, quota, bool(enabled))
 
         return call
 

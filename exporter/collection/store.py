@@ -11,6 +11,13 @@ oldest unfinished task.
 The store composes the parts that keep the rest: the keys of the tasks it holds
 (:class:`~exporter.collection.known_tasks.KnownTasks`) and the counters of finished work
 (:class:`~exporter.collection.finished_counts.FinishedCounts`).
+
+A store holds at most ``max_tasks`` tasks (``MAX_STORED_TASKS``), whatever their kind: a
+collection's bytes are capped, but a gateway adding tasks faster than they leave the
+window would grow the store from one collection to the next. Held tasks are counted,
+not weighed: a count costs nothing to keep and is what an operator knows of an account
+(tasks a day); docs/operating.md gives what a task costs in memory. Passing the bound
+raises :class:`StoreFullError`, and the store is then dropped whole.
 """
 
 from collections.abc import Iterable, Sequence
@@ -20,11 +27,27 @@ from exporter.collection.finished import FinishedTasks, is_finished
 from exporter.collection.finished_counts import FinishedCounts
 from exporter.collection.known_tasks import KnownTasks
 from exporter.gateway.answers import PageTask, TaskInfo
+from exporter.gateway.outcomes import ApiError
 from exporter.gateway.paging import TaskWindow
+from exporter.settings.config import setting_default
 from exporter.summary.target_summary import Summarizer, SummaryLimits, TargetSummary
 from exporter.summary.totals import STATUS_OF
 
 _UNFINISHED_STATUSES: Final = frozenset({"wait", "process"})
+
+
+class StoreFullError(ApiError):
+    """A collection would leave the store holding more tasks than its bound.
+
+    The collection fails like one whose answers are too large (``invalid_response``), and
+    its store is dropped: the next collection starts afresh with a full sync.
+    """
+
+    def __init__(self, max_tasks: int) -> None:
+        super().__init__(
+            "invalid_response",
+            f"more than max_stored_tasks ({max_tasks}) tasks held for one target and kind",
+        )
 
 
 class TaskStore:
@@ -36,9 +59,17 @@ class TaskStore:
     reads against this store.
     """
 
-    def __init__(self, limits: SummaryLimits, counts: FinishedCounts, *, counting: bool) -> None:
+    def __init__(
+        self,
+        limits: SummaryLimits,
+        counts: FinishedCounts,
+        *,
+        counting: bool,
+        max_tasks: int = setting_default("max_stored_tasks"),
+    ) -> None:
         """An empty store; ``counting`` is false on the first collection (nothing is counted)."""
         self.limits = limits
+        self.max_tasks = max_tasks
         self.counts = counts
         self.counting = counting
         self.finished = FinishedTasks(limits.buckets)
@@ -56,7 +87,7 @@ class TaskStore:
         """A copy for a full sync to fill: its finished tasks carried over until the fetch
         shows whether each is still in the window (see :meth:`end_fetch`), the others to be
         seen again. A finished task that comes back unchanged costs nothing more."""
-        clone = TaskStore(self.limits, self.counts.copy(), counting=True)
+        clone = TaskStore(self.limits, self.counts.copy(), counting=True, max_tasks=self.max_tasks)
         clone.finished = self.finished.copy()
         clone.known = self.known.copy()
         clone._unseen = set(clone.finished.shares)
@@ -69,9 +100,20 @@ class TaskStore:
         self._unseen = set()
 
     def prune_keys(self) -> None:
-        """Forget the keys of tasks no longer held: after a full sync, which held its
-        unfinished ones only until it saw them again (a dropped task's key goes with it)."""
-        self.known.keep_only({*self.finished.shares, *self.unfinished, *self.stuck})
+        """Forget the keys (and reopened counts) of tasks no longer held: after a full sync,
+        which held its unfinished ones only until it saw them again."""
+        held = {*self.finished.shares, *self.unfinished, *self.stuck}
+        self.known.keep_only(held)
+        reopened = self.counts.reopened
+        if reopened:
+            self.counts.reopened = {key: urls for key, urls in reopened.items() if key in held}
+
+    @property
+    def held(self) -> int:
+        """How many tasks the store holds, of every kind."""
+        return (
+            len(self.finished.shares) + len(self.unfinished) + len(self.stuck) + len(self.anonymous)
+        )
 
     def sighting(self, task: PageTask, before: "TaskStore | None") -> TaskInfo | None:
         """``task`` as a TaskInfo: a known one as held; None for a known finished one."""
@@ -122,6 +164,8 @@ class TaskStore:
                 self.counts.count(task, known.last_sighting(task_id))
             if task_id in self._unseen:  # changed since: the API should not do that
                 self._unseen.discard(task_id)
+                if not is_finished(task):
+                    self.counts.reopen(task_id, self.finished.urls_of(task_id))
                 self._remove_finished(task_id)
             self.known.remember(task_id, task.key)
             self.stuck.pop(task_id, None)
@@ -132,6 +176,7 @@ class TaskStore:
                 done.pop(task_id, None)
                 self.unfinished[task_id] = task
         self.finished.add(done)
+        self._within_bound()
 
     def add_stuck(self, task: TaskInfo, before: "TaskStore | None") -> None:
         """Record a sighting of a task looked up after it left the window."""
@@ -147,6 +192,7 @@ class TaskStore:
             self.known.forget(task_id)
         else:
             self.stuck[task_id] = task
+            self._within_bound()
 
     def forget(self, task_ids: Iterable[str]) -> None:
         """Drop unfinished tasks that a lookup by TaskId no longer finds."""
@@ -190,6 +236,13 @@ class TaskStore:
                 stuck if window_oldest is None else [*stuck, window_oldest]
             )
         return summary
+
+    def _within_bound(self) -> None:
+        """Fail the collection once the store holds more than ``max_tasks`` tasks: checked
+        after each page of a full sync (its tasks carried over count) and after the new
+        tasks of a collection between full syncs, which ``MAX_COLLECTION_BYTES`` bounds."""
+        if self.held > self.max_tasks:
+            raise StoreFullError(self.max_tasks)
 
     def _see_finished(self, item: PageTask, begin: int, end: int) -> None:
         task_id = item.task_id or ""  # a known task always has one

@@ -15,8 +15,9 @@ request that timed out, an error) is each task's latest sighting, which the next
 collection, asking from the same EndTime, takes up again. A full sync fills a new store
 and replaces the old one only when it succeeds. Either way a failed or late collection
 costs nothing but its own requests. Collections of one target and kind take turns. A
-collection ended by a bug of ours drops the store: the next starts afresh, as after a
-restart (its counters too, with a new ``_created``).
+collection ended by a bug of ours, or by the store passing ``max_stored_tasks``, drops the
+store: the next starts afresh, as after a restart (its counters too, with a new
+``_created``).
 """
 
 import math
@@ -28,7 +29,7 @@ from typing import Literal
 
 from exporter.collection.finished_counts import FinishedCounts
 from exporter.collection.kinds import TaskKind
-from exporter.collection.store import TaskStore
+from exporter.collection.store import StoreFullError, TaskStore
 from exporter.gateway.answers import PageTask, TaskInfo
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
@@ -50,6 +51,7 @@ class SyncOptions:
     overlap_seconds: int = setting_default("overlap_seconds")
     lookup_batch: int = setting_default("task_lookup_batch")
     stuck_horizon_seconds: int = setting_default("stuck_horizon_seconds")
+    max_stored_tasks: int = setting_default("max_stored_tasks")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class TaskSync:
         with self._turn:
             try:
                 return self._collect(deadline)
+            except StoreFullError:
+                self._state = None  # let go of every task held, at once
+                raise
             except ApiError:
                 raise
             except Exception:
@@ -147,7 +152,12 @@ class TaskSync:
         before = None if state is None else state.store
         if before is None:
             counts = FinishedCounts(self._wall_clock())
-            store = TaskStore(self._kind.limits, counts, counting=False)
+            store = TaskStore(
+                self._kind.limits,
+                counts,
+                counting=False,
+                max_tasks=self._options.max_stored_tasks,
+            )
         else:
             store = before.for_full_sync()
         known = {} if before is None else before.known.by_key

@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         description="how old an unfinished task may be and still be followed after it leaves "
         "the window",
     )
+    max_stored_tasks: int = Field(
+        50_000,
+        ge=1,
+        le=100_000_000,
+        description="per target and kind, most tasks kept between collections; more fails "
+        "the target and drops them all",
+    )
     page_size: int = Field(100, ge=1, le=10000, description="tasks asked for per API request")
     max_pages: int = Field(
         1000, ge=1, description="hard cap on pages per target and collection; more is an error"

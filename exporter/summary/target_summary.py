@@ -118,6 +118,7 @@ class Summarizer:
         self._domain_of_prefix: dict[str, str] = {}
         self._tasks: list[TaskInfo] = []
         self._earlier: Sequence[Completion] = ()
+        self._domains = [self._totals.domains]  # read together, never merged: see summary
 
     def add_page(self, tasks: Sequence[TaskInfo]) -> None:
         """Add one page of tasks, in page order, each task once."""
@@ -127,9 +128,12 @@ class Summarizer:
     def add_summarised(self, totals: Totals, completions: Sequence[Completion]) -> None:
         """Add tasks summarised before: their totals, and their completions newest first.
 
-        They must have no unfinished URL (no progress series to pick among them).
+        They must have no unfinished URL (no progress series to pick among them). Their
+        counts by domain are read where they are, not copied: a store holds as many
+        domains as its tasks have hosts.
         """
-        self._totals.add(totals)
+        self._totals.add(totals, domains=False)
+        self._domains.append(totals.domains)
         self._earlier = completions
 
     def summary(self, window: TaskWindow) -> TargetSummary:
@@ -145,12 +149,17 @@ class Summarizer:
             task_completion=[],
             oldest_unfinished_created=totals.oldest_unfinished,
             anomalies=anomalies,
-            domain_urls=domain_urls(
-                totals.domains.counts.items(),
+        )
+        summary.domain_urls = _bounded_domains(
+            domain_urls(
+                self._domains,
+                totals.url_statuses,
                 _published_status,
                 STATUSES,
                 limits.max_domain_series,
             ),
+            limits.max_label_value_length,
+            anomalies,
         )
         anomalies["progress_out_of_range"] = totals.progress_out_of_range
         anomalies["finish_before_create"] = totals.finish_before_create
@@ -206,6 +215,22 @@ def completion_of(task: TaskInfo) -> float | None:
     if latest_finish >= created and latest_finish > 0:
         return float(latest_finish - created)
     return None
+
+
+def _bounded_domains(
+    domains: dict[str, dict[str, int]], max_bytes: int, anomalies: dict[str, int]
+) -> dict[str, dict[str, int]]:
+    """The ``domain`` label values bounded, each one cut counted; a host name equal to
+    another's cut value adds to its series instead of repeating it."""
+    bounded: dict[str, dict[str, int]] = {}
+    for domain, counts in domains.items():
+        label = bounded_label_value(domain, max_bytes)
+        anomalies["label_value_truncated"] += label != domain
+        held = bounded.setdefault(label, counts)
+        if held is not counts:
+            for status, count in counts.items():
+                held[status] += count
+    return bounded
 
 
 def _pick_task_completion(

@@ -11,10 +11,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, compress, repeat
 from operator import attrgetter, eq, sub
-from typing import Final, TypeVar
+from typing import Final
 
 from exporter.gateway.answers import FINISHED, UNFINISHED, TaskInfo, UrlProgress
-from exporter.summary.domain_counts import DomainCounter
+from exporter.summary.domain_counts import DomainCounter, merge_counts
 from exporter.summary.histogram import Histogram
 
 # ``unknow`` is the API's documented spelling; the correct one is accepted too.
@@ -33,7 +33,6 @@ _CREATE_TIME: Final = attrgetter("create_time")
 _FINISH_TIME: Final = attrgetter("finish_time")
 _PROGRESS: Final = attrgetter("progress")
 _URL: Final = attrgetter("url")
-_K = TypeVar("_K")
 
 
 class Columns:
@@ -145,9 +144,10 @@ class Totals:
         """Count the URL completion times ``durations`` of ``status``; return their sum."""
         return _count_completions(self.url_completion[status], Counter(durations))
 
-    def add(self, other: "Totals") -> None:
-        """Add another set's figures (of tasks not in this one)."""
-        self._merge(other, 1)
+    def add(self, other: "Totals", *, domains: bool = True) -> None:
+        """Add another set's figures (of tasks not in this one); without their counts by
+        domain when ``domains`` is false (a summary reads those where they are)."""
+        self._merge(other, 1, domains=domains)
         if other.oldest_unfinished is not None:
             self._include_oldest(other.oldest_unfinished)
 
@@ -160,10 +160,11 @@ class Totals:
             raise ValueError("an unfinished task's figures cannot be taken out")
         self._merge(other, -1)
 
-    def _merge(self, other: "Totals", sign: int) -> None:
-        _merge_counts(self.task_statuses, other.task_statuses, sign)
-        _merge_counts(self.url_statuses, other.url_statuses, sign)
-        _merge_counts(self.domains.counts, other.domains.counts, sign)
+    def _merge(self, other: "Totals", sign: int, *, domains: bool = True) -> None:
+        merge_counts(self.task_statuses, other.task_statuses, sign)
+        merge_counts(self.url_statuses, other.url_statuses, sign)
+        if domains:
+            self.domains.merge(other.domains, sign)
         for status in FINISHED_RAW:
             mine, theirs = self.url_completion[status], other.url_completion[status]
             mine.counts = [a + sign * b for a, b in zip(mine.counts, theirs.counts, strict=True)]
@@ -189,17 +190,6 @@ class Totals:
         """Count ``created`` among the unfinished tasks' CreateTimes (the oldest is kept)."""
         if self.oldest_unfinished is None or created < self.oldest_unfinished:
             self.oldest_unfinished = created
-
-
-def _merge_counts(mine: Counter[_K], theirs: Counter[_K], sign: int) -> None:
-    """Add (``sign`` 1) or take out (-1) counts; a count that reaches 0 leaves the Counter,
-    so that a domain whose tasks all left is not published with zeros."""
-    for key, count in theirs.items():
-        total = mine[key] + sign * count
-        if total:
-            mine[key] = total
-        else:
-            del mine[key]
 
 
 def progress_out_of_range(progresses: list[int]) -> int:

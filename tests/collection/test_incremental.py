@@ -9,10 +9,12 @@ moment, through the real client and the simulated API on loopback.
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import math
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +28,7 @@ from simfaults import Faults
 from simworld import World, fetch_window, task
 
 from exporter.collection.kinds import TaskKind
-from exporter.collection.store import TaskStore
+from exporter.collection.store import StoreFullError, TaskStore
 from exporter.collection.sync import Collection, SyncOptions, TaskSync
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
@@ -546,3 +548,109 @@ def test_a_window_a_full_fetch_reads_as_cheaply_is_fetched_whole_every_time(
     finished = collect(sync)
     assert finished.counts is not None
     assert finished.counts.tasks["success"] == 1  # counted once, as between full syncs
+
+
+def arrive_finished(world: World, created: int, count: int, prefix: str) -> None:
+    """``count`` tasks arrive, created at ``created`` and already finished."""
+    for index in range(count):
+        world.put(one_url(f"{prefix}{index}", created, "success", created))
+
+
+def test_a_store_past_max_stored_tasks_fails_its_collection_and_is_let_go_at_once(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    world = World(fillers())
+    sync = syncing(gateway, world, clock, max_stored_tasks=20)
+    collect(sync)
+    clock[0] += 30
+    arrive_finished(world, clock[0], 11, "a")
+    at_bound = collect(sync)  # 20 tasks held: at the bound, not past it
+    assert (at_bound.sync, at_bound.summary.tasks_by_status["success"]) == ("incremental", 20)
+    assert sync._state is not None
+    held = weakref.ref(sync._state.store)
+    clock[0] += 30
+    arrive_finished(world, clock[0], 1, "b")
+    gc.disable()  # what is let go must be freed at once, not by the cycle collector
+    try:
+        with pytest.raises(StoreFullError) as failed:
+            collect(sync)
+        reason, detail = failed.value.reason, failed.value.detail
+        del failed  # the error's frames hold the store until then
+        assert held() is None, "the store outlived its failed collection"
+    finally:
+        gc.enable()
+    assert (reason, detail) == (
+        "invalid_response",
+        "more than max_stored_tasks (20) tasks held for one target and kind",
+    )
+
+
+def test_past_the_bound_each_collection_starts_afresh_within_it_until_the_window_is_smaller(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    api, client = gateway
+    clock = [NOW]
+    world = World(fillers())  # created before NOW - 200: out of the window after NOW + 800
+    sync = syncing(gateway, world, clock, max_stored_tasks=20)
+    first = collect(sync)
+    clock[0] += 30
+    arrive_finished(world, clock[0], 15, "a")
+    with pytest.raises(StoreFullError):
+        collect(sync)  # between full syncs: 24 tasks
+    for _ in range(2):
+        clock[0] += 30
+        with pytest.raises(StoreFullError):
+            collect(sync)
+        # A full sync from nothing, whose own store obeys the bound too.
+        asked = [r.params for r in api.requests if r.params.get("TaskId.0") is None]
+        assert asked[-1]["BeginTime"] == str(clock[0] - LOOKBACK)
+    clock[0] = NOW + 900  # the fillers have left the window: 15 tasks
+    recovered = collect(sync)
+    assert recovered.sync == "full"
+    assert recovered.summary == full_fetch(client, clock[0])[0]
+    # As after a restart: counters start again from zero, with a new _created.
+    assert recovered.counts is not None and first.counts is not None
+    assert recovered.counts.tasks == {"success": 0, "failure": 0}
+    assert recovered.counts.created == clock[0] != first.counts.created
+
+
+def test_every_task_held_counts_against_the_bound_unfinished_and_anonymous_ones_too(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    waiting = [one_url(f"w{index}", NOW - 100 - index, "wait") for index in range(6)]
+    anonymous = [task(None, NOW - 50, "success", []) for _ in range(5)]
+    world = World([*waiting, *anonymous])
+    within = collect(syncing(gateway, world, clock, max_stored_tasks=11))
+    assert within.summary.tasks_by_status["wait"] == 6
+    with pytest.raises(StoreFullError):
+        collect(syncing(gateway, world, clock, max_stored_tasks=10))
+
+
+def test_a_finished_task_the_gateway_reopens_at_each_full_sync_is_counted_once(
+    gateway: tuple[SimulatedApi, ApiClient],
+) -> None:
+    clock = [NOW]
+    two_urls = [f"https://a.example/{name}" for name in ("x", "y")]
+
+    def w(status: str, url_status: str) -> dict[str, Any]:
+        finish = NOW - 10 if url_status in FINISHED else 0
+        return task(
+            "w", NOW - 60, status, [url_entry(u, url_status, NOW - 60, finish) for u in two_urls]
+        )
+
+    world = World([w("wait", "wait"), *fillers()])
+    sync = syncing(gateway, world, clock, resync_seconds=0)  # every collection a full sync
+    collect(sync)
+    for _ in range(3):
+        world.put(w("success", "success"))
+        clock[0] += 30
+        done = collect(sync)
+        assert done.counts is not None
+        assert (done.counts.tasks, done.counts.urls) == ({"success": 1, "failure": 0},
+                                                         {"success": 2, "failure": 0})  # fmt: skip
+        world.put(w("process", "wait"))  # which the API should never do
+        clock[0] += 30
+        reopened = collect(sync)
+        assert reopened.summary.tasks_by_status["process"] == 1

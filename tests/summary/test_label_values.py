@@ -1,16 +1,18 @@
-"""Label values are bounded: a 50 MB ``Url`` or ``TaskId`` must not become a 50 MB label.
+"""Label values are bounded: a 50 MB ``Url`` or ``TaskId``, or a 100 KB host name, must not
+become a label of that size.
 
 Prometheus' ``label_value_length_limit`` rejects a whole scrape over one long value, and
 the series caps bound the number of series, not their size. Longer values are cut to a
 prefix (on a character boundary), ``…`` and a hash of the whole value, so two long values
-stay two series, and each cut is counted as ``label_value_truncated``. End to end: the
-simulator serves the 50 MB values over loopback HTTP to the real client and collector.
+stay two series; each cut of a target's series is counted as ``label_value_truncated``.
+End to end: the simulator serves the long values over loopback HTTP to the real client
+and collector (tests/shipped/test_prometheus_labels.py has Prometheus scrape them).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import exposition
@@ -25,15 +27,19 @@ from prometheus_client import generate_latest
 from pydantic import SecretStr
 from simfaults import SimulatedApi
 
+from exporter.collection.kinds import TaskKind
+from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.answers import TaskInfo
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.paging import TaskWindow
 from exporter.gateway.transport import ClientOptions
+from exporter.metrics import ALL_FAMILIES, QUOTA_FAMILIES, TASK_KINDS
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import load_settings
 from exporter.settings.names import ConfigError
 from exporter.settings.target import Target
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Domain
 from exporter.simulator.static import StaticDataset
 from exporter.summary.labels import bounded_label_value
 from exporter.summary.target_summary import ANOMALIES, SummaryLimits, summarize
@@ -41,6 +47,8 @@ from exporter.summary.target_summary import ANOMALIES, SummaryLimits, summarize
 LIMIT = 1024
 HUGE = 50 * 1024 * 1024
 CUT = re.compile(r"…[0-9a-f]{16}\Z")
+LONG_HOST = "h" * 100_000 + ".example.com"  # two long hosts sharing 100,000 bytes
+OTHER_LONG_HOST = "h" * 100_000 + ".example.org"
 
 
 @given(st.text(max_size=400), st.integers(min_value=64, max_value=300))
@@ -187,3 +195,93 @@ def test_fifty_megabyte_values_give_a_bounded_exposition_with_the_counts_right(
     assert value("ucdn_prefetch_task_completion_seconds", platform="dcdn") == 60
     assert value("ucdn_prefetch_tasks", platform="dcdn", status="success") == 1
     assert value(cuts, platform="dcdn", reason="label_value_truncated") == 2
+
+
+def finished_on(host: str, task_id: str) -> dict[str, Any]:
+    return {
+        "TaskId": task_id,
+        "CreateTime": NOW - 60,
+        "Status": "success",
+        "UrlLists": [url_entry(f"https://{host}/a.bin", "success", NOW - 60, NOW - 30, 100)],
+    }
+
+
+def test_long_host_names_are_cut_counted_and_stay_apart_in_domain_urls() -> None:
+    hosts = [LONG_HOST, OTHER_LONG_HOST, "cdn.example.com"]
+    tasks = [finished_on(host, f"t-{index}") for index, host in enumerate(hosts)]
+    summary = summarize(window_of(tasks), SummaryLimits())
+    cut = [domain for domain in summary.domain_urls if domain != "cdn.example.com"]
+    assert len(cut) == 2 and len(summary.domain_urls) == 3
+    assert all(len(d.encode()) <= LIMIT and CUT.search(d) and d.startswith("hhh") for d in cut)
+    assert all(row["success"] == 1 for row in summary.domain_urls.values())
+    assert summary.anomalies["label_value_truncated"] == 2
+
+
+def test_a_host_named_as_another_hosts_cut_value_adds_to_its_series() -> None:
+    cut = bounded_label_value(LONG_HOST, LIMIT)
+    tasks = [finished_on(LONG_HOST, "t-1"), finished_on(cut, "t-2")]
+    summary = summarize(window_of(tasks), SummaryLimits())
+    assert list(summary.domain_urls) == [cut]  # one series: a repeated one fails the scrape
+    assert summary.domain_urls[cut]["success"] == 2
+    assert summary.anomalies["label_value_truncated"] == 1
+
+
+def test_long_domain_names_are_cut_in_the_quota_families(
+    simulator: Callable[..., SimulatedApi],
+) -> None:
+    domains = [Domain(LONG_HOST, "d-1"), Domain(OTHER_LONG_HOST, "d-2"), Domain("a.example", "d-3")]
+    api = simulator(StaticDataset({}, domains={"": domains}))
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    sweeper = QuotaSweeper(client, [""])
+    try:
+        parsed = samples(
+            generate_latest(MetricsSnapshot(sweeper.families(Deadline.after(30)))).decode()
+        )
+    finally:
+        sweeper.close()
+        client.close()
+    assert exposition.value(parsed, QUOTA_FAMILIES.up.name) == 1
+    for family in (QUOTA_FAMILIES.quota, QUOTA_FAMILIES.used, QUOTA_FAMILIES.prefetch_enabled):
+        named = {dict(labels)["domain"] for name, labels in parsed if name == family.name}
+        long_ones = named - {"a.example"}
+        assert len(named) == 3 and len(long_ones) == 2, family.name
+        assert all(len(d.encode()) <= LIMIT and CUT.search(d) for d in long_ones), family.name
+
+
+def test_every_label_value_of_every_family_is_bounded(
+    simulator: Callable[..., SimulatedApi],
+) -> None:
+    """A 100 KB host in both kinds' task URLs and in the domain list: every family's
+    every label value is at most the limit, and each domain series is there, cut."""
+    tasks = {("", False): [finished_on(LONG_HOST, "t-1"), finished_on("a.example", "t-2")]}
+    api = simulator(
+        StaticDataset(
+            tasks,
+            refresh_tasks=tasks,
+            domains={"": [Domain(LONG_HOST, "d-1"), Domain("a.example", "d-2")]},
+        )
+    )
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    kinds = [TaskKind.named(name, SummaryLimits()) for name in TASK_KINDS]
+    collector = UcdnCollector(
+        client, [Target("", "cdn")], kinds=kinds, extra=[QuotaSweeper(client, [""])]
+    )
+    try:
+        text = generate_latest(MetricsSnapshot(collector.collect_within(Deadline.after(30))))
+    finally:
+        collector.close()
+        client.close()
+    parsed = samples(text.decode())
+    assert len(text) < 64 * 1024
+    assert all(len(v.encode()) <= LIMIT for _, labels in parsed for _, v in labels)
+    with_domain = [family for family in ALL_FAMILIES if "domain" in family.labels]
+    assert len(with_domain) == 5  # each kind's domain_urls, and the three quota families
+    for family in with_domain:
+        named = {dict(labels)["domain"] for name, labels in parsed if name == family.name}
+        [cut] = [domain for domain in named if domain not in ("a.example", "_other")]
+        assert cut.startswith("hhh") and CUT.search(cut), family.name
+    for kind in TASK_KINDS:
+        truncated = exposition.value(
+            parsed, f"ucdn_{kind}_records_invalid", reason="label_value_truncated"
+        )
+        assert truncated == 1, kind

@@ -115,9 +115,19 @@ _statuses = st.sampled_from(
 _times = st.one_of(
     st.integers(-5, 40), st.just(0), st.integers(NOW - 100, NOW), st.integers(2**53, 2**62)
 )
-# Hosts with capitals, ports, IPv6, userinfo, none at all, or one that cannot be read.
+# Hosts with capitals, ports, IPv6, userinfo, none at all, one that cannot be read, or one
+# longer than a label value may be.
 _hosts = st.sampled_from(
-    ["a.example", "A.Example", "a.example:8080", "b.example", "[::1]:80", "[::1", "u@B.example"]
+    [
+        "a.example",
+        "A.Example",
+        "a.example:8080",
+        "b.example",
+        "[::1]:80",
+        "[::1",
+        "u@B.example",
+        "h" * 1100 + ".example",
+    ]
 )
 _url_text = st.one_of(
     st.sampled_from(["a", "b", "c", "", "/path", "http:", "http:/x", "mailto:x@y"]),
