@@ -159,8 +159,8 @@ class Settings(BaseSettings):
     max_label_value_length: int = Field(
         1024,
         ge=64,
-        description="longest url or task_id label value, in UTF-8 bytes; longer ones are cut "
-        "to a prefix, '…' and a hash of the whole value",
+        description="longest label value (url, task_id, domain), in UTF-8 bytes; longer ones "
+        "are cut to a prefix, '…' and a hash of the whole value",
     )
     histogram_buckets: CommaFloats = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
