@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from conftest import url_entry
 from exposition import samples
-from faultkit import CANARY, NOW, PUBLIC_KEY
+from faultkit import CANARY, NOW, PUBLIC_KEY, signatures
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -285,3 +285,41 @@ def test_every_label_value_of_every_family_is_bounded(
             parsed, f"ucdn_{kind}_records_invalid", reason="label_value_truncated"
         )
         assert truncated == 1, kind
+
+
+def test_a_signature_a_gateway_echoes_into_a_task_id_or_url_is_in_no_label() -> None:
+    """A gateway that puts a signature it received into a later answer's TaskId and URLs:
+    the series are published, their label values redacted and still apart."""
+    dataset = StaticDataset({("", False): []})
+    api = SimulatedApi(PUBLIC_KEY, CANARY, dataset).start()
+    client = ApiClient(api.url, PUBLIC_KEY, SecretStr(CANARY))
+    collector = UcdnCollector(client, [Target("", "cdn")])
+    try:
+        collector.collect_within(Deadline.after(30))
+        echoed = sorted(signatures(api))[0]
+        dataset.set_tasks(
+            ("", False),
+            [
+                {"TaskId": echoed.upper(), "CreateTime": NOW - 60, "Status": "process",
+                 "UrlLists": [url_entry(f"https://cdn.example.com/{echoed}.bin", "wait", NOW - 60),
+                              url_entry(f"https://cdn.example.com/{echoed}/x", "process",
+                                        NOW - 60, progress=5)]},
+            ],
+        )  # fmt: skip
+        metrics = collector.collect_within(Deadline.after(30))
+        text = generate_latest(MetricsSnapshot(metrics)).decode()
+    finally:
+        collector.close()
+        client.close()
+        api.stop()
+    assert echoed not in text.lower()
+    progress = [
+        dict(labels)
+        for (name, labels) in samples(text)
+        if name == "ucdn_prefetch_url_progress_ratio"
+    ]
+    assert len(progress) == 2
+    assert len({series["url"] for series in progress}) == 2
+    for series in progress:
+        assert series["task_id"].startswith("<redacted>…"), series
+        assert series["url"].startswith("<redacted>…"), series
