@@ -101,7 +101,8 @@ class TaskSync:
         """A collection: incremental if the store allows it, else a full sync."""
         with self._turn:
             try:
-                return self._collect(deadline)
+                # One byte budget for every request of the collection, lookups included.
+                return self._collect(self._client.collection(deadline))
             except ApiError:
                 raise
             except Exception:

@@ -72,6 +72,12 @@ class ApiClient:
         self._transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def collection(self, deadline: Deadline) -> CollectionDeadline:
+        """``deadline`` with a fresh budget of ``max_collection_bytes``: pass it to every
+        call of one collection (its pages and its lookups), so that together they read no
+        more. A call given a plain deadline gets a budget of its own."""
+        return CollectionDeadline(deadline, ByteBudget(self.options.max_collection_bytes))
+
     def fetch_tasks(
         self,
         project_id: str,
@@ -224,8 +230,10 @@ class ApiClient:
 
 
 def _collection(deadline: Deadline, options: ClientOptions) -> CollectionDeadline:
-    """``deadline`` with a fresh budget of ``max_collection_bytes`` for one collection."""
-    return CollectionDeadline(deadline.at, deadline.clock, ByteBudget(options.max_collection_bytes))
+    """``deadline`` with its collection's byte budget: the one it carries, else a fresh one."""
+    if isinstance(deadline, CollectionDeadline):
+        return deadline
+    return CollectionDeadline(deadline, ByteBudget(options.max_collection_bytes))
 
 
 def _query(
