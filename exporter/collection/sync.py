@@ -14,7 +14,9 @@ it, so that it costs what changed and not the window: what it read before it fai
 request that timed out, an error) is each task's latest sighting, which the next
 collection, asking from the same EndTime, takes up again. A full sync fills a new store
 and replaces the old one only when it succeeds. Either way a failed or late collection
-costs nothing but its own requests. Collections of one target and kind take turns. A
+costs nothing but its own requests, and every byte it reads, pages and lookups alike,
+counts against its one ``MAX_COLLECTION_BYTES`` budget. Collections of one target and kind
+take turns. A
 collection ended by a bug of ours drops the store: the next starts afresh, as after a
 restart (its counters too, with a new ``_created``).
 """
