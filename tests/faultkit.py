@@ -333,6 +333,15 @@ def exporter_args(
     ]
 
 
+def without_cycle_collector(folder: Path) -> dict[str, str]:
+    """The environment of an exporter whose cycle collector never runs: only what reference
+    counting frees is freed, as if the gc thresholds were out of reach. A
+    ``sitecustomize`` module in ``folder`` turns it off as the interpreter starts."""
+    (folder / "sitecustomize.py").write_text("import gc\n\ngc.disable()\n")
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
 def signatures(api: SimulatedApi) -> set[str]:
     """Every signature the simulator received: none may show up in any output."""
     return {

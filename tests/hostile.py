@@ -14,11 +14,11 @@ the client really let go, and when::
 
 Behaviours: :func:`drip_status_line`, :func:`drip_headers`, :func:`drip_chunk_size`,
 :func:`flood_chunk_size`, :func:`drip_trailers`, :func:`flood_continue`,
-:func:`flood_trailers`, :func:`cut_mid_body`, :func:`gzip_bomb`, :func:`nested_json`,
-:func:`valid_answer`, :func:`full_pages`, :func:`padded_lookups`, :func:`keep_alive_answers`;
-:func:`in_turn` gives successive connections successive behaviours (``in_turn(drip_headers(),
-valid_answer())`` holds the first connection only). Given a server-side ``tls`` context,
-the gateway speaks HTTPS.
+:func:`flood_trailers`, :func:`cut_mid_body`, :func:`http_error`, :func:`gzip_bomb`,
+:func:`nested_json`, :func:`valid_answer`, :func:`full_pages`, :func:`padded_lookups`,
+:func:`keep_alive_answers`; :func:`in_turn` gives successive connections successive
+behaviours (``in_turn(drip_headers(), valid_answer())`` holds the first connection only).
+Given a server-side ``tls`` context, the gateway speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -342,6 +342,15 @@ def cut_mid_body(*, reset: bool = True) -> Behaviour:
     return behave
 
 
+def http_error(status: int) -> Behaviour:
+    """An HTTP error with an empty body (a 503 is retried, as a gateway's overload)."""
+
+    def behave(peer: Peer) -> None:
+        peer.send(_head("Content-Length: 0").replace(b"200 OK", f"{status} Error".encode()))
+
+    return behave
+
+
 def gzip_bomb(size: int) -> Behaviour:
     """An answer sent gzipped though the client asked for identity: ``size`` spaces, a few
     hundred times smaller on the wire."""
@@ -391,18 +400,28 @@ def keep_alive_answers(count: int, *, then_close: bool = False) -> Behaviour:
     return behave
 
 
-def full_pages(urls_per_task: int = 20, url_length: int = 200) -> Behaviour:
-    """Every page full, whatever its Offset, with TotalCount always one page further on.
+def full_pages(
+    urls_per_task: int = 20,
+    url_length: int = 200,
+    *,
+    total: int | None = None,
+    promised: int | None = None,
+) -> Behaviour:
+    """Every page full, whatever its Offset, with TotalCount always one page further on
+    (or ``promised``, which sends the client a window's worth of pages at once).
 
     Each task carries ``urls_per_task`` URLs of ``url_length`` characters, so that a
-    collection that believes the gateway reads without end.
+    collection that believes the gateway reads without end. With ``total``, an honest
+    window instead: ``total`` tasks, paged, and TotalCount says so.
     """
 
     def behave(peer: Peer) -> None:
         limit = int(peer.form.get("Limit", "100"))
         offset = int(peer.form.get("Offset", "0"))
-        tasks = [_task(offset + i, urls_per_task, url_length) for i in range(limit)]
-        body = answer_body(tasks, total_count=offset + 2 * limit)
+        last = offset + limit if total is None else min(offset + limit, total)
+        tasks = [_task(number, urls_per_task, url_length) for number in range(offset, last)]
+        claim = total if total is not None else promised or offset + 2 * limit
+        body = answer_body(tasks, total_count=claim)
         peer.send(_head(f"Content-Length: {len(body)}") + body)
 
     return behave

@@ -329,6 +329,8 @@ class QuotaSweeper:
             done, pending = wait(futures, timeout=deadline.remaining(), return_when=FIRST_EXCEPTION)
             for future in done:
                 error = future.exception()
+                if isinstance(error, ApiError):
+                    raise error.detached()  # not bound to this frame: no cycle through it
                 if error is not None:
                     raise error
             if self._closed.is_set():

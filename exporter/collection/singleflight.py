@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import ApiError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -106,13 +107,14 @@ class SharedFetches(Generic[K, V]):
     def _run(self, key: K, load: Callable[[Deadline], V], running: _InFlight[V]) -> None:
         try:
             value = load(running.deadline)
-        except BaseException as error:  # every failure, whatever it is, goes to the waiters
-            # The waiters get the error and its traceback, but not the locals of the frames
-            # it passed through (the failed collection's pages): error -> traceback -> this
-            # frame -> error is a cycle, which only the cycle collector frees, scrapes later
-            # at best: memory grew with every failing scrape, at CPython's thresholds or
-            # raised ones (tests/gateway/test_exchange_bounds.py). The traceback still
-            # prints in full.
+        except ApiError as error:
+            # The failure, not its traceback: error -> traceback -> this frame -> the future
+            # -> error would be a cycle, holding the failed collection's frames (its pages,
+            # its half-filled store) until the cycle collector ran.
+            _settle(running.future, error=error.detached())
+        except BaseException as error:  # a bug of ours too goes to the waiters
+            # With its traceback, which is logged, but not the locals of the frames it
+            # passed through. The traceback still prints in full.
             traceback.clear_frames(error.__traceback__)
             _settle(running.future, error=error)
         else:

@@ -22,6 +22,7 @@ import requests
 import urllib3
 from pydantic import SecretStr
 
+from exporter.gateway.allocator import return_large_buffers
 from exporter.gateway.answers import Answer, InvalidResponseError, TaskListResponse, decode_answer
 from exporter.gateway.budgets import CollectionDeadline, RateLimit
 from exporter.gateway.deadline import Deadline
@@ -108,6 +109,7 @@ class Transport:
         self._stats = stats
         self._sleep = sleep
         self._watchdog = Watchdog()
+        return_large_buffers()  # answers are read whole: their memory must go back when freed
         # As many kept-alive connections as page threads (see ApiClient).
         adapter = GuardedAdapter(pool_maxsize=options.parallel_pages * 4, max_retries=0)
         self._session = requests.Session()
@@ -160,18 +162,21 @@ class Transport:
                 self._wait_for_slot(deadline)
                 answer = self._attempt(form, deadline, shape, then)
             except _RetryableError as retryable:
-                self._stats.record(action, retryable.error.reason)
-                wait = self._backoff(attempt, retryable.retry_after)
-                if attempt >= self._options.max_retries or wait >= deadline.remaining():
-                    raise retryable.error from None
-                self._sleep(wait)
-                attempt += 1
+                failure, retry_after = retryable.error, retryable.retry_after
             except ApiError as error:
                 self._stats.record(action, error.reason)
                 raise
             else:
                 self._stats.record(action, "ok")
                 return answer
+            self._stats.record(action, failure.reason)
+            wait = self._backoff(attempt, retry_after)
+            if attempt >= self._options.max_retries or wait >= deadline.remaining():
+                # Outside the handler, detached: it carries neither the attempt's traceback
+                # (its frames hold the answer read so far) nor a cycle through this frame.
+                raise failure.detached()
+            self._sleep(wait)
+            attempt += 1
 
     def _wait_for_slot(self, deadline: Deadline) -> None:
         wait = self._rate_limit.reserve(deadline)
