@@ -17,9 +17,10 @@ What a scrape publishes for a project follows the last *finished* sweep:
 - none has finished yet (the first sweep outlived the first scrape's deadline): ``up 0``
   and no other series.
 
-Calls in flight are bounded across all projects by one pool of ``max_parallel``
-threads; a sweep runs on a deadline of its own, so a hung gateway never pins a thread
-for longer, and :meth:`QuotaSweeper.close` ends every sweep and wait at once.
+Each project's calls in flight are bounded by a pool of ``max_parallel`` threads of its
+own, so that a project whose calls are slow never holds back another's sweep; a sweep runs
+on a deadline of its own, so a hung gateway never pins a thread for longer, and
+:meth:`QuotaSweeper.close` ends every sweep and wait at once.
 """
 
 import contextlib
@@ -197,7 +198,10 @@ class QuotaSweeper:
         self._closed = threading.Event()
         # dict.fromkeys: each project once, in the order given.
         self._projects = {pid: _Project(pid) for pid in dict.fromkeys(project_ids)}
-        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="quota")
+        self._pools = {
+            pid: ThreadPoolExecutor(max_parallel, thread_name_prefix=f"quota-{project.label}")
+            for pid, project in self._projects.items()
+        }
 
     @property
     def enabled(self) -> bool:
@@ -238,7 +242,8 @@ class QuotaSweeper:
             running = [p.running for p in self._projects.values() if p.running is not None]
         for future in running:
             _settle(future)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _choose(self, project_ids: Iterable[str] | None) -> list[_Project]:
         if project_ids is None:
@@ -280,7 +285,9 @@ class QuotaSweeper:
         _settle(done)
 
     def _sweep(self, project_id: str, deadline: Deadline) -> Sweep:
+        pool = self._pools[project_id]
         listing = self._call_all(
+            pool,
             [
                 lambda: self._client.list_domains(
                     project_id, deadline=deadline, limit=self._max_domains
@@ -295,7 +302,7 @@ class QuotaSweeper:
             first_of_name.setdefault(info.domain, info)
         unique = list(first_of_name.values())
         domains = self._call_all(
-            [self._domain_call(project_id, d, deadline) for d in unique], deadline
+            pool, [self._domain_call(project_id, d, deadline) for d in unique], deadline
         )
         dropped = max(0, listing.total - len(kept))
         return Sweep(tuple(domains), dropped, self._wall_clock())
@@ -312,8 +319,10 @@ class QuotaSweeper:
 
         return call
 
-    def _call_all(self, calls: Sequence[Callable[[], T]], deadline: Deadline) -> list[T]:
-        """Every call's answer, in order, run on the shared pool; the first error raises.
+    def _call_all(
+        self, pool: ThreadPoolExecutor, calls: Sequence[Callable[[], T]], deadline: Deadline
+    ) -> list[T]:
+        """Every call's answer, in order, run on the project's ``pool``; the first error raises.
 
         Whatever happens, returns only once none of these calls runs any more (they end
         by ``deadline``, give or take a moment), so two sweeps of a project never overlap;
@@ -322,7 +331,7 @@ class QuotaSweeper:
         if self._closed.is_set():
             raise ShutdownError("the exporter is shutting down")
         try:
-            futures = [self._pool.submit(call) for call in calls]
+            futures = [pool.submit(call) for call in calls]
         except RuntimeError:  # the pool was shut down by close()
             raise ShutdownError("the exporter is shutting down") from None
         try:
