@@ -73,9 +73,12 @@ class ApiClient:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def collection(self, deadline: Deadline) -> CollectionDeadline:
-        """``deadline`` with a fresh budget of ``max_collection_bytes``: pass it to every
-        call of one collection (its pages and its lookups), so that together they read no
-        more. A call given a plain deadline gets a budget of its own."""
+        """``deadline`` with its collection's byte budget: the one it carries, else a fresh
+        one of ``max_collection_bytes``. Pass it to every call of one collection (its pages
+        and its lookups), so that together they read no more; a call given a plain
+        deadline has a budget of its own."""
+        if isinstance(deadline, CollectionDeadline):
+            return deadline
         return CollectionDeadline(deadline, ByteBudget(self.options.max_collection_bytes))
 
     def fetch_tasks(
@@ -111,7 +114,7 @@ class ApiClient:
         is decoded.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size, action=action)
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         window = WindowBuilder(on_page, keep_tasks=keep_tasks)
         return self._fetch_window(base, limits, window, known)
 
@@ -135,7 +138,7 @@ class ApiClient:
 
         See :func:`exporter.gateway.domain_calls.list_domains`.
         """
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         return list_domains(self._transport, self.options, project_id, deadline=limits, limit=limit)
 
     def domain_quota(self, project_id: str, domain_id: str, *, deadline: Deadline) -> QuotaResponse:
@@ -178,7 +181,7 @@ class ApiClient:
         deadline: Deadline,
         known: Mapping[int, str] | None,
     ) -> TaskWindow:
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         window = WindowBuilder(None)
         requests = 0
         while True:
@@ -227,13 +230,6 @@ class ApiClient:
             return Page(decode_tasks(answer.task_list, known), answer.total_count)
 
         return self._transport.call_then(query, deadline, RawTaskListResponse, decode)
-
-
-def _collection(deadline: Deadline, options: ClientOptions) -> CollectionDeadline:
-    """``deadline`` with its collection's byte budget: the one it carries, else a fresh one."""
-    if isinstance(deadline, CollectionDeadline):
-        return deadline
-    return CollectionDeadline(deadline, ByteBudget(options.max_collection_bytes))
 
 
 def _query(
