@@ -240,7 +240,8 @@ QUOTA_FAMILIES: Final = QuotaFamilies(
         "Unix time at which this project's last successful quota sweep ended.",
     ),
     domains_dropped=_per_project(
-        "ucdn_domain_quota_domains_dropped", "Domains beyond the exporter's cap, not swept."
+        "ucdn_domain_quota_domains_dropped",
+        "Domains not swept: beyond the exporter's cap, or listed without a DomainId.",
     ),
     quota=_per_project("ucdn_domain_quota", "A domain's daily quota, by kind.", ("domain", "kind")),
     used=_per_project(

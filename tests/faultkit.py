@@ -150,6 +150,21 @@ class Exporter:
         """The child process, for tests that signal it or wait for it themselves."""
         return self._process
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far, every thread, user and system (from /proc)."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime and stime, the 14th and 15th fields of the line (counted from the pid).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self) -> dict[str, float]:
+        """``VmRSS`` (resident now) and ``VmHWM`` (the peak so far), in MiB (from /proc)."""
+        status = Path(f"/proc/{self._process.pid}/status").read_text()
+        found = {
+            name: re.search(rf"^{name}:\s+(\d+) kB", status, re.MULTILINE)
+            for name in ("VmRSS", "VmHWM")
+        }
+        return {name: int(match.group(1)) / 1024 for name, match in found.items() if match}
+
     @property
     def port(self) -> int:
         """The port it listens on (once started)."""
@@ -316,6 +331,15 @@ def exporter_args(
         "0",
         *extra,
     ]
+
+
+def without_cycle_collector(folder: Path) -> dict[str, str]:
+    """The environment of an exporter whose cycle collector never runs: only what reference
+    counting frees is freed, as if the gc thresholds were out of reach. A
+    ``sitecustomize`` module in ``folder`` turns it off as the interpreter starts."""
+    (folder / "sitecustomize.py").write_text("import gc\n\ngc.disable()\n")
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
 
 
 def signatures(api: SimulatedApi) -> set[str]:

@@ -4,8 +4,9 @@ Each connection gets its own thread, which reads the request's head and body and
 hands a :class:`Peer` to the gateway's behaviour: a function that writes whatever bytes
 it likes (a status line dripped a byte at a time, a flood of ``100 Continue``, a reset
 mid-body, a valid answer). The gateway records, for every connection, the request's
-form and the moment it saw the client close the connection (``recv`` returning ``b""``
-or an error), so a test can assert that the client really let go, and when::
+form, the bytes of its answer the client's end accepted, and the moment it saw the client
+close the connection (``recv`` returning ``b""`` or an error), so a test can assert that
+the client really let go, and when::
 
     with HostileGateway(drip_status_line()) as gateway:
         ...  # point an ApiClient at gateway.url
@@ -13,10 +14,11 @@ or an error), so a test can assert that the client really let go, and when::
 
 Behaviours: :func:`drip_status_line`, :func:`drip_headers`, :func:`drip_chunk_size`,
 :func:`flood_chunk_size`, :func:`drip_trailers`, :func:`flood_continue`,
-:func:`flood_trailers`, :func:`cut_mid_body`, :func:`gzip_bomb`, :func:`nested_json`,
-:func:`valid_answer`, :func:`full_pages`, :func:`keep_alive_answers`; :func:`in_turn`
-gives successive connections successive behaviours. Given a server-side ``tls`` context,
-the gateway speaks HTTPS.
+:func:`flood_trailers`, :func:`cut_mid_body`, :func:`http_error`, :func:`gzip_bomb`,
+:func:`nested_json`, :func:`valid_answer`, :func:`full_pages`, :func:`padded_lookups`,
+:func:`keep_alive_answers`; :func:`in_turn` gives successive connections successive
+behaviours (``in_turn(drip_headers(), valid_answer())`` holds the first connection only).
+Given a server-side ``tls`` context, the gateway speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Connection:
 
     opened_at: float
     form: dict[str, str] = field(default_factory=dict)
+    sent: int = 0  # bytes of answers the client's end accepted
     closed_at: float | None = None  # monotonic time the client's close was seen
     _closed: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -85,6 +88,7 @@ class Peer:
         except OSError:
             self.record.saw_close()
             raise PeerClosed from None
+        self.record.sent += len(data)
 
     def drip(self, data: Iterator[int] | bytes, interval: float) -> None:
         """Write ``data`` one byte every ``interval`` s, watching for the client's close."""
@@ -338,6 +342,15 @@ def cut_mid_body(*, reset: bool = True) -> Behaviour:
     return behave
 
 
+def http_error(status: int) -> Behaviour:
+    """An HTTP error with an empty body (a 503 is retried, as a gateway's overload)."""
+
+    def behave(peer: Peer) -> None:
+        peer.send(_head("Content-Length: 0").replace(b"200 OK", f"{status} Error".encode()))
+
+    return behave
+
+
 def gzip_bomb(size: int) -> Behaviour:
     """An answer sent gzipped though the client asked for identity: ``size`` spaces, a few
     hundred times smaller on the wire."""
@@ -387,35 +400,76 @@ def keep_alive_answers(count: int, *, then_close: bool = False) -> Behaviour:
     return behave
 
 
-def full_pages(urls_per_task: int = 20, url_length: int = 200) -> Behaviour:
-    """Every page full, whatever its Offset, with TotalCount always one page further on.
+def full_pages(
+    urls_per_task: int = 20,
+    url_length: int = 200,
+    *,
+    total: int | None = None,
+    promised: int | None = None,
+) -> Behaviour:
+    """Every page full, whatever its Offset, with TotalCount always one page further on
+    (or ``promised``, which sends the client a window's worth of pages at once).
 
     Each task carries ``urls_per_task`` URLs of ``url_length`` characters, so that a
-    collection that believes the gateway reads without end.
+    collection that believes the gateway reads without end. With ``total``, an honest
+    window instead: ``total`` tasks, paged, and TotalCount says so.
     """
 
     def behave(peer: Peer) -> None:
         limit = int(peer.form.get("Limit", "100"))
         offset = int(peer.form.get("Offset", "0"))
-        tasks = [_task(offset + i, urls_per_task, url_length) for i in range(limit)]
-        body = answer_body(tasks, total_count=offset + 2 * limit)
+        last = offset + limit if total is None else min(offset + limit, total)
+        tasks = [_task(number, urls_per_task, url_length) for number in range(offset, last)]
+        claim = total if total is not None else promised or offset + 2 * limit
+        body = answer_body(tasks, total_count=claim)
         peer.send(_head(f"Content-Length: {len(body)}") + body)
 
     return behave
 
 
-def _task(number: int, urls: int, url_length: int) -> dict[str, Any]:
-    now = int(time.time())
+def padded_lookups(
+    unfinished: int, padding: int, urls_per_task: int = 30, url_length: int = 2000
+) -> Behaviour:
+    """A window of ``unfinished`` tasks, all still running, created an hour ago; every
+    answer to a ``TaskId.N`` lookup carries the tasks asked for and ``padding`` unasked
+    ones of ``urls_per_task`` URLs of ``url_length`` characters each.
+
+    A list request (no TaskId) gets the window's tasks created within its BeginTime and
+    EndTime, paged by Limit and Offset, so that a collection between full syncs finds no
+    new task and looks every unfinished one up.
+    """
+    created = int(time.time()) - 3600
+
+    def behave(peer: Peer) -> None:
+        form = peer.form
+        asked = [value for name, value in form.items() if name.startswith("TaskId.")]
+        if asked:
+            tasks = [_task(int(task_id.split("-")[1]), 1, 60, created) for task_id in asked]
+            extra = range(10**6, 10**6 + padding)
+            tasks += [_task(number, urls_per_task, url_length, created) for number in extra]
+            body = answer_body(tasks)
+        else:
+            listed = int(form["BeginTime"]) <= created <= int(form["EndTime"])
+            window = [_task(n, 1, 60, created) for n in range(unfinished)] if listed else []
+            offset, limit = int(form["Offset"]), int(form["Limit"])
+            body = answer_body(window[offset : offset + limit], total_count=len(window))
+        peer.send(_head(f"Content-Length: {len(body)}") + body)
+
+    return behave
+
+
+def _task(number: int, urls: int, url_length: int, created: int | None = None) -> dict[str, Any]:
+    created = int(time.time()) - 60 if created is None else created
     pad = "x" * max(0, url_length - 40)
     return {
         "TaskId": f"task-{number}",
-        "CreateTime": now - 60,
+        "CreateTime": created,
         "Status": "process",
         "UrlLists": [
             {
                 "Url": f"https://cdn.example/{number}/{index}/{pad}",
                 "Status": "process",
-                "CreateTime": now - 60,
+                "CreateTime": created,
                 "FinishTime": 0,
                 "Progress": 50,
             }

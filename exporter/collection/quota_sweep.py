@@ -17,9 +17,10 @@ What a scrape publishes for a project follows the last *finished* sweep:
 - none has finished yet (the first sweep outlived the first scrape's deadline): ``up 0``
   and no other series.
 
-Calls in flight are bounded across all projects by one pool of ``max_parallel``
-threads; a sweep runs on a deadline of its own, so a hung gateway never pins a thread
-for longer, and :meth:`QuotaSweeper.close` ends every sweep and wait at once.
+Each project's calls in flight are bounded by a pool of ``max_parallel`` threads of its
+own, so that a project whose calls are slow never holds back another's sweep; a sweep runs
+on a deadline of its own, so a hung gateway never pins a thread for longer, and
+:meth:`QuotaSweeper.close` ends every sweep and wait at once.
 """
 
 import contextlib
@@ -201,7 +202,10 @@ class QuotaSweeper:
         self._closed = threading.Event()
         # dict.fromkeys: each project once, in the order given.
         self._projects = {pid: _Project(pid) for pid in dict.fromkeys(project_ids)}
-        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="quota")
+        self._pools = {
+            pid: ThreadPoolExecutor(max_parallel, thread_name_prefix=f"quota-{project.label}")
+            for pid, project in self._projects.items()
+        }
 
     @property
     def enabled(self) -> bool:
@@ -242,7 +246,8 @@ class QuotaSweeper:
             running = [p.running for p in self._projects.values() if p.running is not None]
         for future in running:
             _settle(future)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _choose(self, project_ids: Iterable[str] | None) -> list[_Project]:
         if project_ids is None:
@@ -284,7 +289,9 @@ class QuotaSweeper:
         _settle(done)
 
     def _sweep(self, project_id: str, deadline: Deadline) -> Sweep:
+        pool = self._pools[project_id]
         listing = self._call_all(
+            pool,
             [
                 lambda: self._client.list_domains(
                     project_id, deadline=deadline, limit=self._max_domains
@@ -300,7 +307,7 @@ class QuotaSweeper:
             name = bounded_label_value(info.domain, self._max_label_value_length)
             first_of_name.setdefault(name, info)
         calls = [self._domain_call(project_id, *named, deadline) for named in first_of_name.items()]
-        domains = self._call_all(calls, deadline)
+        domains = self._call_all(pool, calls, deadline)
         dropped = max(0, listing.total - len(kept))
         return Sweep(tuple(domains), dropped, self._wall_clock())
 
@@ -316,8 +323,10 @@ class QuotaSweeper:
 
         return call
 
-    def _call_all(self, calls: Sequence[Callable[[], T]], deadline: Deadline) -> list[T]:
-        """Every call's answer, in order, run on the shared pool; the first error raises.
+    def _call_all(
+        self, pool: ThreadPoolExecutor, calls: Sequence[Callable[[], T]], deadline: Deadline
+    ) -> list[T]:
+        """Every call's answer, in order, run on the project's ``pool``; the first error raises.
 
         Whatever happens, returns only once none of these calls runs any more (they end
         by ``deadline``, give or take a moment), so two sweeps of a project never overlap;
@@ -326,13 +335,15 @@ class QuotaSweeper:
         if self._closed.is_set():
             raise ShutdownError("the exporter is shutting down")
         try:
-            futures = [self._pool.submit(call) for call in calls]
+            futures = [pool.submit(call) for call in calls]
         except RuntimeError:  # the pool was shut down by close()
             raise ShutdownError("the exporter is shutting down") from None
         try:
             done, pending = wait(futures, timeout=deadline.remaining(), return_when=FIRST_EXCEPTION)
             for future in done:
                 error = future.exception()
+                if isinstance(error, ApiError):
+                    raise error.detached()  # not bound to this frame: no cycle through it
                 if error is not None:
                     raise error
             if self._closed.is_set():

@@ -5,10 +5,12 @@ the load on the gateway; and with a cache window, answers are reused for that lo
 Callers get a :class:`~concurrent.futures.Future` and wait on it for as long as their
 own deadline allows: a caller that gives up does not cancel the fetch others wait on.
 
-A shared fetch belongs to no caller, so it runs on a deadline of its own (the longest
-any scrape may take), never on the deadline of the scrape that happened to start it: a
-client asking for 0.1 s must not fail the patient scrapes that join its fetch. A fetch
-whose own deadline has passed is never joined; the next caller starts a fresh one.
+A shared fetch belongs to no caller: it runs until the latest deadline of the callers
+waiting for it, moved later as each joins, and no longer. A client asking for 0.1 s
+must not fail the patient scrapes that join its fetch; and once no caller waits, nothing
+of the fetch goes on (its requests are cut at that deadline): a hostile exchange cannot
+outlive the scrapes, nor hold every later one on a fetch that started long before. A
+fetch whose deadline has passed is never joined; the next caller starts a fresh one.
 """
 
 import contextlib
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import ApiError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -36,30 +39,41 @@ class _Cached(Generic[V]):
     stored_at: float
 
 
+class _SharedDeadline(Deadline):
+    """A shared fetch's deadline: the latest of its callers', moved later as each joins."""
+
+    def join(self, caller: Deadline) -> bool:
+        """Move this deadline to ``caller``'s if that is later; False once it has passed,
+        for good (a fetch out of time is never joined again)."""
+        if self.expired:
+            return False
+        self._at = max(self._at, self.clock() + caller.remaining())
+        return True
+
+
 @dataclass(frozen=True, eq=False)
 class _InFlight(Generic[V]):
     """A running fetch: what callers wait on, and the deadline the fetch itself runs on."""
 
     future: "Future[V]"
-    deadline: Deadline
+    deadline: _SharedDeadline
 
 
 class SharedFetches(Generic[K, V]):
     """Runs ``load(deadline)`` once per key for all concurrent callers; reuses successes.
 
-    Successes are reused for ``ttl`` s. Each fetch gets a fresh deadline ``fetch_seconds``
-    from its start; ``clock`` is the monotonic clock of both that deadline and the cache.
+    Successes are reused for ``ttl`` s. Each fetch runs on the latest deadline of the
+    callers waiting for it; ``clock`` is the monotonic clock of both that deadline and
+    the cache.
     """
 
     def __init__(
         self,
         ttl: float,
         max_workers: int,
-        fetch_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
-        self._fetch_seconds = fetch_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = False
@@ -67,8 +81,12 @@ class SharedFetches(Generic[K, V]):
         self._in_flight: dict[K, _InFlight[V]] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fetch")
 
-    def get(self, key: K, load: Callable[[Deadline], V]) -> "Future[V]":
-        """The future result for ``key``: cached, being fetched in time, or newly started."""
+    def get(self, key: K, load: Callable[[Deadline], V], deadline: Deadline) -> "Future[V]":
+        """The future result for ``key``: cached, being fetched in time, or newly started.
+
+        The caller waits for it until ``deadline``: the fetch runs until then at least,
+        unless it ends sooner.
+        """
         with self._lock:
             if self._closed:
                 return _failed(ShutdownError("the exporter is shutting down"))
@@ -78,9 +96,10 @@ class SharedFetches(Generic[K, V]):
                 done.set_result(cached.value)
                 return done
             running = self._in_flight.get(key)
-            if running is None or running.deadline.expired:
+            if running is None or not running.deadline.join(deadline):
                 # An expired fetch can only fail now; it is left to end on its own.
-                running = _InFlight(Future(), Deadline.after(self._fetch_seconds, self._clock))
+                shared = _SharedDeadline.after(deadline.remaining(), self._clock)
+                running = _InFlight(Future(), shared)
                 self._in_flight[key] = running
                 self._pool.submit(self._run, key, load, running)
             return running.future
@@ -88,13 +107,14 @@ class SharedFetches(Generic[K, V]):
     def _run(self, key: K, load: Callable[[Deadline], V], running: _InFlight[V]) -> None:
         try:
             value = load(running.deadline)
-        except BaseException as error:  # every failure, whatever it is, goes to the waiters
-            # The waiters get the error and its traceback, but not the locals of the frames
-            # it passed through (the failed collection's pages): error -> traceback -> this
-            # frame -> error is a cycle, which only the cycle collector frees, scrapes later
-            # at best: memory grew with every failing scrape, at CPython's thresholds or
-            # raised ones (tests/gateway/test_exchange_bounds.py). The traceback still
-            # prints in full.
+        except ApiError as error:
+            # The failure, not its traceback: error -> traceback -> this frame -> the future
+            # -> error would be a cycle, holding the failed collection's frames (its pages,
+            # its half-filled store) until the cycle collector ran.
+            _settle(running.future, error=error.detached())
+        except BaseException as error:  # a bug of ours too goes to the waiters
+            # With its traceback, which is logged, but not the locals of the frames it
+            # passed through. The traceback still prints in full.
             traceback.clear_frames(error.__traceback__)
             _settle(running.future, error=error)
         else:

@@ -14,10 +14,11 @@ it, so that it costs what changed and not the window: what it read before it fai
 request that timed out, an error) is each task's latest sighting, which the next
 collection, asking from the same EndTime, takes up again. A full sync fills a new store
 and replaces the old one only when it succeeds. Either way a failed or late collection
-costs nothing but its own requests. Collections of one target and kind take turns. A
-collection ended by a bug of ours, or by the store passing ``max_stored_tasks``, drops the
-store: the next starts afresh, as after a restart (its counters too, with a new
-``_created``).
+costs nothing but its own requests, and every byte it reads, pages and lookups alike,
+counts against its one ``MAX_COLLECTION_BYTES`` budget. Collections of one target and kind
+take turns. A collection ended by a bug of ours, or by the store passing
+``max_stored_tasks``, drops the store: the next starts afresh, as after a restart (its
+counters too, with a new ``_created``).
 """
 
 import math
@@ -103,7 +104,8 @@ class TaskSync:
         """A collection: incremental if the store allows it, else a full sync."""
         with self._turn:
             try:
-                return self._collect(deadline)
+                # One byte budget for every request of the collection, lookups included.
+                return self._collect(self._client.collection(deadline))
             except StoreFullError:
                 self._state = None  # let go of every task held, at once
                 raise

@@ -72,6 +72,15 @@ class ApiClient:
         self._transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def collection(self, deadline: Deadline) -> CollectionDeadline:
+        """``deadline`` with its collection's byte budget: the one it carries, else a fresh
+        one of ``max_collection_bytes``. Pass it to every call of one collection (its pages
+        and its lookups), so that together they read no more; a call given a plain
+        deadline has a budget of its own."""
+        if isinstance(deadline, CollectionDeadline):
+            return deadline
+        return CollectionDeadline(deadline, ByteBudget(self.options.max_collection_bytes))
+
     def fetch_tasks(
         self,
         project_id: str,
@@ -105,7 +114,7 @@ class ApiClient:
         is decoded.
         """
         base = _query(project_id, is_dcdn, begin, end, self.options.page_size, action=action)
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         window = WindowBuilder(on_page, keep_tasks=keep_tasks)
         return self._fetch_window(base, limits, window, known)
 
@@ -129,7 +138,7 @@ class ApiClient:
 
         See :func:`exporter.gateway.domain_calls.list_domains`.
         """
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         return list_domains(self._transport, self.options, project_id, deadline=limits, limit=limit)
 
     def domain_quota(self, project_id: str, domain_id: str, *, deadline: Deadline) -> QuotaResponse:
@@ -172,7 +181,7 @@ class ApiClient:
         deadline: Deadline,
         known: Mapping[int, str] | None,
     ) -> TaskWindow:
-        limits = _collection(deadline, self.options)
+        limits = self.collection(deadline)
         window = WindowBuilder(None)
         requests = 0
         while True:
@@ -221,11 +230,6 @@ class ApiClient:
             return Page(decode_tasks(answer.task_list, known), answer.total_count)
 
         return self._transport.call_then(query, deadline, RawTaskListResponse, decode)
-
-
-def _collection(deadline: Deadline, options: ClientOptions) -> CollectionDeadline:
-    """``deadline`` with a fresh budget of ``max_collection_bytes`` for one collection."""
-    return CollectionDeadline(deadline.at, deadline.clock, ByteBudget(options.max_collection_bytes))
 
 
 def _query(

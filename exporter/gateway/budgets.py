@@ -1,15 +1,15 @@
 """The limits a request or a collection runs within, besides its deadline: rate and bytes.
 
 A :class:`RateLimit` spaces every request of the process; a :class:`ByteBudget` bounds
-the bytes of one collection's answers, and travels with its deadline as a
-:class:`CollectionDeadline`, through code that needs to know of neither.
+the bytes of one collection's answers (every request of it: pages and lookups alike), and
+travels with its deadline as a :class:`CollectionDeadline`, through code that needs to
+know of neither.
 """
 
 import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
@@ -67,12 +67,20 @@ class ByteBudget:
             )
 
 
-@dataclass(frozen=True)
 class CollectionDeadline(Deadline):
-    """A collection's deadline, carrying the byte budget its pages share down to each read.
+    """A collection's deadline, carrying the byte budget its requests share down to each read.
 
     It travels through the paging and retry code as the deadline it is, so that neither
-    needs to know of the budget.
+    needs to know of the budget; its moment is always that of the deadline it wraps,
+    which may move later.
     """
 
-    budget: ByteBudget | None = field(default=None, compare=False)
+    def __init__(self, deadline: Deadline, budget: ByteBudget) -> None:
+        super().__init__(deadline.at, deadline.clock)
+        self._of = deadline
+        self.budget = budget
+
+    @property
+    def at(self) -> float:
+        """The wrapped deadline's moment, as it is now."""
+        return self._of.at

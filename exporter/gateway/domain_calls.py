@@ -32,8 +32,9 @@ _MAX_DOMAIN_PAGE_SIZE: Final = 100
 class DomainList:
     """At most ``limit`` of a project's domains, each once, and how many the API has.
 
-    ``total`` is the larger of the API's last TotalCount and the distinct domains seen,
-    so that ``total - len(domains)`` is how many were left out beyond the limit.
+    ``total`` is the larger of the API's last TotalCount and the distinct domains seen
+    (those listed without a DomainId included), so that ``total - len(domains)`` is how
+    many were left out: beyond the limit, or without a DomainId to ask about.
     """
 
     domains: list[DomainInfo]
@@ -50,6 +51,8 @@ def list_domains(
 ) -> DomainList:
     """Every page of the project's domains up to ``limit`` kept, each DomainId once.
 
+    A domain listed without a DomainId is not kept, as nothing can be asked about it: it
+    is counted among those left out, an anomaly of the API's that costs no other domain.
     Raises ValueError for a negative ``limit``, :class:`ApiError` for a failed page or,
     as ``invalid_response``, when ``max_pages`` full pages do not reach the end.
     """
@@ -58,19 +61,23 @@ def list_domains(
     page_size = min(options.page_size, _MAX_DOMAIN_PAGE_SIZE)
     kept: list[DomainInfo] = []
     seen: set[str] = set()
+    without_id = 0
     total_count = 0
     for index in range(1, options.max_pages + 1):
         query = _domain_query(DOMAINS_ACTION, project_id, PageSize=page_size, PageIndex=index)
         answer = transport.call(query, deadline, DomainListResponse)
         total_count = answer.total_count or 0
         for domain in answer.domain_info_list:
+            if not domain.domain_id:
+                without_id += 1
+                continue
             if domain.domain_id in seen:
                 continue
             seen.add(domain.domain_id)
             if len(kept) < limit:
                 kept.append(domain)
         if len(answer.domain_info_list) < page_size or len(kept) >= limit:
-            return DomainList(kept, max(total_count, len(seen)))
+            return DomainList(kept, max(total_count, len(seen) + without_id))
     raise ApiError("invalid_response", f"more than {options.max_pages} pages of domains")
 
 

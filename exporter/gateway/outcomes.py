@@ -36,6 +36,16 @@ class ApiError(Exception):
         self.detail = detail
         self.request_id = request_id
 
+    def detached(self) -> "ApiError":
+        """The same failure as a new error, free of this one's traceback and chained errors.
+
+        An error held past the frame that caught it (a failed page) is held detached, and
+        ``raise error.detached()`` raises one again: the copy is bound to no frame it
+        passes through, so no reference cycle (error, traceback, frame, error) keeps those
+        frames' locals (a page's bytes, a half-filled store) until the cycle collector runs.
+        """
+        return ApiError(self.reason, self.detail, self.request_id)
+
 
 class RequestStats:
     """Counts of API requests by action and outcome since start, safe from many threads."""

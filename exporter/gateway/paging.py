@@ -86,20 +86,14 @@ def fetch_rest(
                 return
             needed = paging.needed_failure()
             if needed is not None:
-                raise needed
+                raise needed.detached()
             if not in_flight:
                 raise ApiError("invalid_response", f"more than {options.max_pages} pages of tasks")
             done, _ = wait(in_flight, timeout=deadline.remaining(), return_when=FIRST_COMPLETED)
             if not done:
                 raise ApiError("timeout", "pages not answered within the deadline")
             for future in done:
-                index = in_flight.pop(future)
-                try:
-                    page = future.result()
-                except ApiError as error:
-                    paging.fail(index, error)
-                else:
-                    paging.receive(index, page, options.parallel_pages)
+                paging.settle(in_flight.pop(future), future, options.parallel_pages)
     finally:
         # Pages past the short one, or after a failure, are not needed: those not
         # started are dropped, those under way are waited for, so that no request of
@@ -135,6 +129,18 @@ class Paging:
         fails, or the end comes before it, and the pages after it are not needed either.
         """
         return self.end is None and not self.failed and self.next_index < min(self.limit, max_pages)
+
+    def settle(self, index: int, request: Future[Page], window: int) -> None:
+        """Take what the finished ``request`` for page ``index`` came to: a page or an error."""
+        error = request.exception()
+        if error is None:
+            self.receive(index, request.result(), window)
+        elif isinstance(error, ApiError):
+            # Held detached: its traceback holds the frames of the request (the answer read
+            # so far) and, once raised, of whoever raised it.
+            self.fail(index, error.detached())
+        else:
+            raise error  # a bug of ours, with its traceback
 
     def fail(self, index: int, error: ApiError) -> None:
         """Hold the error of a page whose request failed."""

@@ -23,6 +23,7 @@ import requests
 import urllib3
 from pydantic import SecretStr
 
+from exporter.gateway.allocator import return_large_buffers
 from exporter.gateway.answers import Answer, InvalidResponseError, TaskListResponse, decode_answer
 from exporter.gateway.budgets import CollectionDeadline, RateLimit
 from exporter.gateway.deadline import Deadline
@@ -109,6 +110,7 @@ class Transport:
         self._stats = stats
         self._sleep = sleep
         self._watchdog = Watchdog()
+        return_large_buffers()  # answers are read whole: their memory must go back when freed
         # As many kept-alive connections as page threads (see ApiClient).
         adapter = GuardedAdapter(pool_maxsize=options.parallel_pages * 4, max_retries=0)
         self._session = requests.Session()
@@ -173,18 +175,21 @@ class Transport:
                 self._wait_for_slot(deadline)
                 answer = self._attempt(form, deadline, shape, then)
             except _RetryableError as retryable:
-                self._stats.record(action, retryable.error.reason)
-                wait = self._backoff(attempt, retryable.retry_after)
-                if attempt >= self._options.max_retries or wait >= deadline.remaining():
-                    raise retryable.error from None
-                self._sleep(wait)
-                attempt += 1
+                failure, retry_after = retryable.error, retryable.retry_after
             except ApiError as error:
                 self._stats.record(action, error.reason)
                 raise
             else:
                 self._stats.record(action, "ok")
                 return answer
+            self._stats.record(action, failure.reason)
+            wait = self._backoff(attempt, retry_after)
+            if attempt >= self._options.max_retries or wait >= deadline.remaining():
+                # Outside the handler, detached: it carries neither the attempt's traceback
+                # (its frames hold the answer read so far) nor a cycle through this frame.
+                raise failure.detached()
+            self._sleep(wait)
+            attempt += 1
 
     def _wait_for_slot(self, deadline: Deadline) -> None:
         wait = self._rate_limit.reserve(deadline)
@@ -203,31 +208,46 @@ class Transport:
         shape: type[Answer],
         then: Callable[[Answer], _Result],
     ) -> _Result:
-        remaining = deadline.remaining()
-        if remaining <= 0:
+        if deadline.expired:
             raise ApiError("timeout", "no time left in the scrape's deadline")
-        # The watchdog ends the exchange at the deadline; the socket timeout still bounds
-        # each connect and read, as the request timeout promises.
-        with self._watchdog.guard(remaining) as guard:
+        # The watchdog ends the exchange after the request timeout, or at the deadline if
+        # that comes first (it may move later meanwhile): however the gateway's bytes
+        # arrive, no exchange outlives either.
+        timeout = self._options.request_timeout
+        cut_at = time.monotonic() + timeout
+        with self._watchdog.guard(
+            lambda: min(cut_at - time.monotonic(), deadline.remaining())
+        ) as guard:
             try:
-                body, request_id = self._exchange(
-                    form, deadline, min(self._options.request_timeout, remaining)
-                )
+                body, request_id = self._exchange(form, deadline, timeout)
             except Exception:
-                # Whatever the shutdown broke (a read, a parse, a send) is the deadline's doing.
+                # Whatever the shutdown broke (a read, a parse, a send) is the watchdog's doing.
                 if guard.fired:
-                    raise _ended(deadline) from None
+                    raise self._ended(deadline, timeout) from None
                 raise
             # A shutdown can also pass for the end of an answer (a status line or a
             # trailer cut short reads as complete): nothing read after it is trusted.
             if guard.fired:
-                raise _ended(deadline)
+                raise self._ended(deadline, timeout)
         secret = self._private_key.get_secret_value()
         answer = _decode(body, request_id, secret, shape=shape)
         try:
             return then(answer)
         except InvalidResponseError as error:
             raise _invalid(error, request_id, secret) from None
+
+    def _ended(self, deadline: Deadline, timeout: float) -> ApiError:
+        """The error of a request that the watchdog ended: the client's close, the deadline,
+        or the request timeout."""
+        if self._watchdog.closed:
+            return ApiError("timeout", "request ended: the client is closing")
+        if deadline.expired:
+            return ApiError(
+                "timeout", "exchange not finished within the deadline, connection closed"
+            )
+        return ApiError(
+            "timeout", f"exchange not finished within {timeout:.1f}s, connection closed"
+        )
 
     def _exchange(
         self, form: dict[str, str], deadline: Deadline, timeout: float
@@ -306,13 +326,6 @@ class Transport:
         except Exception as error:  # urllib3's decoding errors share no base class with these
             raise ApiError("invalid_response", describe(error)) from None
         return b"".join(chunks)
-
-
-def _ended(deadline: Deadline) -> ApiError:
-    """The error of a request that the watchdog ended: its deadline, or the client's close."""
-    if deadline.expired:
-        return ApiError("timeout", "exchange not finished within the deadline, connection closed")
-    return ApiError("timeout", "request ended: the client is closing")
 
 
 class _RetryableError(Exception):

@@ -1,13 +1,15 @@
-"""A deadline for the whole HTTP exchange, enforced by shutting the request's socket down.
+"""A time limit for the whole HTTP exchange, enforced by shutting the request's socket down.
 
 Socket timeouts bound each read, not an exchange: a gateway that drips the status line,
 the headers, the chunk framing or the trailers a byte at a time, or floods interim
 ``100 Continue`` answers, keeps a request alive for as long as it likes. Here each
-request's :class:`RequestGuard` is fired by a timer at its deadline, and calls
-``shutdown(SHUT_RDWR)`` on every socket of that request: whatever call the request's
-thread is blocked in (connect, TLS handshake, a proxy's CONNECT, send, any read) returns
-at once, and the gateway sees the connection closed. A connection shut down this way is
-seen dropped when it is next taken from the pool, and replaced.
+request has a :class:`RequestGuard`, which the :class:`Watchdog`'s one thread fires once
+the request's time is up, calling ``shutdown(SHUT_RDWR)`` on every socket of that
+request: whatever call the request's thread is blocked in (connect, TLS handshake, a
+proxy's CONNECT, send, any read) returns at once, and the gateway sees the connection
+closed. A connection shut down this way is seen dropped when it is next taken from the
+pool, and replaced. The time a request has left is asked again whenever it seemed up:
+it may have moved on (a shared fetch's deadline moves later as scrapes join it).
 
 Sockets reach the guard through :class:`GuardedAdapter`, a requests ``HTTPAdapter`` whose
 urllib3 connections attach each socket they create or reuse to the guard that the
@@ -28,7 +30,7 @@ kept-alive connection is reused.
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -89,45 +91,72 @@ class RequestGuard:
 
 
 class Watchdog:
-    """Fires each :class:`RequestGuard` at its deadline; :meth:`close` fires them all."""
+    """Fires each :class:`RequestGuard` once its request's time is up; :meth:`close` fires
+    them all.
+
+    One thread, started with the first request, watches every request of a client.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: set[RequestGuard] = set()
+        self._wake = threading.Condition()
+        self._running: dict[RequestGuard, Callable[[], float]] = {}
         self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every request ends at once."""
+        with self._wake:
+            return self._closed
 
     @contextlib.contextmanager
-    def guard(self, seconds: float) -> Iterator[RequestGuard]:
-        """Watch this thread's request for ``seconds``; the guard says whether it fired."""
+    def guard(self, time_left: Callable[[], float]) -> Iterator[RequestGuard]:
+        """Watch this thread's request until ``time_left()`` is 0; the guard says whether
+        it fired."""
         guard = RequestGuard()
-        timer = threading.Timer(seconds, guard.fire)
-        timer.name = "api-watchdog"
-        timer.daemon = True
-        with self._lock:
-            closed = self._closed
-            self._running.add(guard)
-        if closed:
-            guard.fire()
-        else:
-            timer.start()
+        with self._wake:
+            if self._closed:
+                guard.fire()
+            else:
+                self._running[guard] = time_left
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._watch, name="api-watchdog", daemon=True
+                    )
+                    self._thread.start()
+                self._wake.notify()
         previous = getattr(_current, "guard", None)
         _current.guard = guard
         try:
             yield guard
         finally:
             _current.guard = previous
-            timer.cancel()
-            with self._lock:
-                self._running.discard(guard)
+            with self._wake:
+                self._running.pop(guard, None)
             guard.release()
 
     def close(self) -> None:
         """End every request under way at once, and any started later."""
-        with self._lock:
+        with self._wake:
             self._closed = True
-            running = list(self._running)
+            running, self._running = list(self._running), {}
+            self._wake.notify()
         for guard in running:
             guard.fire()
+
+    def _watch(self) -> None:
+        """Fire the guards whose time is up; sleep until the next one may be."""
+        with self._wake:
+            while not self._closed:
+                soonest: float | None = None
+                for guard, time_left in list(self._running.items()):
+                    left = time_left()
+                    if left <= 0:
+                        del self._running[guard]
+                        guard.fire()
+                    elif soonest is None or left < soonest:
+                        soonest = left
+                self._wake.wait(soonest)
 
 
 def _shutdown(sock: socket.socket) -> None:

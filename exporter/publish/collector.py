@@ -142,13 +142,11 @@ class UcdnCollector(Collector):
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
-        # Fetches run on the longest deadline a scrape may have, not on the first scrape's.
-        # Twice the (target, kind) pairs: a fetch that ran out of time may still be ending
-        # when its successor starts.
+        # Fetches run until the latest deadline of the scrapes waiting for them. Twice the
+        # (target, kind) pairs: a fetch that ran out of time may still be ending when its
+        # successor starts.
         self._shared: SharedFetches[tuple[Target, TaskKind], Collection] = SharedFetches(
-            ttl=cache_seconds,
-            max_workers=2 * max(1, len(self._targets) * len(self._kinds)),
-            fetch_seconds=default_timeout,
+            ttl=cache_seconds, max_workers=2 * max(1, len(self._targets) * len(self._kinds))
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
         self._lock = threading.Lock()
@@ -204,7 +202,9 @@ class UcdnCollector(Collector):
         """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
         started = time.monotonic()
         futures = [
-            (kind, target, self._fetch(target, kind)) for kind in self._kinds for target in targets
+            (kind, target, self._fetch(target, kind, deadline))
+            for kind in self._kinds
+            for target in targets
         ]
         results = {
             (kind, target): self._wait(target, kind, future, deadline, started)
@@ -233,8 +233,10 @@ class UcdnCollector(Collector):
         for source in self._extra:
             source.close()
 
-    def _fetch(self, target: Target, kind: TaskKind) -> "Future[Collection]":
-        return self._shared.get((target, kind), lambda deadline: self._load(target, kind, deadline))
+    def _fetch(self, target: Target, kind: TaskKind, deadline: Deadline) -> "Future[Collection]":
+        return self._shared.get(
+            (target, kind), lambda shared: self._load(target, kind, shared), deadline
+        )
 
     def _load(self, target: Target, kind: TaskKind, deadline: Deadline) -> Collection:
         return self._syncs[target, kind].collect(deadline)

@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         description="how often the domains' daily quotas are asked for; 0 never asks",
     )
     quota_parallel_requests: int = Field(
-        4, ge=1, le=64, description="quota requests in flight at once, over all projects"
+        4, ge=1, le=64, description="quota requests in flight at once, for each project"
     )
     cache_seconds: float = Field(
         0,
@@ -200,7 +200,7 @@ class Settings(BaseSettings):
         10,
         gt=0,
         le=600,
-        description="timeout of one API request (connect and each read)",
+        description="longest one API exchange may take, in total (connect, headers, body)",
     )
     max_retries: int = Field(
         2,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -40,14 +41,16 @@ class Listing:
 class FakeQuotaApi:
     """A stand-in for the API client's quota calls, counting calls and calls in flight.
 
-    ``delay`` slows every call; ``hang`` makes every call wait until its deadline (as the
-    real client's watchdog would end it); ``fail`` is raised by every call; ``used`` is
-    the prefetch count submitted today, to tell one sweep's answers from the next's.
+    ``delay`` slows every call, ``slow`` (by project) the calls of one project; ``hang``
+    makes every call wait until its deadline (as the real client's watchdog would end
+    it); ``fail`` is raised by every call; ``used`` is the prefetch count submitted today,
+    to tell one sweep's answers from the next's.
     """
 
     def __init__(self, domains: dict[str, list[str]]) -> None:
         self.domains = domains
         self.delay = 0.0
+        self.slow: dict[str, float] = {}
         self.hang = False
         self.fail: Exception | None = None
         self.used = 7
@@ -56,10 +59,12 @@ class FakeQuotaApi:
         self.limits: list[int] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.project_in_flight: Counter[str] = Counter()
+        self.max_project_in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def list_domains(self, project_id: str, *, deadline: Deadline, limit: int) -> Listing:
-        with self._call(deadline):
+        with self._call(deadline, project_id):
             self.listings += 1
             self.limits.append(limit)
             names = self.domains[project_id]
@@ -67,7 +72,7 @@ class FakeQuotaApi:
             return Listing(infos[:limit], len(infos))
 
     def domain_quota(self, project_id: str, domain_id: str, *, deadline: Deadline) -> QuotaResponse:
-        with self._call(deadline):
+        with self._call(deadline, project_id):
             return QuotaResponse(
                 ret_code=0,
                 prefetch_quota=500,
@@ -79,44 +84,50 @@ class FakeQuotaApi:
             )
 
     def prefetch_enabled(self, project_id: str, domain_id: str, *, deadline: Deadline) -> bool:
-        with self._call(deadline):
+        with self._call(deadline, project_id):
             return not domain_id.startswith("id-off")
 
-    def _call(self, deadline: Deadline) -> _InFlight:
-        return _InFlight(self, deadline)
+    def _call(self, deadline: Deadline, project_id: str) -> _InFlight:
+        return _InFlight(self, deadline, project_id)
 
-    def enter(self, deadline: Deadline) -> None:
+    def enter(self, deadline: Deadline, project_id: str) -> None:
         with self._lock:
             self.calls += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.project_in_flight[project_id] += 1
+            self.max_project_in_flight[project_id] = max(
+                self.max_project_in_flight[project_id], self.project_in_flight[project_id]
+            )
         if self.hang:
             while not deadline.expired:
                 time.sleep(0.005)
             raise ApiError("timeout", "no answer within the deadline")
-        time.sleep(self.delay)
+        time.sleep(self.slow.get(project_id, self.delay))
         if self.fail is not None:
             raise self.fail
 
-    def leave(self) -> None:
+    def leave(self, project_id: str) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.project_in_flight[project_id] -= 1
 
 
 class _InFlight:
-    def __init__(self, api: FakeQuotaApi, deadline: Deadline) -> None:
+    def __init__(self, api: FakeQuotaApi, deadline: Deadline, project_id: str) -> None:
         self._api = api
         self._deadline = deadline
+        self._project_id = project_id
 
     def __enter__(self) -> None:
         try:
-            self._api.enter(self._deadline)
+            self._api.enter(self._deadline, self._project_id)
         except BaseException:
-            self._api.leave()
+            self._api.leave(self._project_id)
             raise
 
     def __exit__(self, *_: object) -> None:
-        self._api.leave()
+        self._api.leave(self._project_id)
 
 
 class Families(Collector):
@@ -205,7 +216,8 @@ def test_exposition_of_one_project_with_two_domains(sweepers: list[QuotaSweeper]
         "project's last successful quota sweep ended.\n"
         "# TYPE ucdn_domain_quota_last_success_timestamp_seconds gauge\n"
         'ucdn_domain_quota_last_success_timestamp_seconds{project_id="default"} 1.7e+09\n'
-        "# HELP ucdn_domain_quota_domains_dropped Domains beyond the exporter's cap, not swept.\n"
+        "# HELP ucdn_domain_quota_domains_dropped Domains not swept: beyond the exporter's cap,"
+        " or listed without a DomainId.\n"
         "# TYPE ucdn_domain_quota_domains_dropped gauge\n"
         'ucdn_domain_quota_domains_dropped{project_id="default"} 0.0\n'
         "# HELP ucdn_domain_quota A domain's daily quota, by kind.\n"
@@ -358,7 +370,7 @@ def test_a_repeated_domain_name_is_published_once(sweepers: list[QuotaSweeper]) 
     assert len(enabled) == 1
 
 
-def test_calls_in_flight_never_exceed_the_bound_across_projects(
+def test_each_projects_calls_in_flight_never_exceed_its_bound(
     sweepers: list[QuotaSweeper],
 ) -> None:
     domains = [f"d{i}.example.com" for i in range(20)]
@@ -366,12 +378,32 @@ def test_calls_in_flight_never_exceed_the_bound_across_projects(
     api.delay = 0.01
     families = make(sweepers, api, max_parallel=3).families(soon())
     assert api.calls == 3 * (1 + 2 * 20)
-    assert api.max_in_flight == 3  # reached, so the calls do run in parallel, and never more
+    # Reached, so the calls do run in parallel, and never more; the projects side by side.
+    assert api.max_project_in_flight == {"p1": 3, "p2": 3, "p3": 3}
+    assert api.max_in_flight <= 3 * 3
     assert [value(families, "ucdn_domain_quota_up", project_id=p) for p in ("p1", "p2", "p3")] == [
         1,
         1,
         1,
     ]
+
+
+def test_a_project_with_slow_calls_never_holds_back_another_projects_sweep(
+    sweepers: list[QuotaSweeper],
+) -> None:
+    api = FakeQuotaApi(
+        {"slow": [f"d{i}.example.com" for i in range(20)], "fast": ["a.example.com"]}
+    )
+    api.slow["slow"] = 0.5  # 41 calls, 2 at a time: some 10 s
+    sweeper = make(sweepers, api, max_parallel=2)
+    sweeper.families(soon(0.01), ["slow"])
+    give_up = time.monotonic() + WAIT
+    while api.project_in_flight["slow"] < 2 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert api.project_in_flight["slow"] == 2  # its sweep holds every slot it has
+    families = sweeper.families(soon(1.0), ["fast"])
+    assert value(families, "ucdn_domain_quota_up", project_id="fast") == 1
+    assert api.project_in_flight["slow"] == 2  # and still does
 
 
 def test_concurrent_scrapes_share_one_sweep_of_a_project(sweepers: list[QuotaSweeper]) -> None:

@@ -1,4 +1,4 @@
-"""A shared fetch belongs to no scrape: it runs on its own deadline; an expired one is not joined.
+"""A shared fetch runs until the latest deadline of its callers; an expired one is not joined.
 
 In process, with a clock the test moves: the rule is about which fetch a caller gets,
 so the test holds each load on an event and looks at which loads ran, with which
@@ -28,7 +28,7 @@ from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
 from exporter.simulator.static import StaticDataset, generate_tasks
 
-FETCH_SECONDS = 10.0
+SCRAPE_SECONDS = 10.0
 WAIT = 5.0  # bounds every wait of the test; nothing here should take more than a moment
 
 
@@ -87,41 +87,51 @@ def loads() -> Iterator[HeldLoads]:
 
 @pytest.fixture
 def shared(clock: Clock) -> Iterator[SharedFetches[str, int]]:
-    fetches: SharedFetches[str, int] = SharedFetches(
-        ttl=0, max_workers=4, fetch_seconds=FETCH_SECONDS, clock=clock
-    )
+    fetches: SharedFetches[str, int] = SharedFetches(ttl=0, max_workers=4, clock=clock)
     yield fetches
     fetches.close()
 
 
-def test_a_fetch_runs_on_its_own_deadline_and_is_joined_while_it_has_time(
+def scrape(clock: Clock, seconds: float = SCRAPE_SECONDS) -> Deadline:
+    """A caller's deadline, ``seconds`` from the test clock's now."""
+    return Deadline.after(seconds, clock)
+
+
+def test_a_fetch_runs_until_the_latest_deadline_of_its_callers(
     shared: SharedFetches[str, int], loads: HeldLoads, clock: Clock
 ) -> None:
-    first = shared.get("target", loads)
+    first = shared.get("target", loads, scrape(clock, 0.1))  # a hasty caller starts it
     loads.wait_started(1)
-    clock.now += FETCH_SECONDS - 0.5
-    joined = shared.get("target", loads)
+    (deadline,) = loads.deadlines
+    assert deadline.at == 100.1  # no longer than anyone waits
+    clock.now += 0.05
+    joined = shared.get("target", loads, scrape(clock))  # a patient one joins in time
     assert joined is first
+    assert deadline.at == 100.05 + SCRAPE_SECONDS  # the fetch now lives as long as it waits
+    clock.now += 1.0
+    shared.get("target", loads, scrape(clock, 0.5))  # an earlier deadline shortens nothing
+    assert deadline.at == 100.05 + SCRAPE_SECONDS
     loads.release(1)
     assert first.result(WAIT) == 1
-    assert [d.at for d in loads.deadlines] == [100.0 + FETCH_SECONDS]
+    assert len(loads.deadlines) == 1
 
 
 def test_an_expired_fetch_is_not_joined_and_its_end_leaves_its_successor_in_place(
     shared: SharedFetches[str, int], loads: HeldLoads, clock: Clock
 ) -> None:
-    stale = shared.get("target", loads)
+    stale = shared.get("target", loads, scrape(clock))
     loads.wait_started(1)
-    clock.now += FETCH_SECONDS  # no time left: the fetch can only fail from here on
-    fresh = shared.get("target", loads)
+    clock.now += SCRAPE_SECONDS  # no time left: the fetch can only fail from here on
+    fresh = shared.get("target", loads, scrape(clock))
     assert fresh is not stale
     loads.wait_started(2)
-    assert loads.deadlines[1].at == clock.now + FETCH_SECONDS  # a deadline of its own
+    assert loads.deadlines[0].at == 100.0 + SCRAPE_SECONDS  # not moved by the late caller
+    assert loads.deadlines[1].at == clock.now + SCRAPE_SECONDS  # the late caller's own
     loads.release(1)
     assert stale.result(WAIT) == 1
     time.sleep(0.2)  # the stale fetch's clean-up runs just after its result is set
     # Its clean-up must not have taken the fresh fetch out of the table: this joins it.
-    assert shared.get("target", loads) is fresh
+    assert shared.get("target", loads, scrape(clock)) is fresh
     loads.release(2)
     assert fresh.result(WAIT) == 2
     assert len(loads.deadlines) == 2
@@ -130,13 +140,13 @@ def test_an_expired_fetch_is_not_joined_and_its_end_leaves_its_successor_in_plac
 def test_close_answers_every_waiter_at_once_and_refuses_new_work(
     shared: SharedFetches[str, int], loads: HeldLoads
 ) -> None:
-    waiting = shared.get("target", loads)
+    waiting = shared.get("target", loads, Deadline.after(SCRAPE_SECONDS))
     loads.wait_started(1)
     started = time.monotonic()
     shared.close()
     with pytest.raises(ShutdownError):
         waiting.result(WAIT)
-    after = shared.get("other", loads)
+    after = shared.get("other", loads, Deadline.after(SCRAPE_SECONDS))
     with pytest.raises(ShutdownError):
         after.result(0)
     assert time.monotonic() - started < 1.0

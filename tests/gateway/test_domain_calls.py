@@ -6,6 +6,7 @@ from a script per test, so that TotalCount can lie and RetCodes can be chosen.
 """
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from urllib.parse import parse_qsl
 import pytest
 from pydantic import SecretStr
 
+from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.answers import (
     ACTIONS,
     DOMAINS_ACTION,
@@ -275,6 +277,48 @@ def test_a_domain_call_without_a_domain_id_is_refused_before_sending(
     with pytest.raises(ValueError, match="domain_id"):
         client.prefetch_enabled("p", "", deadline=deadline())
     assert gateway.forms == []
+
+
+def test_a_domain_listed_without_a_domain_id_is_left_out_and_counted(
+    family: Callable[..., tuple[Gateway, ApiClient]],
+) -> None:
+    data = domains(5)
+    data[1]["DomainId"] = data[3]["DomainId"] = ""
+    # Without a TotalCount, the domains seen make the total: both are counted.
+    _, client = family(domain_pages(data, lambda n: None), page_size=10)
+    listed = client.list_domains("p", deadline=deadline(), limit=100)
+    assert ids(listed) == ["ucdn-0000", "ucdn-0002", "ucdn-0004"]
+    assert listed.total == 5
+
+
+def test_a_sweep_over_a_domain_without_a_domain_id_publishes_every_other_domain(
+    family: Callable[..., tuple[Gateway, ApiClient]], caplog: pytest.LogCaptureFixture
+) -> None:
+    data = domains(3)
+    data[1]["DomainId"] = ""
+    listing = domain_pages(data)
+
+    def answer(form: dict[str, str]) -> dict[str, Any]:
+        if form["Action"] == DOMAINS_ACTION:
+            return listing(form)
+        if form["Action"] == QUOTA_ACTION:
+            return {"RetCode": 0, "PrefetchQuota": 500, "SubmitPrefetchCount": 1}
+        return {"RetCode": 0, "Enable": 1}
+
+    gateway, client = family(answer)
+    sweeper = QuotaSweeper(client, ["p"])
+    try:
+        with caplog.at_level(logging.WARNING):
+            families = sweeper.families(deadline())
+    finally:
+        sweeper.close()
+    found = {(s.name, s.labels.get("domain")): s.value for f in families for s in f.samples}
+    assert found["ucdn_domain_quota_up", None] == 1
+    assert found["ucdn_domain_quota_domains_dropped", None] == 1
+    published = {domain for name, domain in found if name == "ucdn_domain_prefetch_enabled"}
+    assert published == {"d0.example.com", "d2.example.com"}
+    assert "" not in {form.get("DomainId") for form in gateway.forms}
+    assert caplog.records == []
 
 
 def refresh_tasks(form: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,6 +99,29 @@ def test_a_held_exchange_ends_at_the_deadline_and_frees_everything(
             "", is_dcdn=False, begin=0, end=1, deadline=Deadline.after(DEADLINE)
         )
         assert [task.task_id for task in window.tasks] == ["t-1"]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("behaviour", list(HOLDERS.values()), ids=list(HOLDERS))
+def test_a_held_exchange_ends_after_the_request_timeout_however_far_the_deadline(
+    gateways: list[HostileGateway], behaviour: Callable[[], Behaviour]
+) -> None:
+    # The deadline is far; the exchange has a cap of its own, the request timeout, in total:
+    # not per read (every byte comes well within it), and interim answers included.
+    gateway = start_gateway(gateways, behaviour())
+    client = _client(gateway, request_timeout=1.0)
+    try:
+        started = time.monotonic()
+        error, _, ended = _fetch(client, 30.0)
+        assert ended - started <= 1.0 + MARGIN, f"returned after {ended - started:.2f}s"
+        assert (error.reason, error.detail) == (
+            "timeout",
+            "exchange not finished within 1.0s, connection closed",
+        )
+        closed = gateway.connections[0].wait_closed(5.0)
+        assert closed is not None and closed - started <= 1.0 + MARGIN
+        assert _cpu_over(1.0) < 0.3
     finally:
         client.close()
 
@@ -255,14 +277,6 @@ def test_check_config_against_a_hostile_gateway_exits_in_time_without_a_tracebac
     assert "Traceback" not in exporter.stderr + exporter.stdout
 
 
-def _memory(pid: int) -> dict[str, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return {
-        name: int(re.search(rf"^{name}:\s+(\d+)", status, re.MULTILINE).group(1)) / 1024  # type: ignore[union-attr]
-        for name in ("VmRSS", "VmHWM")
-    }
-
-
 def test_rss_is_bounded_and_flat_over_failing_scrapes_of_endless_pages(
     gateways: list[HostileGateway],
 ) -> None:
@@ -274,13 +288,12 @@ def test_rss_is_bounded_and_flat_over_failing_scrapes_of_endless_pages(
     gateway = start_gateway(gateways, full_pages(urls_per_task=20, url_length=200))
     exporter = Exporter(exporter_args(gateway.url, "--log-level", "info")).wait_started()
     try:
-        pid = exporter._process.pid
         first = exporter.scrape(timeout_header=30, wait=40)
         assert first.up() == 0
-        after_first = _memory(pid)
+        after_first = exporter.memory_mb()
         for _ in range(5):
             assert exporter.scrape(timeout_header=30, wait=40).up() == 0
-        after_six = _memory(pid)
+        after_six = exporter.memory_mb()
         failures = exporter.failures(at_least=6)
     finally:
         exporter.stop()
@@ -288,3 +301,58 @@ def test_rss_is_bounded_and_flat_over_failing_scrapes_of_endless_pages(
     assert after_first["VmHWM"] < 200, after_first  # the Kubernetes limit is 256Mi
     assert after_six["VmHWM"] < after_first["VmHWM"] + 40, (after_first, after_six)
     assert after_six["VmRSS"] < after_first["VmRSS"] + 40, (after_first, after_six)
+
+
+# ---------------------------------------------------------------------------
+# A shared fetch lives no longer than the scrapes waiting for it
+
+SCRAPE_TIMEOUT = 3.0  # the header; the deadline is 0.5 s less
+
+
+def test_a_gateway_dripping_its_first_connection_costs_one_scrape_only(
+    gateways: list[HostileGateway],
+) -> None:
+    """The first connection's headers come a byte a second, every other connection answers.
+
+    The first scrape's fetch is cut at that scrape's deadline, so the next scrape starts a
+    fetch of its own, on a new connection, rather than joining one that reads for ever.
+    """
+    task = {**TASK, "CreateTime": int(time.time()) - 60}
+    gateway = start_gateway(gateways, in_turn(drip_headers(1.0), valid_answer([task])))
+    exporter = Exporter(exporter_args(gateway.url)).wait_started()
+    try:
+        first = exporter.scrape(timeout_header=SCRAPE_TIMEOUT)
+        answered = time.monotonic()
+        assert first.up() == 0
+        closed = gateway.connections[0].wait_closed(5.0)
+        assert closed is not None and closed <= answered + MARGIN, "the drip was still read"
+        later = [exporter.scrape(timeout_header=SCRAPE_TIMEOUT) for _ in range(2)]
+    finally:
+        exporter.stop()
+    assert [scrape.up() for scrape in later] == [1, 1]
+    assert len(gateway.connections) == 3  # one request per scrape, the drip's never reused
+
+
+@pytest.mark.parametrize(
+    "behaviour", [flood_continue, flood_trailers], ids=["flood 100 Continue", "flood trailers"]
+)
+def test_nothing_of_a_collection_runs_once_its_scrape_has_answered(
+    gateways: list[HostileGateway], behaviour: Callable[[], Behaviour]
+) -> None:
+    """A flood keeps a reader busy for as long as it reads: it must stop with the scrape."""
+    gateway = start_gateway(gateways, behaviour())
+    exporter = Exporter(exporter_args(gateway.url)).wait_started()
+    try:
+        scrape = exporter.scrape(timeout_header=SCRAPE_TIMEOUT)
+        answered = time.monotonic()
+        assert (scrape.status, scrape.up()) == (200, 0)
+        # Every connection closed by the exporter once the scrape answered: nothing reads.
+        for connection in gateway.connections:
+            closed = connection.wait_closed(5.0)
+            assert closed is not None and closed <= answered + MARGIN, "still reading"
+        before = exporter.cpu_seconds()
+        time.sleep(3.0)
+        spent = exporter.cpu_seconds() - before
+    finally:
+        exporter.stop()
+    assert spent < 0.2, f"{spent:.2f} CPU-seconds in the 3 s after the scrape answered"
