@@ -8,7 +8,6 @@ node_exporter's textfile collector reads.
 
 import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -31,14 +30,13 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.domain_calls import DomainList
 from exporter.gateway.outcomes import ApiError
-from exporter.gateway.retcodes import hint
+from exporter.gateway.retcodes import hint_for
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import Settings
 from exporter.settings.target import DEFAULT_PROJECT_LABEL
 from exporter.summary.target_summary import SummaryLimits
 
 PROG = "ucdn-prefetch-exporter"
-_RET_CODE = re.compile(r"RetCode (\d+):")
 T = TypeVar("T")
 
 
@@ -141,8 +139,7 @@ def _call(
 
 def _hint(error: ApiError, action: str) -> str | None:
     """What to check for the error's RetCode, unless its detail says it already."""
-    code = _RET_CODE.match(error.detail)
-    tip = hint(int(code[1]), action) if code else None
+    tip = hint_for(error.detail, action)
     return tip if tip and tip not in error.detail else None
 
 

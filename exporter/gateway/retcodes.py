@@ -7,8 +7,10 @@ the same table). It is a pure function of the code and the action, so that an er
 detail, a log line and ``--check-config`` say the same thing; it never sees a key.
 """
 
+import re
 from typing import Final
 
+_RET_CODE: Final = re.compile(r"RetCode (\d+):")  # how an ApiError's detail starts
 _PUBLIC_KEY: Final = "check the public key: the gateway knows no account by it"
 _HINTS: Final[dict[int, str]] = {
     170: "the gateway got no signature: something between the exporter and the gateway "
@@ -30,3 +32,9 @@ def hint(code: int, action: str) -> str | None:
             "(a sub-account must also set PROJECT_IDS)"
         )
     return _HINTS.get(code)
+
+
+def hint_for(detail: str, action: str) -> str | None:
+    """:func:`hint` for a failure whose ``detail`` starts with the gateway's RetCode."""
+    code = _RET_CODE.match(detail)
+    return hint(int(code[1]), action) if code else None

@@ -37,6 +37,7 @@ from exporter.gateway.answers import ACTIONS
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
+from exporter.gateway.retcodes import hint_for
 from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
 from exporter.publish.families import TargetFamilyBuilder, go_float
 from exporter.settings.config import setting_default
@@ -294,6 +295,8 @@ class UcdnCollector(Collector):
         }
         if request_id is not None:  # what the provider's support asks for
             fields["request_id"] = request_id
+        if tip := hint_for(detail, kind.action):  # the gateway's words do not say what to check
+            fields["hint"] = tip
         log.warning("collection failed", extra={"fields": fields})
         return TargetResult(target, seconds, None)
 

@@ -1,12 +1,12 @@
-"""The hint for each RetCode that a change of configuration cures (exporter/gateway/retcodes.py).
-
-Here rather than in tests/gateway/ while the gateway's tests are rewritten; it belongs there.
+"""The hint for each RetCode that a change of configuration cures (exporter/gateway/retcodes.py),
+in ``--check-config`` (tests/test_cli_modes.py) and in the log line of a failed collection.
 """
 
 import pytest
+from faultkit import Exporter, exporter_args, simulator
 
-from exporter.gateway.answers import QUOTA_ACTION, REFRESH_ACTION
-from exporter.gateway.retcodes import hint
+from exporter.gateway.answers import PREFETCH_ACTION, QUOTA_ACTION, REFRESH_ACTION
+from exporter.gateway.retcodes import hint, hint_for
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,27 @@ def test_iam_names_the_action_it_denied() -> None:
 def test_other_codes_have_no_hint(code: int) -> None:
     # Passing faults and the gateway's own: a configuration change would not cure them.
     assert hint(code, REFRESH_ACTION) is None
+
+
+def test_a_detail_gives_the_hint_of_its_retcode_and_no_other() -> None:
+    assert hint_for("RetCode 171: Signature VerifyAC Error", PREFETCH_ACTION) == hint(
+        171, PREFETCH_ACTION
+    )
+    assert hint_for("RetCode 153: too many requests", PREFETCH_ACTION) is None
+    assert hint_for("HTTP 500", PREFETCH_ACTION) is None
+
+
+@pytest.mark.e2e
+def test_a_wrong_private_key_logs_what_to_check_with_the_failed_collection() -> None:
+    api = simulator(private_key="the-key-the-gateway-knows")
+    exporter = Exporter(exporter_args(api.url)).wait_started()
+    try:
+        assert exporter.scrape().up() == 0
+        failures = exporter.failures(at_least=1)
+    finally:
+        exporter.stop()
+        api.stop()
+    assert failures, "no collection failed line"
+    assert {(f.get("reason"), f.get("hint")) for f in failures} == {
+        ("api_error", hint(171, PREFETCH_ACTION))
+    }
