@@ -62,8 +62,8 @@ _GROUPS = {
     "stuck_horizon_seconds quota_interval_seconds cache_seconds histogram_buckets "
     "refresh_buckets",
     "limits": "page_size max_pages parallel_pages max_response_bytes max_collection_bytes "
-    "max_url_series max_task_series max_domain_series max_label_value_length max_domains "
-    "quota_parallel_requests",
+    "max_stored_tasks max_url_series max_task_series max_domain_series max_label_value_length "
+    "max_domains quota_parallel_requests",
     "web": "listen_address web_config_file max_requests scrape_timeout_offset_seconds "
     "max_scrape_timeout_seconds",
     "logging": "log_level log_format",
