@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlencode
@@ -86,9 +85,12 @@ class Transport:
     (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, either case; SOCKS is
     refused, see :class:`~exporter.gateway.watchdog.GuardedAdapter`). Whom TLS trusts is a
     setting, ``CA_BUNDLE``, else certifi's bundle: never ``REQUESTS_CA_BUNDLE`` or
-    ``CURL_CA_BUNDLE``. No redirects (a 3xx is an HTTP error), no cookies: every call
-    stands alone, as signed. Retries are ours, bounded by the deadline; urllib3's are off,
-    as they know no deadline. Its connections hand their sockets to the watchdog
+    ``CURL_CA_BUNDLE``. Each call is a prepared request sent through the session's adapter
+    (requests' transport-adapter API), which follows no redirect (a 3xx is an HTTP error)
+    and keeps no cookie: every call stands alone, as signed, and costs none of the
+    session-level merging that a call through ``Session.post`` repeats every time. Retries
+    are ours, bounded by the deadline; urllib3's are off, as they know no deadline. Its
+    connections hand their sockets to the watchdog
     (:class:`~exporter.gateway.watchdog.GuardedAdapter`), which ends a request at its
     deadline whatever part of the exchange it is in.
     """
@@ -116,7 +118,7 @@ class Transport:
         self._session = requests.Session()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        self._adapter = adapter
         # Identity: the caps count what the gateway sends. An answer compressed all the same
         # is decompressed a read at a time (bounded since urllib3 2.6), each read counted.
         # Every call is a POST form, encoded once by urlencode (as requests would encode a
@@ -254,13 +256,14 @@ class Transport:
     ) -> tuple[bytes, str | None]:
         """Send one request; its answer's body and request id. The caller's guard bounds it."""
         try:
-            response = self._session.post(
-                self._url,
-                data=urlencode(form),
+            prepared = requests.PreparedRequest()  # the session's headers, no cookies
+            prepared.prepare("POST", self._url, self._session.headers, data=urlencode(form))
+            response = self._adapter.send(
+                prepared,
+                stream=True,
                 timeout=(timeout, timeout),
                 verify=self._verify,
-                stream=True,
-                allow_redirects=False,
+                proxies=self._session.proxies,
             )
         except requests.Timeout:
             raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None

@@ -28,8 +28,10 @@ kept-alive connection is reused.
 """
 
 import contextlib
+import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -102,6 +104,9 @@ class Watchdog:
         self._running: dict[RequestGuard, Callable[[], float]] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
+        # When the watching thread wakes next, on the monotonic clock (inf: not before a
+        # new request): a request whose time runs out later needs no wake-up of its own.
+        self._next_wake = math.inf
 
     @property
     def closed(self) -> bool:
@@ -124,7 +129,8 @@ class Watchdog:
                         target=self._watch, name="api-watchdog", daemon=True
                     )
                     self._thread.start()
-                self._wake.notify()
+                elif time.monotonic() + time_left() < self._next_wake:
+                    self._wake.notify()
         previous = getattr(_current, "guard", None)
         _current.guard = guard
         try:
@@ -156,6 +162,8 @@ class Watchdog:
                         guard.fire()
                     elif soonest is None or left < soonest:
                         soonest = left
+                now = time.monotonic()
+                self._next_wake = math.inf if soonest is None else now + soonest
                 self._wake.wait(soonest)
 
 
