@@ -20,18 +20,17 @@ from typing import Any
 
 import pytest
 from conftest import installed, stop_process
+from promkit import Prometheus, wait_for
 from test_prometheus_e2e import (
     ALL,
     DEADLINE_SECONDS,
     ONE,
     PLATFORMS,
     PROJECTS,
-    Prometheus,
     board,
     recorded_names,
     start_prometheus,
     substitute,
-    wait_for,
 )
 
 pytestmark = pytest.mark.system

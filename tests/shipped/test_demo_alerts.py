@@ -22,7 +22,8 @@ import pytest
 import yaml
 from conftest import installed, stop_process
 from faultkit import Exporter
-from test_prometheus_e2e import DEADLINE_SECONDS, Prometheus, settled, start_prometheus, wait_for
+from promkit import Prometheus, wait_for
+from test_prometheus_e2e import DEADLINE_SECONDS, settled, start_prometheus
 
 from exporter.simulator.livedomains import FAILING_DOMAIN, NEAR_QUOTA_DOMAIN, PREFETCH_OFF_DOMAIN
 

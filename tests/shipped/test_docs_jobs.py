@@ -6,7 +6,6 @@ when a real Prometheus runs it."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import free_port, installed, promtool, stop_process
+from conftest import promtool, stop_process
 from faultkit import Exporter
-from test_prometheus_e2e import DEADLINE_SECONDS, Prometheus, wait_for
+from promkit import Prometheus, run_prometheus, wait_for
+from test_prometheus_e2e import DEADLINE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules.yml"
@@ -121,27 +121,11 @@ def scaling_config(exporter: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A real Prometheus running docs/scaling.md's job against the demo exporter."""
-    binary = installed("prometheus")
     directory = tmp_path_factory.mktemp("prometheus-scaling")
     exporter = Exporter(
         ["--demo", "--project-ids", "org-abc,org-def", "--platforms", "cdn,dcdn"]
     ).wait_started(timeout=30)
-    config = directory / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scaling_config(f"127.0.0.1:{exporter.port}")))
-    port = free_port()
-    log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}/", log_path)
+    process, prometheus = run_prometheus(directory, scaling_config(f"127.0.0.1:{exporter.port}"))
     try:
 
         def all_scraped() -> bool:

@@ -14,16 +14,15 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
-from conftest import free_port, installed, stop_process
+from conftest import installed, stop_process
 from faultkit import Exporter
+from promkit import Prometheus, run_prometheus, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -53,42 +52,6 @@ DEMO_ALERTS = {
     # a domain whose failure ratio stands out from its project's
     "UcdnDomainFailureRatioHigh",
 }
-
-
-@dataclass
-class Prometheus:
-    url: str
-    log_path: Path
-
-    def api(self, path: str, **params: Any) -> Any:
-        """The data of a successful API answer; a query error fails with its message."""
-        response = requests.get(f"{self.url}api/v1/{path}", params=params, timeout=10)
-        body = response.json()
-        assert body["status"] == "success", f"{path} {params}: {body}"
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
-        return result
-
-    def query_range(self, expr: str, seconds: float = 60) -> list[dict[str, Any]]:
-        now = time.time()
-        data = self.api("query_range", query=expr, start=now - seconds, end=now, step="2s")
-        result: list[dict[str, Any]] = data["result"]
-        return result
-
-
-def wait_for(what: str, check: Callable[[], bool], prometheus: Prometheus, end: float) -> None:
-    while time.monotonic() < end:
-        try:
-            if check():
-                return
-        except (requests.RequestException, AssertionError):
-            pass  # not up yet, or not answering yet: ask again until the deadline
-        time.sleep(0.5)
-    raise AssertionError(
-        f"{what} not within {DEADLINE_SECONDS}s:\n{prometheus.log_path.read_text()}"
-    )
 
 
 def scrape_config(exporter_port: int) -> dict[str, Any]:
@@ -124,24 +87,7 @@ def start_exporter() -> Exporter:
 def start_prometheus(
     directory: Path, exporter_port: int
 ) -> tuple[subprocess.Popen[bytes], Prometheus]:
-    binary = installed("prometheus")
-    config = directory / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(exporter_port)))
-    port = free_port()
-    log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-        )
-    return process, Prometheus(f"http://127.0.0.1:{port}/", log_path)
+    return run_prometheus(directory, scrape_config(exporter_port))
 
 
 def settled(prometheus: Prometheus) -> bool:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-import yaml
-from conftest import exporter_args, free_port, installed, stop_process, url_entry
+from conftest import exporter_args, stop_process, url_entry
 from faultkit import NOW, Exporter
+from promkit import Prometheus, run_prometheus
 from simfaults import SimulatedApi
 
 from exporter.metrics import QUOTA_FAMILIES
@@ -55,21 +53,9 @@ def long_host_world() -> StaticDataset:
     )
 
 
-def query(url: str, expr: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{url}api/v1/query", params={"query": expr}, timeout=10)
-    body = response.json()
-    assert body["status"] == "success", body
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
 @pytest.fixture
-def prometheus(
-    tmp_path: Path, simulator: Callable[..., SimulatedApi]
-) -> Iterator[tuple[str, Path]]:
-    """Prometheus scraping the exporter every second with the label value limit; its URL
-    and log."""
-    binary = installed("prometheus")
+def prometheus(tmp_path: Path, simulator: Callable[..., SimulatedApi]) -> Iterator[Prometheus]:
+    """Prometheus scraping the exporter every second with the label value limit."""
     api = simulator(long_host_world())
     exporter = Exporter(exporter_args(api)).wait_started()
     config = {
@@ -82,43 +68,30 @@ def prometheus(
             }
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
+    process, prometheus = run_prometheus(tmp_path, config)
     try:
-        yield f"http://127.0.0.1:{port}/", log
+        yield prometheus
     finally:
         stop_process(process)
         exporter.stop()
 
 
 def test_a_100_kb_host_keeps_the_target_up_under_a_label_value_limit(
-    prometheus: tuple[str, Path],
+    prometheus: Prometheus,
 ) -> None:
-    url, log = prometheus
     scraped = f'count_over_time(up{{job="{JOB}"}}[1m])'
     end = time.monotonic() + DEADLINE_SECONDS
     while time.monotonic() < end:
         with contextlib.suppress(requests.RequestException):  # not answering yet
-            if query(url, f"{scraped} >= 3"):
+            if prometheus.query(f"{scraped} >= 3"):
                 break
         time.sleep(0.5)
     else:
-        raise AssertionError(f"fewer than 3 scrapes within {DEADLINE_SECONDS}s:\n{log.read_text()}")
+        raise AssertionError(
+            f"fewer than 3 scrapes within {DEADLINE_SECONDS}s:\n{prometheus.log_path.read_text()}"
+        )
     # Every scrape was accepted: one rejected over a label value would be up 0.
-    assert query(url, f'min_over_time(up{{job="{JOB}"}}[1m])')[0]["value"][1] == "1"
+    assert prometheus.query(f'min_over_time(up{{job="{JOB}"}}[1m])')[0]["value"][1] == "1"
     for name in (
         "ucdn_prefetch_domain_urls",
         "ucdn_refresh_domain_urls",
@@ -126,10 +99,10 @@ def test_a_100_kb_host_keeps_the_target_up_under_a_label_value_limit(
         QUOTA_FAMILIES.used.name,
         QUOTA_FAMILIES.prefetch_enabled.name,
     ):
-        domains = {series["metric"]["domain"] for series in query(url, name)}
+        domains = {series["metric"]["domain"] for series in prometheus.query(name)}
         long_ones = domains - {"a.example", "_other"}
         assert len(long_ones) == 1, (name, domains)
         [cut] = long_ones
         assert len(cut.encode()) <= LIMIT and CUT.match(cut), name
-    truncated = query(url, 'ucdn_prefetch_records_invalid{reason="label_value_truncated"}')
+    truncated = prometheus.query('ucdn_prefetch_records_invalid{reason="label_value_truncated"}')
     assert [series["value"][1] for series in truncated] == ["1"]
