@@ -22,8 +22,10 @@ def option_block(text: str, flag: str) -> str:
     """The help of one option, from its flag to the next option or group, on one line."""
     start = re.search(rf"^  {re.escape(flag)}\b", text, re.MULTILINE)
     assert start, flag
-    end = re.search(r"^(  -|\S)", text[start.end() :], re.MULTILINE)
-    block = text[start.start() : start.end() + (end.start() if end else len(text))]
+    # From the next line on: the first line may go on with the option's other flags.
+    line_end = text.find("\n", start.end()) + 1 or len(text)
+    end = re.search(r"^(  -|\S)", text[line_end:], re.MULTILINE)
+    block = text[start.start() : line_end + (end.start() if end else len(text))]
     return " ".join(block.split())
 
 

@@ -10,6 +10,7 @@ import math
 import random
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -265,13 +266,15 @@ class Transport:
                 verify=self._verify,
                 proxies=self._session.proxies,
             )
-        except requests.Timeout:
+        except requests.Timeout as error:
+            _let_go(error)
             raise ApiError("timeout", f"no answer within {timeout:.1f}s") from None
         except requests.ConnectionError as error:
             # Refused, reset, closed, DNS, TLS, the proxy; a status line or headers not HTTP.
-            raise _RetryableError(ApiError("connection_error", describe(error)), None) from None
+            failure = ApiError("connection_error", _let_go(error))
+            raise _RetryableError(failure, None) from None
         except requests.RequestException as error:
-            raise ApiError("connection_error", describe(error)) from None
+            raise ApiError("connection_error", _let_go(error)) from None
         # Closed unread, the connection is closed; read to the end, it went back to the pool.
         with response:
             status = response.status_code
@@ -319,16 +322,29 @@ class Transport:
                 if budget is not None:
                     budget.spend(len(chunk))
                 chunks.append(chunk)
-        except urllib3.exceptions.ReadTimeoutError:
+        except urllib3.exceptions.ReadTimeoutError as error:
+            _let_go(error)
             raise ApiError("timeout", f"no data for {timeout:.1f}s") from None
         except ApiError:
             raise  # a size cap's, as it is
         except (OSError, urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as error:
-            failure = ApiError("connection_error", describe(error))
+            failure = ApiError("connection_error", _let_go(error))
             raise _RetryableError(failure, None) from None
         except Exception as error:  # urllib3's decoding errors share no base class with these
-            raise ApiError("invalid_response", describe(error)) from None
+            raise ApiError("invalid_response", _let_go(error)) from None
         return b"".join(chunks)
+
+
+def _let_go(error: BaseException) -> str:
+    """``describe(error)``, once the frames of its traceback have let go of their locals.
+
+    urllib3 raises through ``contextlib.contextmanager`` blocks, whose ``__exit__`` frame
+    keeps the exception it raised (Python 3.13): a cycle through the traceback that holds
+    every frame of the exchange, the answer's buffers with them, until the cycle collector
+    runs. Cleared here, the error goes with the last reference to it.
+    """
+    traceback.clear_frames(error.__traceback__)
+    return describe(error)
 
 
 class _RetryableError(Exception):
