@@ -161,6 +161,7 @@ def huge_exposition() -> Iterator[str]:
         api.stop()
 
 
+@pytest.mark.e2e  # two seconds of 50 MB answers over loopback
 def test_fifty_megabyte_values_give_a_bounded_exposition_with_the_counts_right(
     huge_exposition: str,
 ) -> None:
