@@ -53,7 +53,7 @@ from bench_scrape import (
     Exporter,
     Workload,
     page_bodies,
-    wait_ready,
+    serving,
 )
 from benchkit import Verdict, free_port, stop, summary, table
 from evolving_world import WorldState
@@ -217,13 +217,8 @@ def exporter(
         settings["RESYNC_SECONDS"] = str(resync_seconds)
     env.update({f"UCDN_EXPORTER_{name}": value for name, value in settings.items()})
     process = subprocess.Popen([sys.executable, "-m", "exporter"], cwd=checkout, env=env)
-    running = Exporter(process, f"http://127.0.0.1:{port}/")
-    try:
-        wait_ready(running)
+    with serving(process, port) as running:
         yield running
-    finally:
-        running.session.close()
-        stop(process)
 
 
 # ---------------------------------------------------------------------------

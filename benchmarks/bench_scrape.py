@@ -217,7 +217,13 @@ def exporter(api_url: str, page_size: int, parallel_pages: int) -> Iterator[Expo
         "--resync-seconds",
         "0",
     )
-    process = subprocess.Popen(command, cwd=ROOT)
+    with serving(subprocess.Popen(command, cwd=ROOT), port) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serving(process: subprocess.Popen[bytes], port: int) -> Iterator[Exporter]:
+    """The exporter ``process`` listening on ``port``, once ready; stopped on leaving."""
     running = Exporter(process, f"http://127.0.0.1:{port}/")
     try:
         wait_ready(running)

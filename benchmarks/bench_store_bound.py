@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench_scrape import ROOT, Exporter, wait_ready
+from bench_scrape import ROOT, Exporter, serving
 from benchkit import CpuReading, Verdict, cpu_between, free_port, stop, summary, table
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,13 +139,8 @@ def exporter(
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter"], cwd=checkout, env=env, stderr=stderr
         )
-        running = Exporter(process, f"http://127.0.0.1:{port}/")
-        try:
-            wait_ready(running)
+        with serving(process, port) as running:
             yield running
-        finally:
-            running.session.close()
-            stop(process)
 
 
 def resident_mb(pid: int) -> float:
