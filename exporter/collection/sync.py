@@ -31,8 +31,10 @@ from typing import Literal
 from exporter.collection.finished_counts import FinishedCounts
 from exporter.collection.kinds import TaskKind
 from exporter.collection.store import StoreFullError, TaskStore
+from exporter.gateway.allocator import give_back_free_memory
 from exporter.gateway.answers import PageTask, TaskInfo
 from exporter.gateway.api_client import ApiClient
+from exporter.gateway.budgets import CollectionDeadline
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 from exporter.gateway.paging import TaskWindow
@@ -41,6 +43,10 @@ from exporter.settings.target import Target
 from exporter.summary.target_summary import TargetSummary
 
 SyncMode = Literal["full", "incremental"]
+
+# After a collection that read this much, free memory goes back to the system at once
+# (see exporter.gateway.allocator): some 10 ms, against the seconds such a read costs.
+_LARGE_COLLECTION_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,17 +109,27 @@ class TaskSync:
     def collect(self, deadline: Deadline) -> Collection:
         """A collection: incremental if the store allows it, else a full sync."""
         with self._turn:
-            try:
-                # One byte budget for every request of the collection, lookups included.
-                return self._collect(self._client.collection(deadline))
-            except StoreFullError:
+            # One byte budget for every request of the collection, lookups included.
+            bounded = self._client.collection(deadline)
+            outcome = self._collection_or_failure(bounded)
+            # By now what the collection read (its pages, a half-filled store) is freed.
+            if bounded.budget.used >= _LARGE_COLLECTION_BYTES:
+                give_back_free_memory()
+            if isinstance(outcome, ApiError):
+                raise outcome.detached()  # a copy bound to no local: no reference cycle
+            return outcome
+
+    def _collection_or_failure(self, deadline: CollectionDeadline) -> Collection | ApiError:
+        """The collection, or its failure free of the frames it came through."""
+        try:
+            return self._collect(deadline)
+        except ApiError as error:
+            if isinstance(error, StoreFullError):
                 self._state = None  # let go of every task held, at once
-                raise
-            except ApiError:
-                raise
-            except Exception:
-                self._state = None  # a bug of ours: the store may be half updated
-                raise
+            return error.detached()
+        except Exception:
+            self._state = None  # a bug of ours: the store may be half updated
+            raise
 
     def _collect(self, deadline: Deadline) -> Collection:
         state = self._state

@@ -55,6 +55,11 @@ class ByteBudget:
         self._used = 0
         self._lock = threading.Lock()
 
+    @property
+    def used(self) -> int:
+        """The bytes counted so far."""
+        return self._used
+
     def spend(self, size: int) -> None:
         """Count ``size`` bytes read; past the limit, the collection fails."""
         with self._lock:
