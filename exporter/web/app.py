@@ -5,26 +5,31 @@ info, API requests, ``process_*``, ``python_*``): the single-exporter setup.
 ``/probe?project_id=…&platform=…`` collects one, in the style of blackbox_exporter, so
 that Prometheus can spread targets over replicas; it carries that target's series only,
 and ``/exporter-metrics`` carries the process' own series only (one job per replica), so
-that across the probes and that job each series appears exactly once. ``/-/healthy`` and
-``/-/ready`` never call the upstream API. Anything else is 404, never a scrape.
+that across the probes and that job each series appears exactly once. ``/sd`` lists this
+replica's targets for Prometheus' HTTP service discovery, and ``/`` shows what each target's
+last collection did; both read the targets' catalogue and, as ``/-/healthy`` and
+``/-/ready``, never call the upstream API. Anything else is 404, never a scrape.
 """
 
 import gzip
-import html
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.collection.catalogue import TargetCatalogue, TargetEntry
 from exporter.gateway.deadline import Deadline
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
 from exporter.version import __version__
+from exporter.web.service_discovery import scrape_address, sd_document
+from exporter.web.status_page import render_status_page
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -57,7 +62,13 @@ class ScrapeTimeouts:
 
 
 class ExporterApp:
-    """Routes requests; a scrape's deadline comes from Prometheus' scrape timeout header."""
+    """Routes requests; a scrape's deadline comes from Prometheus' scrape timeout header.
+
+    ``catalogue`` tells the landing page and ``/sd`` which targets this replica collects and
+    how they went; without one, both know the collector's targets only. ``sd_address`` is
+    the ``host:port`` that ``/sd`` gives Prometheus to scrape; without one, the Host header
+    of the request for ``/sd``.
+    """
 
     def __init__(
         self,
@@ -65,16 +76,25 @@ class ExporterApp:
         *,
         runtime: CollectorRegistry | None = None,
         timeouts: ScrapeTimeouts | None = None,
+        catalogue: TargetCatalogue | None = None,
+        sd_address: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        if sd_address is not None and scrape_address(sd_address) is None:
+            raise ValueError(f"not a host:port Prometheus can scrape: {sd_address!r}")
         self._collector = collector
         self._runtime = runtime or CollectorRegistry()
         self._timeouts = timeouts or ScrapeTimeouts()
+        self._catalogue = catalogue
+        self._sd_address = sd_address
+        self._wall_clock = wall_clock
         self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
             "/metrics": self._metrics,
             "/probe": self._probe,
             "/exporter-metrics": self._exporter_metrics,
             "/-/healthy": _plain_ok,
             "/-/ready": _plain_ok,
+            "/sd": self._service_discovery,
             "/": self._landing,
         }
 
@@ -131,13 +151,26 @@ class ExporterApp:
         return None
 
     def _landing(self, environ: "WSGIEnvironment") -> Response:
-        probes = "".join(
-            f'<li><a href="probe?{html.escape(_probe_query(t))}">'
-            f"{html.escape(t.project_label)} / {t.platform}</a></li>"
-            for t in self._collector.targets
+        page = render_status_page(
+            version=__version__,
+            targets=self._collector.targets,
+            catalogue=self._catalogue,
+            now=self._wall_clock(),
         )
-        page = _LANDING.format(version=html.escape(__version__), probes=probes)
         return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page.encode()
+
+    def _service_discovery(self, environ: "WSGIEnvironment") -> Response:
+        address = self._sd_address or scrape_address(environ.get("HTTP_HOST"))
+        if address is None:
+            message = "the Host header is no host:port Prometheus can scrape\n"
+            return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
+        body = sd_document(self._entries(), address)
+        return "200 OK", [("Content-Type", "application/json")], body
+
+    def _entries(self) -> list[TargetEntry]:
+        if self._catalogue is not None:
+            return self._catalogue.entries()
+        return [TargetEntry(target, account="default") for target in self._collector.targets]
 
 
 def _expose(environ: "WSGIEnvironment", metrics: list["Metric"]) -> Response:
@@ -154,28 +187,5 @@ def _expose(environ: "WSGIEnvironment", metrics: list["Metric"]) -> Response:
     return "200 OK", headers, body
 
 
-def _probe_query(target: Target) -> str:
-    return urlencode({"project_id": target.project_label, "platform": target.platform})
-
-
 def _plain_ok(environ: "WSGIEnvironment") -> Response:
     return "200 OK", [("Content-Type", _TEXT)], b"OK\n"
-
-
-_LANDING = """<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>UCDN Prefetch Exporter</title></head>
-<body>
-<h1>UCDN Prefetch Exporter</h1>
-<p>Version {version}. Prometheus metrics of the prefetch (cache warm-up) and refresh (purge)
-tasks and the domains' daily quotas of a UCDN gateway.</p>
-<ul>
-<li><a href="metrics">Metrics</a> (every target, and the exporter's own)</li>
-<li>Probe one target (its series only): <ul>{probes}</ul></li>
-<li><a href="exporter-metrics">Exporter metrics</a> (the exporter's own only: a job per
-replica next to the probes)</li>
-<li><a href="-/healthy">Health</a>, <a href="-/ready">readiness</a></li>
-</ul>
-</body>
-</html>
-"""

@@ -278,7 +278,7 @@ def test_unknown_paths_are_404_and_never_a_scrape(
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
-@pytest.mark.parametrize("path", ["/metrics", "/probe", "/-/healthy", "/"])
+@pytest.mark.parametrize("path", ["/metrics", "/probe", "/-/healthy", "/sd", "/"])
 def test_other_methods_are_405_with_allow(
     app: ExporterApp, api: SimulatedApi, method: str, path: str
 ) -> None:
