@@ -5,6 +5,7 @@ Dockerfile, the manifests, the systemd files, the rules); these tests hold them 
 one place each is defined: the exporter's configuration, the Service, the rule file.
 """
 
+import copy
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
+from exporter.cli import build_parser
 from exporter.settings.address import DEFAULT_PORT
 from exporter.settings.config import Settings, load_settings
 from exporter.settings.names import ENV_PREFIX, env_name
@@ -40,6 +42,10 @@ SECRETS_DIR_SETTING = ENV_PREFIX + "SECRETS_DIR"
 PLACEHOLDER = re.compile(r"REPLACE_WITH_[A-Z_]+")
 MANIFESTS = sorted(KUBERNETES.glob("*.yaml"))
 assert MANIFESTS, f"no manifest under {KUBERNETES}"
+# The shards' StatefulSet and headless Service, listed in the kustomization instead of the
+# Deployment and its Service.
+SHARDED = KUBERNETES / "statefulset.yaml"
+REPLACED_BY_SHARDS = ["deployment.yaml", "service.yaml"]
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -50,8 +56,9 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 
 def manifest(kind: str) -> dict[str, Any]:
-    """The one manifest of ``kind`` under deploy/kubernetes."""
-    found = [doc for path in MANIFESTS for doc in documents(path) if doc.get("kind") == kind]
+    """The one manifest of ``kind`` under deploy/kubernetes, the shards' file aside."""
+    paths = [path for path in MANIFESTS if path != SHARDED]
+    found = [doc for path in paths for doc in documents(path) if doc.get("kind") == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
@@ -64,6 +71,7 @@ SECRET = manifest("Secret")
 KUSTOMIZATION = manifest("Kustomization")
 POD = DEPLOYMENT["spec"]["template"]
 (CONTAINER,) = POD["spec"]["containers"]
+STATEFULSET, HEADLESS_SERVICE = documents(SHARDED)
 
 
 def dockerfile_values(keyword: str) -> list[str]:
@@ -96,9 +104,11 @@ def test_kustomization_lists_existing_files_and_every_manifest() -> None:
     listed = set(KUSTOMIZATION["resources"])
     assert listed, "the kustomization lists no resource"
     assert all((KUBERNETES / name).is_file() for name in listed), listed
-    # The Secret template stays out on purpose: applying it would deploy placeholder keys.
+    # The Secret template stays out on purpose: applying it would deploy placeholder keys;
+    # the shards' file goes in instead of the Deployment and its Service.
     others = {p.name for p in MANIFESTS} - {"kustomization.yaml"}
-    assert others - listed == {"secret.example.yaml"}
+    assert others - listed == {"secret.example.yaml", SHARDED.name}
+    assert set(REPLACED_BY_SHARDS) <= listed
 
 
 def test_kustomization_tags_the_image_with_the_release() -> None:
@@ -109,14 +119,36 @@ def test_kustomization_tags_the_image_with_the_release() -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_builds_every_resource() -> None:
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    built = build_kustomization(KUBERNETES)
     kinds = sorted(doc["kind"] for doc in built)
     assert kinds == ["Deployment", "PrometheusRule", "Service", "ServiceMonitor"]
     assert {doc["metadata"]["namespace"] for doc in built} == {KUSTOMIZATION["namespace"]}
+
+
+def build_kustomization(directory: Path) -> list[dict[str, Any]]:
+    """What ``kubectl kustomize`` makes of ``directory``: every resource, each a mapping."""
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_shards_in_place_of_the_deployment(tmp_path: Path) -> None:
+    # What docs/scaling.md says to do: list statefulset.yaml instead of the two it replaces.
+    copy_dir = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, copy_dir)
+    kustomization = copy.deepcopy(KUSTOMIZATION)
+    kept = [name for name in kustomization["resources"] if name not in REPLACED_BY_SHARDS]
+    kustomization["resources"] = [SHARDED.name, *kept]
+    (copy_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    built = build_kustomization(copy_dir)
+    kinds = sorted(doc["kind"] for doc in built)
+    assert kinds == ["PrometheusRule", "Service", "ServiceMonitor", "StatefulSet"]
+    (statefulset,) = [doc for doc in built if doc["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith(KUSTOMIZATION["images"][0]["newName"] + ":")
 
 
 # --- the Deployment ------------------------------------------------------------------------
@@ -164,6 +196,51 @@ def test_service_selects_the_pods() -> None:
     assert selector and selector.items() <= POD["metadata"]["labels"].items()
     match_labels = DEPLOYMENT["spec"]["selector"]["matchLabels"]
     assert match_labels and match_labels.items() <= POD["metadata"]["labels"].items()
+
+
+# --- the shards' StatefulSet --------------------------------------------------------------
+
+SHARD_POD = STATEFULSET["spec"]["template"]
+(SHARD_CONTAINER,) = SHARD_POD["spec"]["containers"]
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+
+
+def test_each_pod_is_the_shard_its_ordinal_names() -> None:
+    env = {entry["name"]: entry for entry in SHARD_CONTAINER["env"]}
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        f"metadata.labels['{POD_INDEX_LABEL}']"
+    )
+    replicas = STATEFULSET["spec"]["replicas"]
+    assert replicas > 1
+    # Kubernetes expands $(POD_INDEX) in the arguments; pod 2 runs these:
+    args = [arg.replace("$(POD_INDEX)", "2") for arg in SHARD_CONTAINER["args"]]
+    parsed = build_parser().parse_args(args)
+    assert (int(parsed.shard), int(parsed.total_shards)) == (2, replicas)
+
+
+def test_a_shard_pod_is_the_deployments_pod_with_its_shard() -> None:
+    # Resources, probes, security, secrets: the same as the single exporter's, in one place
+    # to review; the only additions are the shard's arguments and the variable they read.
+    shard_pod = copy.deepcopy(SHARD_POD)
+    (container,) = shard_pod["spec"]["containers"]
+    del container["args"]
+    container["env"] = [entry for entry in container["env"] if entry["name"] != "POD_INDEX"]
+    assert shard_pod == POD
+
+
+def test_the_headless_service_names_each_shard_and_the_service_monitor_scrapes_it() -> None:
+    spec = HEADLESS_SERVICE["spec"]
+    assert HEADLESS_SERVICE["kind"] == "Service" and spec["clusterIP"] == "None"
+    assert STATEFULSET["spec"]["serviceName"] == HEADLESS_SERVICE["metadata"]["name"]
+    assert spec["selector"] and spec["selector"].items() <= SHARD_POD["metadata"]["labels"].items()
+    match_labels = STATEFULSET["spec"]["selector"]["matchLabels"]
+    assert match_labels and match_labels.items() <= SHARD_POD["metadata"]["labels"].items()
+    # The same name and port as the single exporter's Service: the ServiceMonitor and the
+    # rules' job="ucdn-prefetch-exporter" hold for both.
+    assert HEADLESS_SERVICE["metadata"]["name"] == SERVICE["metadata"]["name"]
+    assert spec["ports"] == SERVICE["spec"]["ports"]
+    monitor_labels = SERVICE_MONITOR["spec"]["selector"]["matchLabels"]
+    assert monitor_labels.items() <= HEADLESS_SERVICE["metadata"]["labels"].items()
 
 
 # --- prometheus-operator -------------------------------------------------------------------
