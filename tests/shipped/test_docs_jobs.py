@@ -100,9 +100,13 @@ def test_every_scrape_config_of_the_docs_is_valid(where: str, block: str, tmp_pa
 
 
 def scaling_config(exporter: str) -> dict[str, Any]:
-    """docs/scaling.md's sharded /probe job, with its addresses pointed at ``exporter``, as
-    the one shard of one."""
-    (block,) = [b for where, b in doc_blocks() if "scaling.md" in where and "/probe" in b]
+    """docs/scaling.md's /probe job of replicas behind a Service (its statically listed
+    targets), with its addresses pointed at ``exporter``, as the one Prometheus shard of one."""
+    (block,) = [
+        b
+        for where, b in doc_blocks()
+        if "scaling.md" in where and "/probe" in b and "static_configs" in b and "_sd_" not in b
+    ]
     config: dict[str, Any] = yaml.safe_load(block)
     (job,) = config["scrape_configs"]
     probes, replicas = job["static_configs"]
