@@ -1,5 +1,6 @@
-"""The dashboard's template variables: data source, then project and platform, each
-narrowing the next, then the scrape timeout the scrape duration panel draws."""
+"""The dashboard's template variables: data source, then project (shown by its name where
+it has one) and platform, each narrowing the next, then the scrape timeout the scrape
+duration panel draws."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from exporter.metrics import PREFETCH_FAMILIES
 from overview.common import DATASOURCE
 
 Variable = cogbuilder.Builder[model.VariableModel]
+PROJECT_INFO = "ucdn_project_info"
+# One series per project, project_id and project_name: the name from the project's info
+# series where it has one, else the ID itself (a listed project has no name, and a target
+# scraped from an exporter without the info series has no info at all).
+PROJECT_NAMES = (
+    f'max by (project_id, project_name) ({PROJECT_INFO}{{project_name!=""}}) '
+    'or on (project_id) label_replace(max by (project_id) '
+    f"({PROJECT_INFO} or {PREFETCH_FAMILIES.up.name}), "
+    '"project_name", "$1", "project_id", "(.*)")'
+)
+# Grafana shows each query_result() line as {project_id="…",project_name="…"} value time
+# (labels in Prometheus' order): the ID is the option's value, the name its text.
+PROJECT_NAME_REGEX = '/project_id="(?<value>[^"]*)",project_name="(?<text>[^"]*)"/'
 SCRAPE_TIMEOUT = "scrape_timeout"
 # The scrape_timeout of prometheus/prometheus.yml and of the README's scrape config (a test
 # keeps them equal).
@@ -26,8 +40,8 @@ def variables() -> list[Variable]:
         # grafana.com import replaces this with the chosen data source; provisioned from
         # disk it matches nothing and Grafana selects the default Prometheus instead.
         .current(model.VariableOption(selected=True, text="Prometheus", value="${DS_PROMETHEUS}")),
-        target_variable(
-            "project_id", "Project", f"label_values({PREFETCH_FAMILIES.up.name}, project_id)"
+        target_variable("project_id", "Project", f"query_result({PROJECT_NAMES})").regex(
+            PROJECT_NAME_REGEX
         ),
         target_variable(
             "platform",

@@ -174,8 +174,12 @@ def test_variables(board: dict[str, Any]) -> None:
         assert variable["multi"] is True
         assert variable["includeAll"] is True
         assert variable["datasource"]["uid"] == "${datasource}"
-        assert variable["query"].startswith("label_values(ucdn_prefetch_up")
-        assert variable["query"].endswith(f", {label})")
+    assert platform["query"].startswith("label_values(ucdn_prefetch_up")
+    assert platform["query"].endswith(", platform)")
+    # Projects are shown by name (ucdn_project_info), their ID the value the queries use.
+    assert project["query"].startswith("query_result(")
+    assert "ucdn_project_info" in project["query"] and "ucdn_prefetch_up" in project["query"]
+    assert "(?<value>" in project["regex"] and "(?<text>" in project["regex"]
     # Choosing a project narrows the platforms offered.
     assert "$project_id" in platform["query"]
 

@@ -195,7 +195,7 @@ def label_values_queries() -> list[tuple[str, str, str]]:
     """(variable, series selector, label) of every label_values() template variable."""
     found = []
     for variable in board()["templating"]["list"]:
-        if variable["type"] != "query":
+        if variable["type"] != "query" or variable["query"].startswith("query_result("):
             continue
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
         assert match, variable["query"]
@@ -218,6 +218,38 @@ def test_every_template_variable_offers_the_demo_targets(
     assert set(values) == expected
     series = prometheus.api("series", **{"match[]": filled})
     assert {s[label] for s in series} == expected
+
+
+def grafana_query_result_line(series: dict[str, Any]) -> str:
+    """A query_result() answer's line as Grafana's Prometheus data source writes it for a
+    variable's regex: the name, the labels in Prometheus' order, the value, the time."""
+    metric = dict(series["metric"])
+    name = metric.pop("__name__", "")
+    labels = ",".join(f'{key}="{value}"' for key, value in metric.items())
+    timestamp, value = series["value"]
+    return f"{name}{{{labels}}} {value} {int(float(timestamp) * 1000)}"
+
+
+def test_the_project_variable_offers_every_demo_project_by_its_name(
+    prometheus: Prometheus,
+) -> None:
+    (variable,) = [v for v in board()["templating"]["list"] if v["name"] == "project_id"]
+    query = re.fullmatch(r"query_result\((.+)\)", variable["query"])
+    assert query, variable["query"]
+    # Grafana's regex is JavaScript's: /…/ around it, (?<name>…) for a named group.
+    regex = re.compile(variable["regex"].strip("/").replace("(?<", "(?P<"))
+    options = {}
+    for series in prometheus.query(query[1]):
+        match = regex.search(grafana_query_result_line(series))
+        assert match, series
+        options[match["value"]] = match["text"]
+    assert set(options) == set(PROJECTS)
+    names = {
+        s["metric"]["project_id"]: s["metric"]["project_name"]
+        for s in prometheus.query('ucdn_project_info{project_name!=""}')
+    }
+    # A project's name where it has one, else its ID.
+    assert options == {project: names.get(project, project) for project in PROJECTS}
 
 
 def test_the_datasource_variable_selects_prometheus() -> None:
