@@ -6,7 +6,7 @@ and whoever publishes metrics reads :meth:`RequestStats.snapshot`.
 
 import threading
 from collections import Counter
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Self, get_args
 
 from exporter.gateway.answers import ACTIONS
 
@@ -36,15 +36,19 @@ class ApiError(Exception):
         self.detail = detail
         self.request_id = request_id
 
-    def detached(self) -> "ApiError":
-        """The same failure as a new error, free of this one's traceback and chained errors.
+    def detached(self) -> Self:
+        """The same failure as a new error of the same class, free of this one's traceback
+        and chained errors.
 
         An error held past the frame that caught it (a failed page) is held detached, and
         ``raise error.detached()`` raises one again: the copy is bound to no frame it
         passes through, so no reference cycle (error, traceback, frame, error) keeps those
         frames' locals (a page's bytes, a half-filled store) until the cycle collector runs.
         """
-        return ApiError(self.reason, self.detail, self.request_id)
+        copy = type(self).__new__(type(self))
+        copy.args = self.args
+        copy.__dict__.update(self.__dict__)  # reason, detail, request_id, a subclass' own
+        return copy
 
 
 class RequestStats:

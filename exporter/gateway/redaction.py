@@ -50,14 +50,21 @@ class SignatureMemory:
         """``text`` with every hex run that holds a remembered signature replaced."""
         return _HEX_RUN.sub(self._redact_run, text)
 
+    def holds(self, text: str) -> bool:
+        """Whether ``text`` holds a remembered signature, in any case; cheaper than
+        comparing :meth:`redact`'s result, for text that holds none (the usual case)."""
+        return any(self._known_run(match.group()) for match in _HEX_RUN.finditer(text))
+
     def _redact_run(self, match: re.Match[str]) -> str:
-        run = match.group().lower()
+        return REDACTED if self._known_run(match.group()) else match.group()
+
+    def _known_run(self, run: str) -> bool:
+        run = run.lower()
         with self._lock:
-            known = any(
+            return any(
                 run[start : start + _SIGNATURE_LENGTH] in self._known
                 for start in range(len(run) - _SIGNATURE_LENGTH + 1)
             )
-        return REDACTED if known else match.group()
 
 
 SIGNATURES: Final = SignatureMemory()

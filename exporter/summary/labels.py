@@ -27,7 +27,7 @@ def bounded_label_value(value: str, max_bytes: int) -> str:
     result is never longer than ``max_bytes`` (which must exceed the tail's 19 bytes).
     A value holding a remembered signature, in any case, is ``<redacted>…`` and the hash.
     """
-    if len(value) >= _SIGNATURE_LENGTH and SIGNATURES.redact(value) != value:
+    if len(value) >= _SIGNATURE_LENGTH and SIGNATURES.holds(value):
         return REDACTED + _CUT_MARK + _digest(value.encode("utf-8", "surrogatepass"))
     if len(value) * _UTF8_MAX_BYTES <= max_bytes:  # most values: no encoding needed
         return value

@@ -265,6 +265,7 @@ def _pick_url_progress(
     looked_at = 0
     for task in tasks:
         task_id = task.task_id or ""
+        task_label = bounded_label_value(task_id, length)
         for url in task.url_lists:
             if url.status in FINISHED:
                 continue
@@ -272,12 +273,14 @@ def _pick_url_progress(
                 summary.url_series_dropped = unfinished - looked_at
                 return
             looked_at += 1
-            key = (bounded_label_value(task_id, length), bounded_label_value(url.url, length))
+            key = (task_label, bounded_label_value(url.url, length))
             if key in keys:  # two identical series: Prometheus rejects the scrape
                 summary.anomalies["duplicate_url"] += 1
                 continue
             keys.add(key)
-            summary.anomalies["label_value_truncated"] += (key[0] != task_id) + (key[1] != url.url)
+            summary.anomalies["label_value_truncated"] += (task_label != task_id) + (
+                key[1] != url.url
+            )
             summary.url_progress.append(UnfinishedUrl(*key, _ratio(url.progress)))
     summary.url_series_dropped = unfinished - looked_at
 
