@@ -18,7 +18,7 @@ PROJECT_INFO = "ucdn_project_info"
 # scraped from an exporter without the info series has no info at all).
 PROJECT_NAMES = (
     f'max by (project_id, project_name) ({PROJECT_INFO}{{project_name!=""}}) '
-    'or on (project_id) label_replace(max by (project_id) '
+    "or on (project_id) label_replace(max by (project_id) "
     f"({PROJECT_INFO} or {PREFETCH_FAMILIES.up.name}), "
     '"project_name", "$1", "project_id", "(.*)")'
 )
