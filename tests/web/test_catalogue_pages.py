@@ -369,21 +369,21 @@ def test_a_configured_sd_address_is_checked_at_start(
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
 
-@pytest.mark.parametrize("path", ["", "sd", "metrics"])
 def test_the_page_and_sd_need_the_password_of_metrics(
-    serve: list[WebServer], collector: UcdnCollector, tmp_path: Path, path: str
+    serve: list[WebServer], collector: UcdnCollector, tmp_path: Path
 ) -> None:
     config_file = tmp_path / "web.yml"
     config_file.write_text(f"basic_auth_users:\n  prometheus: '{PASSWORD_HASH}'\n")
     app = app_with(collector, CATALOGUE)
     server = started(serve, WebServer(app, "127.0.0.1", 0, web_config=load_web_config(config_file)))
-    refused: Sequence[requests.Response] = [
-        requests.get(server.url + path, timeout=10),
-        requests.get(server.url + path, auth=("prometheus", "wrong"), timeout=10),
-    ]
-    for answer in refused:
-        assert answer.status_code == 401
-        assert "org-shop" not in answer.text
-    allowed = requests.get(server.url + path, auth=("prometheus", "s3cret"), timeout=10)
-    assert allowed.status_code == 200
-    assert "org-shop" in allowed.text
+    for path in ("", "sd", "metrics"):
+        refused: Sequence[requests.Response] = [
+            requests.get(server.url + path, timeout=10),
+            requests.get(server.url + path, auth=("prometheus", "wrong"), timeout=10),
+        ]
+        for answer in refused:
+            assert answer.status_code == 401, path
+            assert "org-shop" not in answer.text, path
+        allowed = requests.get(server.url + path, auth=("prometheus", "s3cret"), timeout=10)
+        assert allowed.status_code == 200, path
+        assert "org-shop" in allowed.text, path
