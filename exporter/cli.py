@@ -15,16 +15,19 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.registry import REGISTRY
 from pydantic import SecretStr
 
+from exporter.collection.catalogue import Account, Catalogue
+from exporter.collection.discovery import AccountProjects
 from exporter.collection.kinds import TaskKind
 from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.collection.sync import SyncOptions
 from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
 from exporter.gateway.redaction import SIGNATURES
 from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
@@ -32,6 +35,7 @@ from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.publish.collector import UcdnCollector
 from exporter.settings.config import Settings, key_sources, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
+from exporter.settings.target import Platform
 from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
 from exporter.web.app import ExporterApp, ScrapeTimeouts
@@ -46,6 +50,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 _ABANDON_SECONDS = 1.0
 _LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
+# PROJECT_IDS=auto: the account's projects are discovered with GetProjectList.
+_DISCOVER = "auto"
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
     "web_config_file": ("--web.config.file",),
@@ -228,17 +234,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         signatures=SIGNATURES,
     )
     with _upstream(settings, overrides) as settings:
-        client = _client(settings)
-        collector = _collector(settings, client)
+        catalogue = _catalogue(settings)
+        collector = _collector(settings, catalogue)
         try:
             if args.check_config:
-                return check_config(settings, client)
+                return check_config(settings, catalogue)
             if args.once:
                 return collect_once(settings, collector, args.output)
-            return serve(settings, collector, client, web_config)
+            # The first discovery, before serving: if it fails, the exporter serves all the
+            # same, without that account's targets until a discovery succeeds.
+            catalogue.refresh(Deadline.after(settings.max_scrape_timeout_seconds))
+            return serve(settings, collector, catalogue, web_config)
         finally:
             collector.close()
-            client.close()
+            for client in catalogue.clients():
+                client.close()
 
 
 @contextlib.contextmanager
@@ -275,7 +285,24 @@ def _upstream(settings: Settings, overrides: dict[str, Any]) -> Iterator[Setting
         simulator.stop()
 
 
-def _client(settings: Settings) -> ApiClient:
+def _catalogue(settings: Settings) -> Catalogue:
+    """Every account with its own client (its keys and URL); its projects listed or, for
+    ``auto``, discovered."""
+    client = _client(settings, settings.api_url, settings.public_key, settings.private_key)
+    discover = settings.project_ids == [_DISCOVER]
+    projects = AccountProjects(
+        "default", client, None if discover else settings.project_ids or [""]
+    )
+    # The settings' validator admits only cdn and dcdn.
+    platforms = tuple(cast(Platform, platform) for platform in settings.platforms)
+    return Catalogue(
+        [Account(projects, platforms, client)],
+        kinds=settings.task_kinds,
+        discovery_seconds=settings.max_scrape_timeout_seconds,
+    )
+
+
+def _client(settings: Settings, api_url: str, public_key: str, private_key: SecretStr) -> ApiClient:
     options = ClientOptions(
         page_size=settings.page_size,
         max_pages=settings.max_pages,
@@ -287,10 +314,10 @@ def _client(settings: Settings) -> ApiClient:
         ca_bundle=settings.ca_bundle,
         max_requests_per_second=settings.max_api_requests_per_second,
     )
-    return ApiClient(settings.api_url, settings.public_key, settings.private_key, options=options)
+    return ApiClient(api_url, public_key, private_key, options=options)
 
 
-def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
+def _collector(settings: Settings, catalogue: Catalogue) -> UcdnCollector:
     buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
     kinds = [
         TaskKind.named(
@@ -306,8 +333,7 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
         for name in settings.task_kinds
     ]
     return UcdnCollector(
-        client,
-        settings.targets,
+        catalogue,
         kinds=kinds,
         sync=SyncOptions(
             lookback_seconds=settings.lookback_seconds,
@@ -319,14 +345,16 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
         ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
-        extra=[_quota_sweeper(settings, client)],
+        extra=[_quota_sweeper(settings, catalogue)],
     )
 
 
-def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
+def _quota_sweeper(settings: Settings, catalogue: Catalogue) -> QuotaSweeper:
+    """The sweeper of the catalogue's projects (the collector tells it when they change)."""
+    entries = catalogue.current()
     return QuotaSweeper(
-        client,
-        sorted({target.project_id for target in settings.targets}),
+        catalogue.clients()[0],
+        sorted({entry.target.project_id for entry in entries}),
         interval=settings.quota_interval_seconds,
         max_domains=settings.max_domains,
         max_parallel=settings.quota_parallel_requests,
@@ -337,7 +365,7 @@ def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
 def serve(
     settings: Settings,
     collector: UcdnCollector,
-    client: ApiClient,
+    catalogue: Catalogue,
     web_config: WebConfig | None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`;
@@ -367,7 +395,8 @@ def serve(
         # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
         # threads are free to end; then no request of ours is left on the wire.
         collector.close()
-        client.close()
+        for client in catalogue.clients():
+            client.close()
         server.stop()
         # Every answer anyone reads has been sent: a thread still in a request to the
         # gateway now only holds up the exit, so it gets a moment rather than the grace.
@@ -402,7 +431,9 @@ def serve(
                 "version": __version__,
                 "address": server.url,
                 "api_url": _without_credentials(settings.api_url),
-                "targets": ",".join(f"{t.project_label}/{t.platform}" for t in settings.targets),
+                "targets": ",".join(
+                    f"{e.target.project_label}/{e.target.platform}" for e in catalogue.current()
+                ),
             }
         },
     )
