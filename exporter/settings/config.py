@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from exporter.metrics import TASK_KINDS
+from exporter.settings.accounts import DEFAULT_ACCOUNT, DISCOVER, AccountSettings, compile_filter
 from exporter.settings.address import DEFAULT_PORT, parse_listen_address
 from exporter.settings.names import ENV_PREFIX, ConfigError, describe_error, flag_name
 from exporter.settings.secret_files import (
@@ -96,11 +97,43 @@ class Settings(BaseSettings):
         description="the account's private API key (prefer the environment or a secrets file: "
         "flags show in the process list)",
     )
-    api_url: str = Field("https://api.an-link.com/", description="base URL of the UCDN API gateway")
+    api_url: str = Field(
+        "https://api.an-link.com/",
+        validation_alias=AliasChoices(ENV_PREFIX + "API_URL", "UCLOUD_API_BASE_URL"),
+        description="base URL of the UCDN API gateway",
+    )
     project_ids: CommaList = Field(
         default_factory=list,
-        description="comma-separated project IDs; empty means the account's default project, "
-        f"labelled '{DEFAULT_PROJECT_LABEL}'",
+        validation_alias=AliasChoices(ENV_PREFIX + "PROJECT_IDS", "UCLOUD_PROJECT_ID"),
+        description="comma-separated project IDs, or 'auto': every project the account lists "
+        f"(GetProjectList); empty means the account's default project, labelled "
+        f"'{DEFAULT_PROJECT_LABEL}'",
+    )
+    project_filter: str = Field(
+        "",
+        description="with project IDs 'auto', a regular expression searched in each "
+        "discovered project's ID and name: only the projects it matches are collected; "
+        "empty collects them all",
+    )
+    project_discovery_interval_seconds: float = Field(
+        3600,
+        ge=5,
+        le=_DAY_SECONDS,
+        description="with project IDs 'auto', how often the account's projects are listed again",
+    )
+    accounts_file: Path | None = Field(
+        None,
+        description="YAML file of several accounts, each with its keys, API URL, projects and "
+        "platforms; replaces the top-level keys, API URL, projects and platforms",
+    )
+    shard: int = Field(
+        0, ge=0, description="this replica's share of the targets, from 0 to TOTAL_SHARDS - 1"
+    )
+    total_shards: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="replicas that share the targets, each project on exactly one of them",
     )
     platforms: CommaList = Field(
         default_factory=lambda: ["cdn"], description="comma-separated subset of cdn,dcdn"
@@ -295,7 +328,15 @@ class Settings(BaseSettings):
     @field_validator("project_ids")
     @classmethod
     def _unique_projects(cls, value: list[str]) -> list[str]:
+        if DISCOVER in value and len(value) > 1:
+            raise ValueError(f"'{DISCOVER}' discovers every project and takes no project IDs")
         return list(dict.fromkeys(value))
+
+    @field_validator("project_filter")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        compile_filter(value)
+        return value
 
     @field_validator("histogram_buckets", "refresh_buckets")
     @classmethod
@@ -337,6 +378,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.shard >= self.total_shards:
+            raise _invalid("shard", f"must be less than total_shards ({self.total_shards})")
+        if self.project_filter and self.project_ids != [DISCOVER]:
+            raise _invalid("project_filter", f"needs project IDs '{DISCOVER}'")
+        return self
+
+    @model_validator(mode="after")
     def _keys_unless_demo(self) -> "Settings":
         if self.demo:
             # An API URL says "this gateway", which the demo would not call. Keys are
@@ -369,10 +418,34 @@ class Settings(BaseSettings):
         return init_settings, env_settings, KeyFilesSource(settings_cls, directory)
 
     @property
+    def discovers_projects(self) -> bool:
+        """Whether the top-level account's projects are discovered (project IDs 'auto')."""
+        return self.project_ids == [DISCOVER]
+
+    @property
     def targets(self) -> list[Target]:
-        """Every configured project on every configured platform, in a stable order."""
+        """Every listed project of the top-level account on every configured platform, in a
+        stable order; none when its projects are discovered."""
+        if self.discovers_projects:
+            return []
         projects = self.project_ids or [""]
         return [Target(p, platform) for p in projects for platform in self.platforms]  # type: ignore[arg-type]
+
+    @property
+    def accounts(self) -> tuple[AccountSettings, ...]:
+        """The accounts to collect: the top-level settings' one, named ``default``."""
+        return (self._top_level_account(),)
+
+    def _top_level_account(self) -> AccountSettings:
+        return AccountSettings(
+            name=DEFAULT_ACCOUNT,
+            public_key=self.public_key,
+            private_key=self.private_key,
+            api_url=self.api_url,
+            project_ids=None if self.discovers_projects else tuple(self.project_ids or [""]),
+            project_filter=compile_filter(self.project_filter),
+            platforms=tuple(self.platforms),  # type: ignore[arg-type]
+        )
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

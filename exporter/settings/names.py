@@ -7,6 +7,14 @@ setting the same way and never echoes its value.
 from pydantic import ValidationError
 
 ENV_PREFIX = "UCDN_EXPORTER_"
+# The settings UCloud's own tools also read, under their names (lower case, as pydantic
+# reports them); our own variable wins over UCloud's.
+UCLOUD_VARIABLES = {
+    "ucloud_public_key": "public_key",
+    "ucloud_private_key": "private_key",
+    "ucloud_project_id": "project_ids",
+    "ucloud_api_base_url": "api_url",
+}
 
 
 class ConfigError(Exception):
@@ -38,5 +46,6 @@ def describe_error(error: ValidationError) -> str:
     if not location:  # a whole-model check: its message names the setting itself
         return f"invalid configuration: {message}"
     # The location is the field, or the alias it was read under (UCDN_EXPORTER_X, UCLOUD_X).
-    field = location[0].lower().removeprefix(ENV_PREFIX.lower()).removeprefix("ucloud_")
+    name = location[0].lower()
+    field = UCLOUD_VARIABLES.get(name) or name.removeprefix(ENV_PREFIX.lower())
     return str(setting_error(field, message))
