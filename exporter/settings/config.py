@@ -14,12 +14,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -36,8 +36,15 @@ from pydantic_settings import (
 
 from exporter.metrics import TASK_KINDS
 from exporter.settings.accounts import DEFAULT_ACCOUNT, DISCOVER, AccountSettings, compile_filter
-from exporter.settings.address import DEFAULT_PORT, parse_listen_address
-from exporter.settings.names import ENV_PREFIX, ConfigError, describe_error, flag_name
+from exporter.settings.address import DEFAULT_PORT, http_url_problem, parse_listen_address
+from exporter.settings.names import (
+    ENV_PREFIX,
+    ConfigError,
+    Notice,
+    collecting_notices,
+    describe_error,
+    flag_name,
+)
 from exporter.settings.secret_files import (
     KEY_FILES,
     KeyFilesSource,
@@ -45,8 +52,8 @@ from exporter.settings.secret_files import (
     regular_file_problem,
 )
 from exporter.settings.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Target
+from exporter.settings.ucloud_profiles import ProfileFilesSource
 
-_URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
@@ -297,6 +304,8 @@ class Settings(BaseSettings):
         "keys given anywhere are ignored (the log names them)",
     )
 
+    _notices: tuple[Notice, ...] = PrivateAttr(default=())
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
@@ -350,16 +359,9 @@ class Settings(BaseSettings):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        # The messages never quote the URL: its user-info part may hold a password.
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            raise ValueError(_URL_PROBLEM) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if port == 0:
-            raise ValueError(_URL_PROBLEM)
+        problem = http_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("ca_bundle")
@@ -410,12 +412,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags, then the environment, then our own key files instead of pydantic's
-        secrets source (:mod:`exporter.settings.secret_files` says why)."""
+        """Flags, then the environment (ours, then UCloud's names: the aliases' order), then
+        the UCloud profile, then our own key files instead of pydantic's secrets source
+        (:mod:`exporter.settings.secret_files` says why); the defaults last."""
         directory = None
         if isinstance(file_secret_settings, SecretsSettingsSource):
             directory = file_secret_settings.secrets_dir
-        return init_settings, env_settings, KeyFilesSource(settings_cls, directory)
+        return (
+            init_settings,
+            env_settings,
+            ProfileFilesSource(settings_cls, os.environ),
+            KeyFilesSource(settings_cls, directory),
+        )
+
+    @property
+    def notices(self) -> tuple[Notice, ...]:
+        """Warnings found while the settings were read, for the log once it is set up."""
+        return self._notices
 
     @property
     def discovers_projects(self) -> bool:
@@ -461,15 +474,20 @@ def _invalid(field: str, problem: str) -> PydanticCustomError:
 def load_settings(
     overrides: dict[str, Any] | None = None, secrets_dir: Path | None = None
 ) -> Settings:
-    """Build the settings from flags (``overrides``), environment and secrets files.
+    """Build the settings from flags (``overrides``), environment, the UCloud profile and
+    secrets files.
 
-    Raises :class:`ConfigError` naming the first invalid setting.
+    Raises :class:`ConfigError` naming the first invalid setting; the warnings found on the
+    way (a key file others can read...) are in :attr:`Settings.notices`, to be logged.
     """
     directory = secrets_dir or default_secrets_dir()
     try:
-        return Settings(_secrets_dir=directory, **(overrides or {}))
+        with collecting_notices() as notices:
+            settings = Settings(_secrets_dir=directory, **(overrides or {}))
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
+    settings._notices = tuple(notices)
+    return settings
 
 
 def key_sources(
