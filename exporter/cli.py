@@ -62,11 +62,12 @@ _TOOLKIT_SPELLINGS = {
 }
 # The groups of --help, in order, and the settings in each: every setting is in one.
 _GROUPS = {
-    "API": "public_key private_key api_url project_ids platforms ca_bundle "
-    "request_timeout_seconds max_retries max_api_requests_per_second",
+    "API": "public_key private_key api_url project_ids project_filter platforms accounts_file "
+    "ca_bundle request_timeout_seconds max_retries max_api_requests_per_second",
     "collection": "task_kinds lookback_seconds resync_seconds overlap_seconds task_lookup_batch "
-    "stuck_horizon_seconds quota_interval_seconds cache_seconds histogram_buckets "
-    "refresh_buckets",
+    "stuck_horizon_seconds quota_interval_seconds project_discovery_interval_seconds "
+    "cache_seconds histogram_buckets refresh_buckets",
+    "scale-out": "shard total_shards",
     "limits": "page_size max_pages parallel_pages max_response_bytes max_collection_bytes "
     "max_stored_tasks max_url_series max_task_series max_domain_series max_label_value_length "
     "max_domains quota_parallel_requests",
