@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.registry import REGISTRY
@@ -35,7 +35,6 @@ from exporter.modes import PROG, check_config, collect_once, output_problem
 from exporter.publish.collector import UcdnCollector
 from exporter.settings.config import Settings, key_sources, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
-from exporter.settings.target import Platform
 from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
 from exporter.web.app import ExporterApp, ScrapeTimeouts
@@ -51,7 +50,6 @@ _ABANDON_SECONDS = 1.0
 _LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
 # PROJECT_IDS=auto: the account's projects are discovered with GetProjectList.
-_DISCOVER = "auto"
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
     "web_config_file": ("--web.config.file",),
@@ -231,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        [settings.private_key.get_secret_value()],
+        [account.private_key.get_secret_value() for account in settings.accounts],
         signatures=SIGNATURES,
     )
     with _upstream(settings, overrides) as settings:
@@ -288,16 +286,22 @@ def _upstream(settings: Settings, overrides: dict[str, Any]) -> Iterator[Setting
 
 def _catalogue(settings: Settings) -> Catalogue:
     """Every account with its own client (its keys and URL); its projects listed or, for
-    ``auto``, discovered."""
-    client = _client(settings, settings.api_url, settings.public_key, settings.private_key)
-    discover = settings.project_ids == [_DISCOVER]
-    projects = AccountProjects(
-        "default", client, None if discover else settings.project_ids or [""]
-    )
-    # The settings' validator admits only cdn and dcdn.
-    platforms = tuple(cast(Platform, platform) for platform in settings.platforms)
+    ``auto``, discovered; narrowed to this replica's shard."""
+    accounts = []
+    for account in settings.accounts:
+        client = _client(settings, account.api_url, account.public_key, account.private_key)
+        projects = AccountProjects(
+            account.name,
+            client,
+            account.project_ids,
+            project_filter=account.project_filter,
+            interval=settings.project_discovery_interval_seconds,
+        )
+        accounts.append(Account(projects, account.platforms, client))
     return Catalogue(
-        [Account(projects, platforms, client)],
+        accounts,
+        shard=settings.shard,
+        total_shards=settings.total_shards,
         kinds=settings.task_kinds,
         discovery_seconds=settings.max_scrape_timeout_seconds,
     )
