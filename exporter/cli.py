@@ -21,10 +21,13 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.registry import REGISTRY
 from pydantic import SecretStr
 
+from exporter.collection.catalogue import Account, Catalogue
+from exporter.collection.discovery import AccountProjects
 from exporter.collection.kinds import TaskKind
 from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.collection.sync import SyncOptions
 from exporter.gateway.api_client import ApiClient
+from exporter.gateway.deadline import Deadline
 from exporter.gateway.redaction import SIGNATURES
 from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
@@ -46,6 +49,7 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 _ABANDON_SECONDS = 1.0
 _LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
+# PROJECT_IDS=auto: the account's projects are discovered with GetProjectList.
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
     "web_config_file": ("--web.config.file",),
@@ -56,11 +60,12 @@ _TOOLKIT_SPELLINGS = {
 }
 # The groups of --help, in order, and the settings in each: every setting is in one.
 _GROUPS = {
-    "API": "public_key private_key api_url project_ids platforms ca_bundle "
-    "request_timeout_seconds max_retries max_api_requests_per_second",
+    "API": "public_key private_key api_url project_ids project_filter platforms accounts_file "
+    "ca_bundle request_timeout_seconds max_retries max_api_requests_per_second",
     "collection": "task_kinds lookback_seconds resync_seconds overlap_seconds task_lookup_batch "
-    "stuck_horizon_seconds quota_interval_seconds cache_seconds histogram_buckets "
-    "refresh_buckets",
+    "stuck_horizon_seconds quota_interval_seconds project_discovery_interval_seconds "
+    "cache_seconds histogram_buckets refresh_buckets",
+    "scale-out": "shard total_shards",
     "limits": "page_size max_pages parallel_pages max_response_bytes max_collection_bytes "
     "max_stored_tasks max_url_series max_task_series max_domain_series max_label_value_length "
     "max_domains quota_parallel_requests",
@@ -224,21 +229,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         settings.log_level,
         settings.log_format,
-        [settings.private_key.get_secret_value()],
+        [account.private_key.get_secret_value() for account in settings.accounts],
         signatures=SIGNATURES,
     )
     with _upstream(settings, overrides) as settings:
-        client = _client(settings)
-        collector = _collector(settings, client)
+        catalogue = _catalogue(settings)
+        collector = _collector(settings, catalogue)
         try:
             if args.check_config:
-                return check_config(settings, client)
+                return check_config(settings, catalogue)
             if args.once:
                 return collect_once(settings, collector, args.output)
-            return serve(settings, collector, client, web_config)
+            # The first discovery, before serving: if it fails, the exporter serves all the
+            # same, without that account's targets until a discovery succeeds.
+            catalogue.refresh(Deadline.after(settings.max_scrape_timeout_seconds))
+            return serve(settings, collector, catalogue, web_config)
         finally:
             collector.close()
-            client.close()
+            for client in catalogue.clients():
+                client.close()
 
 
 @contextlib.contextmanager
@@ -275,7 +284,30 @@ def _upstream(settings: Settings, overrides: dict[str, Any]) -> Iterator[Setting
         simulator.stop()
 
 
-def _client(settings: Settings) -> ApiClient:
+def _catalogue(settings: Settings) -> Catalogue:
+    """Every account with its own client (its keys and URL); its projects listed or, for
+    ``auto``, discovered; narrowed to this replica's shard."""
+    accounts = []
+    for account in settings.accounts:
+        client = _client(settings, account.api_url, account.public_key, account.private_key)
+        projects = AccountProjects(
+            account.name,
+            client,
+            account.project_ids,
+            project_filter=account.project_filter,
+            interval=settings.project_discovery_interval_seconds,
+        )
+        accounts.append(Account(projects, account.platforms, client))
+    return Catalogue(
+        accounts,
+        shard=settings.shard,
+        total_shards=settings.total_shards,
+        kinds=settings.task_kinds,
+        discovery_seconds=settings.max_scrape_timeout_seconds,
+    )
+
+
+def _client(settings: Settings, api_url: str, public_key: str, private_key: SecretStr) -> ApiClient:
     options = ClientOptions(
         page_size=settings.page_size,
         max_pages=settings.max_pages,
@@ -287,10 +319,10 @@ def _client(settings: Settings) -> ApiClient:
         ca_bundle=settings.ca_bundle,
         max_requests_per_second=settings.max_api_requests_per_second,
     )
-    return ApiClient(settings.api_url, settings.public_key, settings.private_key, options=options)
+    return ApiClient(api_url, public_key, private_key, options=options)
 
 
-def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
+def _collector(settings: Settings, catalogue: Catalogue) -> UcdnCollector:
     buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
     kinds = [
         TaskKind.named(
@@ -306,8 +338,7 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
         for name in settings.task_kinds
     ]
     return UcdnCollector(
-        client,
-        settings.targets,
+        catalogue,
         kinds=kinds,
         sync=SyncOptions(
             lookback_seconds=settings.lookback_seconds,
@@ -319,14 +350,16 @@ def _collector(settings: Settings, client: ApiClient) -> UcdnCollector:
         ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
-        extra=[_quota_sweeper(settings, client)],
+        extra=[_quota_sweeper(settings, catalogue)],
     )
 
 
-def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
+def _quota_sweeper(settings: Settings, catalogue: Catalogue) -> QuotaSweeper:
+    """The sweeper of the catalogue's projects (the collector tells it when they change)."""
+    entries = catalogue.current()
     return QuotaSweeper(
-        client,
-        sorted({target.project_id for target in settings.targets}),
+        catalogue.clients()[0],
+        sorted({entry.target.project_id for entry in entries}),
         interval=settings.quota_interval_seconds,
         max_domains=settings.max_domains,
         max_parallel=settings.quota_parallel_requests,
@@ -337,7 +370,7 @@ def _quota_sweeper(settings: Settings, client: ApiClient) -> QuotaSweeper:
 def serve(
     settings: Settings,
     collector: UcdnCollector,
-    client: ApiClient,
+    catalogue: Catalogue,
     web_config: WebConfig | None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then exit within :data:`SHUTDOWN_GRACE_SECONDS`;
@@ -367,7 +400,8 @@ def serve(
         # Scrapes waiting on the gateway answer at once (up 0), so that the web server's
         # threads are free to end; then no request of ours is left on the wire.
         collector.close()
-        client.close()
+        for client in catalogue.clients():
+            client.close()
         server.stop()
         # Every answer anyone reads has been sent: a thread still in a request to the
         # gateway now only holds up the exit, so it gets a moment rather than the grace.
@@ -402,7 +436,9 @@ def serve(
                 "version": __version__,
                 "address": server.url,
                 "api_url": _without_credentials(settings.api_url),
-                "targets": ",".join(f"{t.project_label}/{t.platform}" for t in settings.targets),
+                "targets": ",".join(
+                    f"{e.target.project_label}/{e.target.platform}" for e in catalogue.current()
+                ),
             }
         },
     )

@@ -102,6 +102,56 @@ PROCESS_FAMILIES: Final = (BUILD_INFO, API_REQUESTS)
 
 
 @dataclass(frozen=True)
+class DiscoveryFamilies:
+    """The process' families of each account's project discovery (accounts whose projects
+    are listed have none)."""
+
+    success: Family
+    last_success: Family
+    projects: Family
+    failures: Family
+
+    def all(self) -> tuple[Family, ...]:
+        """Every family, in exposition order."""
+        return tuple(vars(self).values())
+
+
+def _per_account(name: str, doc: str, family_type: FamilyType = "gauge") -> Family:
+    return Family(name, doc, family_type, ("account",), per_target=False, cached=False)
+
+
+DISCOVERY_FAMILIES: Final = DiscoveryFamilies(
+    success=_per_account(
+        "ucdn_project_discovery_success",
+        "1 when this account's last project discovery succeeded, else 0 (the last good list "
+        "is still collected).",
+    ),
+    last_success=_per_account(
+        "ucdn_project_discovery_last_success_timestamp_seconds",
+        "Unix time of this account's last successful project discovery.",
+    ),
+    projects=_per_account(
+        "ucdn_project_discovery_projects",
+        "Projects of this account collected after the filter (every shard's).",
+    ),
+    failures=_per_account(
+        "ucdn_project_discovery_failures",
+        "Failed project discoveries of this account since the exporter started.",
+        "counter",
+    ),
+)
+# A project's own series, as its quotas are: /metrics, and the probe of its first target.
+PROJECT_INFO: Final = Family(
+    "ucdn_project_info",
+    "Every project collected, with its account and name (empty when not discovered); always 1.",
+    "gauge",
+    ("account", "project_id", "project_name"),
+    per_target=False,
+    cached=False,
+)
+
+
+@dataclass(frozen=True)
 class TargetFamilies:
     """A task kind's per-target families, under its prefix, in exposition order."""
 
@@ -255,6 +305,8 @@ QUOTA_FAMILIES: Final = QuotaFamilies(
 )
 ALL_FAMILIES: Final = (
     *PROCESS_FAMILIES,
+    *DISCOVERY_FAMILIES.all(),
+    PROJECT_INFO,
     *PREFETCH_FAMILIES.all(),
     *REFRESH_FAMILIES.all(),
     *QUOTA_FAMILIES.all(),

@@ -2,8 +2,10 @@
 
 ``--check-config`` calls each action the configuration will call, once, so that a key
 without the permission for one of them fails here rather than at the first scrape that
-needs it. ``--once`` writes the text exposition to stdout or, atomically, to a file that
-node_exporter's textfile collector reads.
+needs it: for every account, its project discovery (when its projects are ``auto``), then
+each of its targets and projects as the discovery found them. ``--once`` writes the
+text exposition to stdout or, atomically, to a file that node_exporter's textfile
+collector reads.
 """
 
 import contextlib
@@ -19,10 +21,12 @@ from typing import TypeVar
 
 from prometheus_client import generate_latest
 
+from exporter.collection.catalogue import Catalogue, TargetEntry
 from exporter.collection.kinds import TaskKind
 from exporter.gateway.answers import (
     DOMAINS_ACTION,
     PREFETCH_ENABLE_ACTION,
+    PROJECTS_ACTION,
     QUOTA_ACTION,
     QuotaResponse,
 )
@@ -52,38 +56,62 @@ class _Check:
     failed: bool = False
 
 
-def check_config(settings: Settings, client: ApiClient) -> int:
-    """Each action the configuration calls, once per target or project; a table; 0 when all
-    answered.
+def check_config(settings: Settings, catalogue: Catalogue) -> int:
+    """Each action the configuration calls, once per account, target or project; a table;
+    0 when all answered.
 
-    The task list of every kind for every target; with the quota sweep on, every
-    project's domain list, then one domain's quota and prefetch switch.
+    Every discovering account's project list; the task list of every kind for every
+    target; with the quota sweep on, every project's domain list, then one domain's quota
+    and prefetch switch.
     """
-    checks = list(_task_checks(settings, client))
+    checks = list(_discovery_checks(settings, catalogue))
+    entries = catalogue.current()
+    for entry in entries:
+        checks.extend(_task_checks(settings, catalogue.client(entry.account), entry))
     if settings.quota_interval_seconds > 0:
-        for project_id in sorted({target.project_id for target in settings.targets}):
+        first_of_project = {e.target.project_id: e for e in reversed(entries)}
+        for project_id in sorted(first_of_project):
+            client = catalogue.client(first_of_project[project_id].account)
             checks.extend(_domain_checks(settings, client, project_id))
     _print_table(checks)
     return 1 if any(check.failed for check in checks) else 0
 
 
-def _task_checks(settings: Settings, client: ApiClient) -> Iterator[_Check]:
-    for target in settings.targets:
-        for kind in settings.task_kinds:
-            action = TaskKind.named(kind, SummaryLimits()).action
-            end = int(time.time())
-            count = partial(
-                client.count_tasks,
-                target.project_id,
-                is_dcdn=target.is_dcdn,
-                begin=end - settings.lookback_seconds,
-                end=end,
-                deadline=_deadline(settings),
-                action=action,
+def _discovery_checks(settings: Settings, catalogue: Catalogue) -> Iterator[_Check]:
+    """A row per discovering account: its discovery, run now, and what it found."""
+    started = time.monotonic()
+    catalogue.refresh(_deadline(settings))
+    seconds = time.monotonic() - started
+    for known in catalogue.project_lists():
+        if known.mode != "auto":
+            continue
+        if known.last_error is None:
+            yield _Check(
+                known.account, PROJECTS_ACTION, seconds, f"ok: {len(known.projects)} projects"
             )
-            where = f"{target.project_label}/{target.platform}"
-            check, _ = _call(where, action, count, "{} tasks in the window".format)
-            yield check
+            continue
+        tip = hint_for(known.last_error.partition(": ")[2], PROJECTS_ACTION)
+        result = f"failed ({known.last_error})"
+        yield _Check(known.account, PROJECTS_ACTION, seconds, result, tip, failed=True)
+
+
+def _task_checks(settings: Settings, client: ApiClient, entry: TargetEntry) -> Iterator[_Check]:
+    target = entry.target
+    for kind in settings.task_kinds:
+        action = TaskKind.named(kind, SummaryLimits()).action
+        end = int(time.time())
+        count = partial(
+            client.count_tasks,
+            target.project_id,
+            is_dcdn=target.is_dcdn,
+            begin=end - settings.lookback_seconds,
+            end=end,
+            deadline=_deadline(settings),
+            action=action,
+        )
+        where = f"{target.project_label}/{target.platform}"
+        check, _ = _call(where, action, count, "{} tasks in the window".format)
+        yield check
 
 
 def _domain_checks(settings: Settings, client: ApiClient, project_id: str) -> Iterator[_Check]:

@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -114,6 +114,7 @@ class _Project:
     """What the scrapes know of one project; changed only under the sweeper's lock."""
 
     project_id: str
+    client: QuotaClient
     good: Sweep | None = None  # the last sweep's result, None when it failed
     finished_once: bool = False
     last_success: float | None = None
@@ -191,7 +192,6 @@ class QuotaSweeper:
             raise ValueError("interval must be >= 0, max_domains and max_parallel >= 1")
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise ValueError("sweep_seconds must be > 0")
-        self._client = client
         self._interval = interval
         self._max_domains = max_domains
         self._max_label_value_length = max_label_value_length
@@ -200,12 +200,11 @@ class QuotaSweeper:
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._max_parallel = max_parallel
+        self._projects: dict[str, _Project] = {}
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         # dict.fromkeys: each project once, in the order given.
-        self._projects = {pid: _Project(pid) for pid in dict.fromkeys(project_ids)}
-        self._pools = {
-            pid: ThreadPoolExecutor(max_parallel, thread_name_prefix=f"quota-{project.label}")
-            for pid, project in self._projects.items()
-        }
+        self.follow(dict.fromkeys(project_ids, client))
 
     @property
     def enabled(self) -> bool:
@@ -222,9 +221,9 @@ class QuotaSweeper:
         """The quota families of every project (or of ``project_ids``), by ``deadline``."""
         if not self.enabled:
             return []
-        chosen = self._choose(project_ids)
         waits: list[Future[None]] = []
         with self._lock:
+            chosen = self._choose(project_ids)
             for project in chosen:
                 self._start_if_due(project)
                 # Only a project with nothing to show is waited for: a refresh is published
@@ -244,10 +243,30 @@ class QuotaSweeper:
         self._closed.set()
         with self._lock:
             running = [p.running for p in self._projects.values() if p.running is not None]
+            pools = list(self._pools.values())
         for future in running:
             _settle(future)
-        for pool in self._pools.values():
+        for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def follow(self, projects: Mapping[str, QuotaClient]) -> None:
+        """Sweep ``projects`` from now on, each through its client: a new project is swept
+        from the next scrape, one no longer given loses its series (a sweep of it under
+        way ends by its deadline, its result unread)."""
+        with self._lock:
+            for pid in [pid for pid in self._projects if pid not in projects]:
+                del self._projects[pid]
+                self._pools.pop(pid).shutdown(wait=False, cancel_futures=True)
+            for pid, client in projects.items():
+                known = self._projects.get(pid)
+                if known is not None:
+                    known.client = client
+                    continue
+                project = _Project(pid, client)
+                self._projects[pid] = project
+                self._pools[pid] = ThreadPoolExecutor(
+                    self._max_parallel, thread_name_prefix=f"quota-{project.label}"
+                )
 
     def _choose(self, project_ids: Iterable[str] | None) -> list[_Project]:
         if project_ids is None:
@@ -264,7 +283,7 @@ class QuotaSweeper:
         deadline = Deadline.after(self._sweep_seconds, self._sweep_clock)
         thread = threading.Thread(
             target=self._run,
-            args=(project, project.running, deadline),
+            args=(project, self._pools[project.project_id], project.running, deadline),
             name=f"quota-sweep-{project.label}",
             daemon=True,  # a sweep must never hold up the process' exit
         )
@@ -274,10 +293,16 @@ class QuotaSweeper:
         """Monotonic time, but past every deadline once closed: sweeps then end at once."""
         return math.inf if self._closed.is_set() else self._clock()
 
-    def _run(self, project: _Project, done: "Future[None]", deadline: Deadline) -> None:
+    def _run(
+        self,
+        project: _Project,
+        pool: ThreadPoolExecutor,
+        done: "Future[None]",
+        deadline: Deadline,
+    ) -> None:
         sweep: Sweep | None = None
         try:
-            sweep = self._sweep(project.project_id, deadline)
+            sweep = self._sweep(project, pool, deadline)
         except BaseException as error:  # whatever it is, it costs this project's up, not a thread
             _log_failure(project.label, error)
         with self._lock:
@@ -288,15 +313,11 @@ class QuotaSweeper:
                 project.last_success = sweep.finished_at
         _settle(done)
 
-    def _sweep(self, project_id: str, deadline: Deadline) -> Sweep:
-        pool = self._pools[project_id]
+    def _sweep(self, project: _Project, pool: ThreadPoolExecutor, deadline: Deadline) -> Sweep:
+        project_id, client = project.project_id, project.client
         listing = self._call_all(
             pool,
-            [
-                lambda: self._client.list_domains(
-                    project_id, deadline=deadline, limit=self._max_domains
-                )
-            ],
+            [lambda: client.list_domains(project_id, deadline=deadline, limit=self._max_domains)],
             deadline,
         )[0]
         kept = list(listing.domains)[: self._max_domains]
@@ -306,19 +327,23 @@ class QuotaSweeper:
         for info in kept:
             name = bounded_label_value(info.domain, self._max_label_value_length)
             first_of_name.setdefault(name, info)
-        calls = [self._domain_call(project_id, *named, deadline) for named in first_of_name.items()]
+        calls = [
+            self._domain_call(client, project_id, *named, deadline)
+            for named in first_of_name.items()
+        ]
         domains = self._call_all(pool, calls, deadline)
         dropped = max(0, listing.total - len(kept))
         return Sweep(tuple(domains), dropped, self._wall_clock())
 
+    @staticmethod
     def _domain_call(
-        self, project_id: str, name: str, info: DomainInfo, deadline: Deadline
+        client: QuotaClient, project_id: str, name: str, info: DomainInfo, deadline: Deadline
     ) -> Callable[[], DomainQuota]:
         """One domain's two calls, as one task of the pool: they fill one slot in turn."""
 
         def call() -> DomainQuota:
-            quota = self._client.domain_quota(project_id, info.domain_id, deadline=deadline)
-            enabled = self._client.prefetch_enabled(project_id, info.domain_id, deadline=deadline)
+            quota = client.domain_quota(project_id, info.domain_id, deadline=deadline)
+            enabled = client.prefetch_enabled(project_id, info.domain_id, deadline=deadline)
             return DomainQuota(name, quota, bool(enabled))
 
         return call

@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 import traceback
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -103,6 +103,12 @@ class SharedFetches(Generic[K, V]):
                 self._in_flight[key] = running
                 self._pool.submit(self._run, key, load, running)
             return running.future
+
+    def forget(self, keys: Iterable[K]) -> None:
+        """Drop the cached answers of ``keys``, which nobody will ask for again."""
+        with self._lock:
+            for key in keys:
+                self._cache.pop(key, None)
 
     def _run(self, key: K, load: Callable[[Deadline], V], running: _InFlight[V]) -> None:
         try:

@@ -23,6 +23,7 @@ REFRESH_ACTION: Final = "DescribeNewUcdnRefreshCacheTask"
 DOMAINS_ACTION: Final = "GetUcdnDomainInfoList"
 QUOTA_ACTION: Final = "GetUcdnDomainPrefetchRefreshState"
 PREFETCH_ENABLE_ACTION: Final = "GetUcdnDomainPrefetchEnable"
+PROJECTS_ACTION: Final = "GetProjectList"
 # Every action the exporter calls, in the order the request counter lists them.
 ACTIONS: Final = (
     PREFETCH_ACTION,
@@ -30,6 +31,7 @@ ACTIONS: Final = (
     DOMAINS_ACTION,
     QUOTA_ACTION,
     PREFETCH_ENABLE_ACTION,
+    PROJECTS_ACTION,
 )
 
 STATUSES: Final = ("success", "wait", "process", "failure", "unknown")
@@ -145,6 +147,26 @@ class PrefetchEnableResponse(msgspec.Struct, rename="pascal"):
     enable: Int64 = 0
 
 
+class ProjectInfo(msgspec.Struct, rename="pascal", gc=False):
+    """One project of the account (``GetProjectList``'s ``ProjectSet``)."""
+
+    project_id: str = ""
+    project_name: str = ""
+    is_default: bool = False
+    create_time: Int64 = 0
+    member_count: Int64 = 0
+
+
+class ProjectListResponse(msgspec.Struct, rename="pascal"):
+    """The whole answer of ``GetProjectList``: every project the key can see, no paging."""
+
+    ret_code: Int64
+    action: str = ""
+    message: str | None = None
+    project_count: Int64 | None = None
+    project_set: list[ProjectInfo] = msgspec.field(default_factory=list)
+
+
 _Shape = TypeVar("_Shape")
 
 
@@ -160,6 +182,7 @@ Answer = TypeVar(
     DomainListResponse,
     QuotaResponse,
     PrefetchEnableResponse,
+    ProjectListResponse,
 )
 _SHAPES: Final = (
     TaskListResponse,
@@ -167,6 +190,7 @@ _SHAPES: Final = (
     DomainListResponse,
     QuotaResponse,
     PrefetchEnableResponse,
+    ProjectListResponse,
     TaskInfo,
 )
 _DECODERS: Final[dict[type[Any], msgspec.json.Decoder[Any]]] = {

@@ -16,8 +16,11 @@ from pydantic import SecretStr
 
 from exporter.gateway.answers import (
     PREFETCH_ACTION,
+    PROJECTS_ACTION,
     REFRESH_ACTION,
     PageTask,
+    ProjectInfo,
+    ProjectListResponse,
     QuotaResponse,
     RawTaskListResponse,
     TaskListResponse,
@@ -148,6 +151,19 @@ class ApiClient:
     def prefetch_enabled(self, project_id: str, domain_id: str, *, deadline: Deadline) -> bool:
         """Whether prefetch is switched on for one domain."""
         return prefetch_enabled(self._transport, project_id, domain_id, deadline=deadline)
+
+    def list_projects(self, *, deadline: Deadline) -> list[ProjectInfo]:
+        """Every project the key can see (``GetProjectList``, one request: it has no paging),
+        each ProjectId once, in the answer's order.
+
+        A project listed without a ProjectId is left out: no task call could name it.
+        """
+        answer = self._transport.call({"Action": PROJECTS_ACTION}, deadline, ProjectListResponse)
+        projects: dict[str, ProjectInfo] = {}
+        for project in answer.project_set:
+            if project.project_id:
+                projects.setdefault(project.project_id, project)
+        return list(projects.values())
 
     def lookup_tasks(
         self,

@@ -6,18 +6,23 @@ collected in parallel; a target that fails or runs out of time reports ``up 0`` 
 its duration only, so nothing stale is ever published as fresh, and the scrape still
 answers.
 
-Every target is collected for every configured kind of task (prefetch, refresh), each
-kind under its own prefix with the same families. Series are of two kinds: a target's
-(every one labelled with ``project_id`` and ``platform``) and the process' own (build
-info, the API request counter), which no target owns. ``/metrics`` gets both, a probe
-only its target's, so that a probe job per target plus one job for the process' series
-publish each series exactly once.
+The targets are a :class:`~exporter.collection.catalogue.Catalogue`'s as they are at each
+scrape: a target a discovery adds is collected from that scrape on, through its account's
+client, and one that goes loses its series and what was kept of it. Every target is
+collected for every configured kind of task (prefetch, refresh), each kind under its own
+prefix with the same families. Series are of three kinds: a target's
+(every one labelled with ``project_id`` and ``platform``), a project's (its quotas, its
+``ucdn_project_info``), which go with its first target, and the process' own (build info,
+the API request counter, each account's discovery), which no target owns. ``/metrics``
+gets them all, a probe its target's and, for a project's first target, its project's, so
+that a probe job per target plus one job for the process' series publish each series
+exactly once.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -30,7 +35,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.collection.catalogue import Catalogue, TargetEntry
 from exporter.collection.kinds import TaskKind
+from exporter.collection.quota_sweep import QuotaClient
 from exporter.collection.singleflight import SharedFetches, ShutdownError
 from exporter.collection.sync import Collection, SyncOptions, TaskSync
 from exporter.gateway.answers import ACTIONS
@@ -38,7 +45,13 @@ from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.gateway.retcodes import hint_for
-from exporter.metrics import API_REQUESTS, BUILD_INFO, PROCESS_FAMILIES
+from exporter.metrics import (
+    API_REQUESTS,
+    BUILD_INFO,
+    DISCOVERY_FAMILIES,
+    PROCESS_FAMILIES,
+    PROJECT_INFO,
+)
 from exporter.publish.families import TargetFamilyBuilder, go_float
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
@@ -46,6 +59,8 @@ from exporter.summary.target_summary import SummaryLimits
 from exporter.version import __version__
 
 log = logging.getLogger(__name__)
+# Fetch threads per kind while discovered targets may come: threads start only as needed.
+_DISCOVERED_TARGETS_ROOM = 256
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class TargetResult:
     target: Target
     seconds: float
     collection: Collection | None
+    failure_reason: str | None = None
 
 
 class MetricsSnapshot(Collector):
@@ -75,6 +91,10 @@ class FamilySource(Protocol):
         self, deadline: Deadline, project_ids: Iterable[str] | None = None
     ) -> list[Metric]:
         """The families of every project (or of ``project_ids``), by ``deadline``."""
+        ...
+
+    def follow(self, projects: Mapping[str, QuotaClient]) -> None:
+        """The projects from now on, each with the client of its account."""
         ...
 
     def describe(self) -> list[Metric]:
@@ -110,8 +130,8 @@ class UcdnCollector(Collector):
 
     def __init__(
         self,
-        client: ApiClient,
-        targets: Sequence[Target],
+        source: ApiClient | Catalogue,
+        targets: Sequence[Target] = (),
         *,
         kinds: Sequence[TaskKind] | None = None,
         limits: SummaryLimits | None = None,
@@ -123,6 +143,9 @@ class UcdnCollector(Collector):
     ) -> None:
         """Collect ``kinds`` of every target; without ``kinds``, prefetch with ``limits``.
 
+        ``source`` is the catalogue of the targets, or a client whose ``targets`` make the
+        catalogue of one account with those targets.
+
         ``sync`` says how far back tasks are reported and how often the window is
         fetched whole (see :mod:`exporter.collection.sync`). ``extra`` sources add their
         families to ``/metrics`` after the targets'.
@@ -131,31 +154,43 @@ class UcdnCollector(Collector):
             kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
         elif limits is not None or not kinds:
             raise ValueError("kinds need at least one kind, and carry their own limits")
-        self._client = client
-        self._targets = list(targets)
+        if isinstance(source, Catalogue):
+            if targets:
+                raise ValueError("a catalogue's targets are its own")
+            self._catalogue = source
+        else:
+            self._catalogue = Catalogue.listed(source, targets)
         self._kinds = list(kinds)
-        sync_options = sync or SyncOptions()
-        self._syncs = {
-            (target, kind): TaskSync(client, target, kind, sync_options, wall_clock)
-            for target in self._targets
-            for kind in self._kinds
-        }
+        self._catalogue.track(kind.name for kind in self._kinds)
+        self._sync_options = sync or SyncOptions()
+        self._wall_clock = wall_clock
+        self._syncs: dict[tuple[Target, TaskKind], TaskSync] = {}
+        self._entries: list[TargetEntry] = []
         self._extra = list(extra)
         self._cache_seconds = cache_seconds
         self._default_timeout = default_timeout
         # Fetches run until the latest deadline of the scrapes waiting for them. Twice the
         # (target, kind) pairs: a fetch that ran out of time may still be ending when its
         # successor starts.
+        room = len(self._catalogue.current())
+        if self._catalogue.discovers:
+            room = max(room, _DISCOVERED_TARGETS_ROOM)
         self._shared: SharedFetches[tuple[Target, TaskKind], Collection] = SharedFetches(
-            ttl=cache_seconds, max_workers=2 * max(1, len(self._targets) * len(self._kinds))
+            ttl=cache_seconds, max_workers=2 * max(1, room * len(self._kinds))
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
         self._lock = threading.Lock()
+        self._follow(self._catalogue.current())
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The catalogue of the targets collected."""
+        return self._catalogue
 
     @property
     def targets(self) -> list[Target]:
-        """The targets this collector is allowed to fetch."""
-        return list(self._targets)
+        """The targets this collector is allowed to fetch now (a due discovery runs first)."""
+        return [entry.target for entry in self._follow(self._catalogue.entries())]
 
     @property
     def kinds(self) -> list[TaskKind]:
@@ -164,7 +199,12 @@ class UcdnCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The families without samples, so that registering makes no API call."""
-        families = [*PROCESS_FAMILIES, *(f for kind in self._kinds for f in kind.families.all())]
+        families = [
+            *PROCESS_FAMILIES,
+            *DISCOVERY_FAMILIES.all(),
+            *(f for kind in self._kinds for f in kind.families.all()),
+            PROJECT_INFO,
+        ]
         return [*(family.new(Metric) for family in families), *self._described_extra()]
 
     def _described_extra(self) -> Iterable[Metric]:
@@ -175,11 +215,14 @@ class UcdnCollector(Collector):
         return self.collect_within(Deadline.after(self._default_timeout))
 
     def collect_within(self, deadline: Deadline) -> list[Metric]:
-        """The process' own series, then every target's: what ``/metrics`` serves."""
-        targets = self.collect_targets(deadline, self._targets)
+        """The process' own series, then every target's and project's: what ``/metrics``
+        serves."""
+        entries = self._follow(self._catalogue.refresh(deadline))
+        targets = self.collect_targets(deadline, [entry.target for entry in entries])
+        info = self._project_info(entries)
         extra = [metric for source in self._extra for metric in source.families(deadline)]
         # After the targets, so that the request counter includes this scrape's requests.
-        return [*self.exporter_metrics(), *targets, *extra]
+        return [*self.exporter_metrics(), *targets, info, *extra]
 
     def collect_probe(self, deadline: Deadline, target: Target) -> list[Metric]:
         """What ``/probe`` serves for ``target``: its series, and its project's if it owns them.
@@ -187,21 +230,65 @@ class UcdnCollector(Collector):
         A project's own series (the quotas) go with its first target in platform order, so
         that across one probe per target each series appears exactly once.
         """
+        entries = self._follow(self._catalogue.refresh(deadline))
         metrics = self.collect_targets(deadline, [target])
-        if self._owner_of(target.project_id) == target:
+        if self._owner_of(entries, target.project_id) == target:
+            metrics.append(self._project_info(e for e in entries if e.target == target))
             for source in self._extra:
                 metrics.extend(source.families(deadline, [target.project_id]))
         return metrics
 
-    def _owner_of(self, project_id: str) -> Target:
+    @staticmethod
+    def _owner_of(entries: Sequence[TargetEntry], project_id: str) -> Target | None:
         return min(
-            (t for t in self._targets if t.project_id == project_id),
+            (e.target for e in entries if e.target.project_id == project_id),
             key=lambda t: PLATFORMS.index(t.platform),
+            default=None,
         )
+
+    def _follow(self, entries: list[TargetEntry]) -> list[TargetEntry]:
+        """Make the syncs of targets that appeared, drop those of targets that went (their
+        series, stores and cached answers with them); tell the sources the projects."""
+        with self._lock:
+            if entries == self._entries:
+                return entries
+            now = {entry.target for entry in entries}
+            gone = [key for key in self._syncs if key[0] not in now]
+            for key in gone:
+                del self._syncs[key]
+                self._last_success.pop(key, None)
+            for entry in entries:
+                client = self._catalogue.client(entry.account)
+                for kind in self._kinds:
+                    if (entry.target, kind) not in self._syncs:
+                        self._syncs[entry.target, kind] = TaskSync(
+                            client, entry.target, kind, self._sync_options, self._wall_clock
+                        )
+            self._entries = entries
+        self._shared.forget(gone)
+        self._catalogue.forget(target for target, _ in gone)
+        projects: dict[str, QuotaClient] = {}
+        for entry in entries:  # a project in two accounts: the first one's
+            projects.setdefault(entry.target.project_id, self._catalogue.client(entry.account))
+        for source in self._extra:
+            source.follow(projects)
+        return entries
+
+    @staticmethod
+    def _project_info(entries: Iterable[TargetEntry]) -> Metric:
+        """``ucdn_project_info`` 1 for each project of ``entries``, once."""
+        info = PROJECT_INFO.new(GaugeMetricFamily)
+        seen: set[str] = set()
+        for entry in entries:
+            if entry.target.project_id not in seen:
+                seen.add(entry.target.project_id)
+                info.add_metric([entry.account, entry.target.project_label, entry.project_name], 1)
+        return info
 
     def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
         """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
         started = time.monotonic()
+        attempt = self._wall_clock()
         futures = [
             (kind, target, self._fetch(target, kind, deadline))
             for kind in self._kinds
@@ -211,6 +298,16 @@ class UcdnCollector(Collector):
             (kind, target): self._wait(target, kind, future, deadline, started)
             for kind, target, future in futures
         }
+        for (kind, target), result in results.items():
+            collection = result.collection
+            self._catalogue.record(
+                target,
+                kind.name,
+                attempt,
+                success=None if collection is None else collection.finished_at,
+                failure_reason=result.failure_reason,
+                requests=0 if collection is None else collection.requests,
+            )
         metrics: list[Metric] = []
         for kind in self._kinds:
             kind_results = [results[kind, target] for target in targets]
@@ -218,15 +315,35 @@ class UcdnCollector(Collector):
         return metrics
 
     def exporter_metrics(self) -> list[Metric]:
-        """The process' own series, which belong to no target: build info, API requests."""
+        """The process' own series, which belong to no target: build info, API requests of
+        every account, each account's discovery."""
         build_info = BUILD_INFO.new(GaugeMetricFamily)
         api_requests = API_REQUESTS.new(CounterMetricFamily)
         build_info.add_metric([__version__], 1)
-        counts = self._client.stats.snapshot()
+        snapshots = [client.stats.snapshot() for client in self._catalogue.clients()]
         for action in ACTIONS:
             for outcome in OUTCOMES:
-                api_requests.add_metric([action, outcome], counts.get((action, outcome), 0))
-        return [build_info, api_requests]
+                count = sum(counts.get((action, outcome), 0) for counts in snapshots)
+                api_requests.add_metric([action, outcome], count)
+        return [build_info, api_requests, *self._discovery_metrics()]
+
+    def _discovery_metrics(self) -> list[Metric]:
+        """Each discovering account's last discovery (accounts with listed projects: none)."""
+        success = DISCOVERY_FAMILIES.success.new(GaugeMetricFamily)
+        last_success = DISCOVERY_FAMILIES.last_success.new(GaugeMetricFamily)
+        projects = DISCOVERY_FAMILIES.projects.new(GaugeMetricFamily)
+        failures = DISCOVERY_FAMILIES.failures.new(CounterMetricFamily)
+        for known in self._catalogue.project_lists():
+            if known.mode != "auto":
+                continue
+            labels = [known.account]
+            if known.last_attempt is not None:
+                success.add_metric(labels, 1 if known.last_error is None else 0)
+            if known.last_success is not None:
+                last_success.add_metric(labels, known.last_success)
+            projects.add_metric(labels, len(known.projects))
+            failures.add_metric(labels, known.failures)
+        return [success, last_success, projects, failures]
 
     def close(self) -> None:
         """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
@@ -240,7 +357,11 @@ class UcdnCollector(Collector):
         )
 
     def _load(self, target: Target, kind: TaskKind, deadline: Deadline) -> Collection:
-        return self._syncs[target, kind].collect(deadline)
+        with self._lock:
+            sync = self._syncs.get((target, kind))
+        if sync is None:  # it went between the scrape's start and this fetch
+            raise ApiError("invalid_response", "the target is no longer collected")
+        return sync.collect(deadline)
 
     def _wait(
         self,
@@ -298,7 +419,7 @@ class UcdnCollector(Collector):
         if tip := hint_for(detail, kind.action):  # the gateway's words do not say what to check
             fields["hint"] = tip
         log.warning("collection failed", extra={"fields": fields})
-        return TargetResult(target, seconds, None)
+        return TargetResult(target, seconds, None, reason)
 
     def _families(self, kind: TaskKind, results: Sequence[TargetResult]) -> TargetFamilyBuilder:
         families = TargetFamilyBuilder.new(kind.families, self._cache_note())

@@ -14,12 +14,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -35,8 +35,16 @@ from pydantic_settings import (
 )
 
 from exporter.metrics import TASK_KINDS
-from exporter.settings.address import DEFAULT_PORT, parse_listen_address
-from exporter.settings.names import ENV_PREFIX, ConfigError, describe_error, flag_name
+from exporter.settings.accounts import DEFAULT_ACCOUNT, DISCOVER, AccountSettings, compile_filter
+from exporter.settings.address import DEFAULT_PORT, http_url_problem, parse_listen_address
+from exporter.settings.names import (
+    ENV_PREFIX,
+    ConfigError,
+    Notice,
+    collecting_notices,
+    describe_error,
+    flag_name,
+)
 from exporter.settings.secret_files import (
     KEY_FILES,
     KeyFilesSource,
@@ -44,8 +52,8 @@ from exporter.settings.secret_files import (
     regular_file_problem,
 )
 from exporter.settings.target import DEFAULT_PROJECT_LABEL, PLATFORMS, Target
+from exporter.settings.ucloud_profiles import ProfileFilesSource
 
-_URL_PROBLEM = "must be an http:// or https:// URL with a valid host and port"
 # 10 s to 4 h: prefetches of small files finish in seconds, large release artefacts in hours.
 DEFAULT_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 # 1 s to 1 h: a refresh takes effect in about a minute; one past 10 minutes is for support.
@@ -96,11 +104,43 @@ class Settings(BaseSettings):
         description="the account's private API key (prefer the environment or a secrets file: "
         "flags show in the process list)",
     )
-    api_url: str = Field("https://api.an-link.com/", description="base URL of the UCDN API gateway")
+    api_url: str = Field(
+        "https://api.an-link.com/",
+        validation_alias=AliasChoices(ENV_PREFIX + "API_URL", "UCLOUD_API_BASE_URL"),
+        description="base URL of the UCDN API gateway",
+    )
     project_ids: CommaList = Field(
         default_factory=list,
-        description="comma-separated project IDs; empty means the account's default project, "
-        f"labelled '{DEFAULT_PROJECT_LABEL}'",
+        validation_alias=AliasChoices(ENV_PREFIX + "PROJECT_IDS", "UCLOUD_PROJECT_ID"),
+        description="comma-separated project IDs, or 'auto': every project the account lists "
+        f"(GetProjectList); empty means the account's default project, labelled "
+        f"'{DEFAULT_PROJECT_LABEL}'",
+    )
+    project_filter: str = Field(
+        "",
+        description="with project IDs 'auto', a regular expression searched in each "
+        "discovered project's ID and name: only the projects it matches are collected; "
+        "empty collects them all",
+    )
+    project_discovery_interval_seconds: float = Field(
+        3600,
+        ge=5,
+        le=_DAY_SECONDS,
+        description="with project IDs 'auto', how often the account's projects are listed again",
+    )
+    accounts_file: Path | None = Field(
+        None,
+        description="YAML file of several accounts, each with its keys, API URL, projects and "
+        "platforms; replaces the top-level keys, API URL, projects and platforms",
+    )
+    shard: int = Field(
+        0, ge=0, description="this replica's share of the targets, from 0 to TOTAL_SHARDS - 1"
+    )
+    total_shards: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="replicas that share the targets, each project on exactly one of them",
     )
     platforms: CommaList = Field(
         default_factory=lambda: ["cdn"], description="comma-separated subset of cdn,dcdn"
@@ -264,6 +304,8 @@ class Settings(BaseSettings):
         "keys given anywhere are ignored (the log names them)",
     )
 
+    _notices: tuple[Notice, ...] = PrivateAttr(default=())
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
@@ -295,7 +337,15 @@ class Settings(BaseSettings):
     @field_validator("project_ids")
     @classmethod
     def _unique_projects(cls, value: list[str]) -> list[str]:
+        if DISCOVER in value and len(value) > 1:
+            raise ValueError(f"'{DISCOVER}' discovers every project and takes no project IDs")
         return list(dict.fromkeys(value))
+
+    @field_validator("project_filter")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        compile_filter(value)
+        return value
 
     @field_validator("histogram_buckets", "refresh_buckets")
     @classmethod
@@ -309,16 +359,9 @@ class Settings(BaseSettings):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        # The messages never quote the URL: its user-info part may hold a password.
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            raise ValueError(_URL_PROBLEM) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if port == 0:
-            raise ValueError(_URL_PROBLEM)
+        problem = http_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("ca_bundle")
@@ -335,6 +378,14 @@ class Settings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         parse_listen_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.shard >= self.total_shards:
+            raise _invalid("shard", f"must be less than total_shards ({self.total_shards})")
+        if self.project_filter and self.project_ids != [DISCOVER]:
+            raise _invalid("project_filter", f"needs project IDs '{DISCOVER}'")
+        return self
 
     @model_validator(mode="after")
     def _keys_unless_demo(self) -> "Settings":
@@ -361,18 +412,53 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags, then the environment, then our own key files instead of pydantic's
-        secrets source (:mod:`exporter.settings.secret_files` says why)."""
+        """Flags, then the environment (ours, then UCloud's names: the aliases' order), then
+        the UCloud profile, then our own key files instead of pydantic's secrets source
+        (:mod:`exporter.settings.secret_files` says why); the defaults last."""
         directory = None
         if isinstance(file_secret_settings, SecretsSettingsSource):
             directory = file_secret_settings.secrets_dir
-        return init_settings, env_settings, KeyFilesSource(settings_cls, directory)
+        return (
+            init_settings,
+            env_settings,
+            ProfileFilesSource(settings_cls, os.environ),
+            KeyFilesSource(settings_cls, directory),
+        )
+
+    @property
+    def notices(self) -> tuple[Notice, ...]:
+        """Warnings found while the settings were read, for the log once it is set up."""
+        return self._notices
+
+    @property
+    def discovers_projects(self) -> bool:
+        """Whether the top-level account's projects are discovered (project IDs 'auto')."""
+        return self.project_ids == [DISCOVER]
 
     @property
     def targets(self) -> list[Target]:
-        """Every configured project on every configured platform, in a stable order."""
+        """Every listed project of the top-level account on every configured platform, in a
+        stable order; none when its projects are discovered."""
+        if self.discovers_projects:
+            return []
         projects = self.project_ids or [""]
         return [Target(p, platform) for p in projects for platform in self.platforms]  # type: ignore[arg-type]
+
+    @property
+    def accounts(self) -> tuple[AccountSettings, ...]:
+        """The accounts to collect: the top-level settings' one, named ``default``."""
+        return (self._top_level_account(),)
+
+    def _top_level_account(self) -> AccountSettings:
+        return AccountSettings(
+            name=DEFAULT_ACCOUNT,
+            public_key=self.public_key,
+            private_key=self.private_key,
+            api_url=self.api_url,
+            project_ids=None if self.discovers_projects else tuple(self.project_ids or [""]),
+            project_filter=compile_filter(self.project_filter),
+            platforms=tuple(self.platforms),  # type: ignore[arg-type]
+        )
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -388,15 +474,20 @@ def _invalid(field: str, problem: str) -> PydanticCustomError:
 def load_settings(
     overrides: dict[str, Any] | None = None, secrets_dir: Path | None = None
 ) -> Settings:
-    """Build the settings from flags (``overrides``), environment and secrets files.
+    """Build the settings from flags (``overrides``), environment, the UCloud profile and
+    secrets files.
 
-    Raises :class:`ConfigError` naming the first invalid setting.
+    Raises :class:`ConfigError` naming the first invalid setting; the warnings found on the
+    way (a key file others can read...) are in :attr:`Settings.notices`, to be logged.
     """
     directory = secrets_dir or default_secrets_dir()
     try:
-        return Settings(_secrets_dir=directory, **(overrides or {}))
+        with collecting_notices() as notices:
+            settings = Settings(_secrets_dir=directory, **(overrides or {}))
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
+    settings._notices = tuple(notices)
+    return settings
 
 
 def key_sources(

@@ -1,12 +1,26 @@
-"""How a setting is named to the user: its variable, its flag, and one-line errors.
+"""How a setting is named to the user: its variable, its flag, one-line errors, and the
+warnings found while the settings are read.
 
-Shared by the settings model and the secrets source, so that every message names a
-setting the same way and never echoes its value.
+Shared by the settings model and its sources, so that every message names a setting the
+same way and never echoes its value.
 """
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 ENV_PREFIX = "UCDN_EXPORTER_"
+# The settings UCloud's own tools also read, under their names (lower case, as pydantic
+# reports them); our own variable wins over UCloud's.
+UCLOUD_VARIABLES = {
+    "ucloud_public_key": "public_key",
+    "ucloud_private_key": "private_key",
+    "ucloud_project_id": "project_ids",
+    "ucloud_api_base_url": "api_url",
+}
 
 
 class ConfigError(Exception):
@@ -38,5 +52,38 @@ def describe_error(error: ValidationError) -> str:
     if not location:  # a whole-model check: its message names the setting itself
         return f"invalid configuration: {message}"
     # The location is the field, or the alias it was read under (UCDN_EXPORTER_X, UCLOUD_X).
-    field = location[0].lower().removeprefix(ENV_PREFIX.lower()).removeprefix("ucloud_")
+    name = location[0].lower()
+    field = UCLOUD_VARIABLES.get(name) or name.removeprefix(ENV_PREFIX.lower())
     return str(setting_error(field, message))
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning found while reading the settings, logged once logging is set up: a message
+    and its fields (a file, an account), never a value."""
+
+    message: str
+    fields: Mapping[str, str]
+
+
+# The settings are read before logging is configured (its level and format are settings),
+# so the sources collect their warnings here, for load_settings to hand over.
+_NOTICES: ContextVar[list[Notice] | None] = ContextVar("settings_notices", default=None)
+
+
+def warn(message: str, **fields: str) -> None:
+    """Record a warning for the settings being read; the same one is recorded once."""
+    collected = _NOTICES.get()
+    if collected is not None and Notice(message, fields) not in collected:
+        collected.append(Notice(message, fields))
+
+
+@contextmanager
+def collecting_notices() -> Iterator[list[Notice]]:
+    """The warnings recorded by :func:`warn` inside the block."""
+    collected: list[Notice] = []
+    token = _NOTICES.set(collected)
+    try:
+        yield collected
+    finally:
+        _NOTICES.reset(token)

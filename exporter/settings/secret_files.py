@@ -15,7 +15,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from exporter.settings.names import ENV_PREFIX, ConfigError, setting_error
+from exporter.settings.names import ENV_PREFIX, ConfigError, setting_error, warn
 
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 SECRETS_DIR_VARIABLE = ENV_PREFIX + "SECRETS_DIR"
@@ -77,27 +77,65 @@ class KeyFilesSource(PydanticBaseSettingsSource):
 def _read_key_file(path: Path, field: str, name: str) -> str | None:
     """The stripped text of one key file, None when it does not exist."""
     try:
+        text = read_small_text(path, MAX_KEY_FILE_BYTES)
+    except UnreadableFileError as problem:
+        raise setting_error(field, f"secrets file {name}: {problem}") from None
+    if text is not None:
+        warn_if_others_can_read(path, "secrets file")
+        return text.strip()
+    return None
+
+
+class UnreadableFileError(ValueError):
+    """Why a file cannot be read, in a few words that name neither the file nor its content."""
+
+
+def read_small_text(path: Path, limit: int) -> str | None:
+    """The UTF-8 text of a small regular file, None when it does not exist.
+
+    A FIFO or a device is never waited on (the file is opened non-blocking and refused);
+    anything but a readable regular file of at most ``limit`` bytes of UTF-8 raises
+    :class:`UnreadableFileError`.
+    """
+    try:
         path.lstat()
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise setting_error(field, f"secrets file {name}: {_reason(error)}") from None
+        raise UnreadableFileError(_reason(error)) from None
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         problem = "dangling symbolic link" if error.errno == errno.ENOENT else _reason(error)
-        raise setting_error(field, f"secrets file {name}: {problem}") from None
+        raise UnreadableFileError(problem) from None
     if not stat.S_ISREG(os.fstat(descriptor).st_mode):
         os.close(descriptor)
-        raise setting_error(field, f"secrets file {name}: not a regular file")
+        raise UnreadableFileError("not a regular file")
     with os.fdopen(descriptor, "rb") as file:
-        data = file.read(MAX_KEY_FILE_BYTES + 1)
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise setting_error(field, f"secrets file {name}: larger than {MAX_KEY_FILE_BYTES} bytes")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise UnreadableFileError(f"larger than {limit} bytes")
     try:
-        return data.decode("utf-8", errors="strict").strip()
+        return data.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise setting_error(field, f"secrets file {name}: not UTF-8 text") from None
+        raise UnreadableFileError("not UTF-8 text") from None
+
+
+def warn_if_others_can_read(path: Path, what: str) -> None:
+    """Warn, as ssh does, when a file holding a key can be read by others than the exporter.
+
+    Others means any user (the mode's last digit) or a group other than the exporter's own:
+    a Kubernetes Secret mounted 0440 with ``fsGroup`` set to the exporter's group is fine.
+    """
+    try:
+        status = path.stat()
+    except OSError:
+        return
+    others = status.st_mode & stat.S_IROTH
+    foreign_group = status.st_mode & stat.S_IRGRP and status.st_gid != os.getegid()
+    if others or foreign_group:
+        mode = f"{stat.S_IMODE(status.st_mode):04o}"
+        warn(f"{what} is readable by others (mode {mode}); chmod 600 it", file=str(path))
 
 
 def regular_file_problem(path: Path) -> str | None:

@@ -23,6 +23,7 @@ from exporter.gateway.answers import (
     DOMAINS_ACTION,
     PREFETCH_ACTION,
     PREFETCH_ENABLE_ACTION,
+    PROJECTS_ACTION,
     QUOTA_ACTION,
     REFRESH_ACTION,
 )
@@ -368,6 +369,8 @@ def call(client: ApiClient, action: str) -> object:
         return client.domain_quota("p", "ucdn-1", deadline=deadline())
     if action == PREFETCH_ENABLE_ACTION:
         return client.prefetch_enabled("p", "ucdn-1", deadline=deadline())
+    if action == PROJECTS_ACTION:
+        return client.list_projects(deadline=deadline())
     return client.fetch_tasks(
         "p", is_dcdn=False, begin=0, end=1, deadline=deadline(), action=action
     )

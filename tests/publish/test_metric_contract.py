@@ -20,7 +20,10 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 from pydantic import SecretStr
 from simdata import domains
+from simprojects import ProjectsApi
 
+from exporter.collection.catalogue import Account, Catalogue
+from exporter.collection.discovery import AccountProjects
 from exporter.collection.kinds import TaskKind
 from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.collection.sync import SyncOptions
@@ -31,9 +34,11 @@ from exporter.gateway.transport import ClientOptions
 from exporter.metrics import (
     ALL_FAMILIES,
     API_REQUESTS,
+    DISCOVERY_FAMILIES,
     KIND_FAMILIES,
     PREFETCH_FAMILIES,
     PROCESS_FAMILIES,
+    PROJECT_INFO,
     TASK_KINDS,
     Family,
 )
@@ -60,16 +65,21 @@ def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollector]
         refresh_tasks={("web", False): generate_tasks(5, 2, now=NOW, seed=9)},
         domains={"web": domains("web", "a.example.com", "b.example.com")},
     )
-    api = simulator(dataset)
+    # Its projects discovered, so that the discovery families have samples too.
+    api = ProjectsApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, {"web": "Web"}, now=NOW, dataset=dataset)
+    api.start()
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions()
     )
     kinds = [TaskKind.named(name, SummaryLimits(max_url_series=5)) for name in TASK_KINDS]
-    sweeper = QuotaSweeper(client, ["web"], interval=300)
-    collector = UcdnCollector(client, TARGETS, kinds=kinds, wall_clock=lambda: NOW, extra=[sweeper])
+    account = Account(AccountProjects("main", client, None), ("cdn", "dcdn"), client)
+    catalogue = Catalogue([account], kinds=TASK_KINDS)
+    sweeper = QuotaSweeper(client, [], interval=300)
+    collector = UcdnCollector(catalogue, kinds=kinds, wall_clock=lambda: NOW, extra=[sweeper])
     yield collector
     collector.close()
     client.close()
+    api.stop()
 
 
 def scraped(collector: UcdnCollector) -> dict[str, tuple[str, list[Sample]]]:
@@ -132,7 +142,7 @@ def test_a_probe_has_only_the_per_target_families(collector: UcdnCollector) -> N
         family.name for kind in TASK_KINDS for family in KIND_FAMILIES[kind].all()
     ]
     assert [m.name for m in collector.exporter_metrics()] == [
-        family.name for family in PROCESS_FAMILIES
+        family.name for family in (*PROCESS_FAMILIES, *DISCOVERY_FAMILIES.all())
     ]
 
 
@@ -146,6 +156,8 @@ def test_the_contract_names_every_family_once() -> None:
         for family in KIND_FAMILIES[kind].all()
     )
     assert not any(family.per_target for family in PROCESS_FAMILIES)
+    assert not any(family.per_target for family in DISCOVERY_FAMILIES.all())
+    assert not PROJECT_INFO.per_target
 
 
 def test_a_family_refuses_to_be_built_as_another_type() -> None:

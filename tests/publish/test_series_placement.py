@@ -40,6 +40,7 @@ from exporter.metrics import (
     API_REQUESTS,
     KIND_FAMILIES,
     PROCESS_FAMILIES,
+    PROJECT_INFO,
     QUOTA_FAMILIES,
     TASK_KINDS,
 )
@@ -51,7 +52,10 @@ from exporter.web.app import ExporterApp
 
 TARGETS = [Target("org-a", "cdn"), Target("org-a", "dcdn"), Target("org-b", "cdn")]
 Series = tuple[str, frozenset[tuple[str, str]]]
-QUOTA_NAMES = {name for family in QUOTA_FAMILIES.all() for name in family.sample_names}
+# A project's own series: its quotas and its ucdn_project_info.
+QUOTA_NAMES = {
+    name for family in (*QUOTA_FAMILIES.all(), PROJECT_INFO) for name in family.sample_names
+}
 QUOTA_OWNERS = {Target("org-a", "cdn"), Target("org-b", "cdn")}
 PROCESS_WIDE = tuple(name for family in PROCESS_FAMILIES for name in family.sample_names)
 

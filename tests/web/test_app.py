@@ -158,7 +158,7 @@ def targets_in(text: str) -> set[tuple[str, str]]:
     return {
         (dict(labels)["project_id"], dict(labels)["platform"])
         for _, labels in samples(text)
-        if "project_id" in dict(labels)
+        if "platform" in dict(labels)  # a project's own series (quotas, info) have none
     }
 
 
