@@ -6,9 +6,10 @@ info, API requests, ``process_*``, ``python_*``): the single-exporter setup.
 that Prometheus can spread targets over replicas; it carries that target's series only,
 and ``/exporter-metrics`` carries the process' own series only (one job per replica), so
 that across the probes and that job each series appears exactly once. ``/sd`` lists this
-replica's targets for Prometheus' HTTP service discovery, and ``/`` shows what each target's
-last collection did; both read the targets' catalogue and, as ``/-/healthy`` and
-``/-/ready``, never call the upstream API. Anything else is 404, never a scrape.
+replica's targets for Prometheus' HTTP service discovery (running a due project discovery
+first, as a scrape does). ``/`` shows what each target's last collection did from what the
+targets' catalogue knows, and, as ``/-/healthy`` and ``/-/ready``, never calls the upstream
+API. Anything else is 404, never a scrape.
 """
 
 import gzip
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collection.catalogue import TargetCatalogue, TargetEntry
+from exporter.collection.catalogue import TargetCatalogue
 from exporter.gateway.deadline import Deadline
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
@@ -65,7 +66,7 @@ class ExporterApp:
     """Routes requests; a scrape's deadline comes from Prometheus' scrape timeout header.
 
     ``catalogue`` tells the landing page and ``/sd`` which targets this replica collects and
-    how they went; without one, both know the collector's targets only. ``sd_address`` is
+    how they went; without one, the collector's own. ``sd_address`` is
     the ``host:port`` that ``/sd`` gives Prometheus to scrape; without one, the Host header
     of the request for ``/sd``.
     """
@@ -85,7 +86,7 @@ class ExporterApp:
         self._collector = collector
         self._runtime = runtime or CollectorRegistry()
         self._timeouts = timeouts or ScrapeTimeouts()
-        self._catalogue = catalogue
+        self._catalogue: TargetCatalogue = catalogue or collector.catalogue
         self._sd_address = sd_address
         self._wall_clock = wall_clock
         self._routes: dict[str, Callable[[WSGIEnvironment], Response]] = {
@@ -152,10 +153,7 @@ class ExporterApp:
 
     def _landing(self, environ: "WSGIEnvironment") -> Response:
         page = render_status_page(
-            version=__version__,
-            targets=self._collector.targets,
-            catalogue=self._catalogue,
-            now=self._wall_clock(),
+            version=__version__, catalogue=self._catalogue, now=self._wall_clock()
         )
         return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page.encode()
 
@@ -164,13 +162,8 @@ class ExporterApp:
         if address is None:
             message = "the Host header is no host:port Prometheus can scrape\n"
             return "400 Bad Request", [("Content-Type", _TEXT)], message.encode()
-        body = sd_document(self._entries(), address)
+        body = sd_document(self._catalogue.entries(), address)
         return "200 OK", [("Content-Type", "application/json")], body
-
-    def _entries(self) -> list[TargetEntry]:
-        if self._catalogue is not None:
-            return self._catalogue.entries()
-        return [TargetEntry(target, account="default") for target in self._collector.targets]
 
 
 def _expose(environ: "WSGIEnvironment", metrics: list["Metric"]) -> Response:

@@ -3,8 +3,9 @@
 One row per target and kind of task (its project, platform and account, how its last
 collection went and when, the reason of its last failure, the requests it cost), then each
 account's project discovery, and the shard this replica is. Plain HTML without scripts,
-readable without styles, every value escaped. It reads the catalogue only and never calls
-the gateway, so it answers at once even while the gateway hangs.
+readable without styles, every value escaped. It reads what the catalogue already knows
+(never :meth:`~exporter.collection.catalogue.TargetCatalogue.entries`, which may run a due
+discovery), so it never calls the gateway and answers at once even while the gateway hangs.
 """
 
 import html
@@ -42,25 +43,22 @@ _DISCOVERY_COLUMNS = (
 )
 
 
-def render_status_page(
-    *,
-    version: str,
-    targets: Sequence[Target],
-    catalogue: TargetCatalogue | None,
-    now: float,
-) -> str:
-    """The whole page; ``targets`` are the ones ``/probe`` answers, ``now`` wall-clock seconds."""
-    sections = [_links(targets)]
-    if catalogue is not None:
-        sections += [
-            _shard(catalogue.shard),
-            _targets_table(catalogue.entries(), catalogue.statuses(), now),
-            _discoveries_table(catalogue.discoveries(), now),
-        ]
+def render_status_page(*, version: str, catalogue: TargetCatalogue, now: float) -> str:
+    """The whole page; ``now`` in wall-clock seconds. Reads the statuses, the discoveries
+    and the shard only: none of them runs a discovery."""
+    statuses = catalogue.statuses()
+    # Every target appears in the statuses, once per kind, in the order of the entries.
+    entries = list(dict.fromkeys(status.entry for status in statuses))
+    sections = [
+        _links(entry.target for entry in entries),
+        _shard(catalogue.shard),
+        _targets_table(len(entries), statuses, now),
+        _discoveries_table(catalogue.discoveries(), now),
+    ]
     return _PAGE.format(version=html.escape(version), sections="\n".join(sections))
 
 
-def _links(targets: Sequence[Target]) -> str:
+def _links(targets: Iterable[Target]) -> str:
     probes = "".join(
         f'<li><a href="probe?{html.escape(_probe_query(t))}">'
         f"{html.escape(t.project_label)} / {html.escape(t.platform)}</a></li>"
@@ -83,17 +81,11 @@ def _shard(shard: tuple[int, int]) -> str:
     )
 
 
-def _targets_table(
-    entries: Sequence[TargetEntry], statuses: Sequence[TargetStatus], now: float
-) -> str:
-    rows = [_status_row(status, now) for status in statuses]
-    # A target the catalogue lists without any collection yet still gets its row.
-    collected = {status.entry for status in statuses}
-    rows += [_uncollected_row(entry) for entry in entries if entry not in collected]
-    heading = f"<h2>Targets ({len(entries)})</h2>"
-    if not rows:
+def _targets_table(targets: int, statuses: Sequence[TargetStatus], now: float) -> str:
+    heading = f"<h2>Targets ({targets})</h2>"
+    if not statuses:
         return heading + "\n<p>No target yet.</p>"
-    return heading + "\n" + _table(_TARGET_COLUMNS, rows)
+    return heading + "\n" + _table(_TARGET_COLUMNS, [_status_row(s, now) for s in statuses])
 
 
 def _status_row(status: TargetStatus, now: float) -> list[str]:
@@ -106,10 +98,6 @@ def _status_row(status: TargetStatus, now: float) -> list[str]:
         status.last_failure_reason or "",
         str(status.last_requests),
     ]
-
-
-def _uncollected_row(entry: TargetEntry) -> list[str]:
-    return ["", *_entry_cells(entry), _NEVER, _NEVER, _NEVER, "", "0"]
 
 
 def _entry_cells(entry: TargetEntry) -> list[str]:

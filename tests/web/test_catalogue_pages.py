@@ -8,6 +8,7 @@ test chooses exactly what the page has to show. The collector behind the app tal
 simulated API on loopback, whose request log proves that neither page reached it.
 """
 
+import dataclasses
 import io
 import json
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter.collection.catalogue import DiscoveryState, TargetEntry, TargetStatus
+from exporter.collection.catalogue import (
+    Account,
+    Catalogue,
+    DiscoveryState,
+    TargetCatalogue,
+    TargetEntry,
+    TargetStatus,
+)
+from exporter.collection.discovery import AccountProjects
 from exporter.gateway.api_client import ApiClient
 from exporter.publish.collector import UcdnCollector
 from exporter.settings.target import Target
@@ -42,6 +51,7 @@ DEFAULT = TargetEntry(Target("", "cdn"), "default", "Default project")
 SHOP_CDN = TargetEntry(Target("org-shop", "cdn"), "main", "shop")
 SHOP_DCDN = TargetEntry(Target("org-shop", "dcdn"), "main", "shop")
 BLOG = TargetEntry(Target("org-blog", "cdn"), "second", "")
+PROJECTS_LISTED = ("", "org-blog", "org-shop")
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ CATALOGUE = ListedCatalogue(
         TargetStatus(DEFAULT, "refresh", NOW - 30, NOW - 90, "timeout", 7),
         TargetStatus(BLOG, "prefetch", None, None, None, 0),
         TargetStatus(SHOP_CDN, "prefetch", NOW - 5, NOW - 5, None, 2),
+        TargetStatus(SHOP_DCDN, "prefetch", None, None, None, 0),
     ),
     accounts=(
         DiscoveryState("main", "auto", 1, NOW - 60, NOW - 60, None),
@@ -99,7 +110,7 @@ TARGET_ROWS = [
     ],
     ["prefetch", "org-blog", "", "cdn", "second", "never", "never", "never", "", "0"],
     ["prefetch", "org-shop", "shop", "cdn", "main", "ok", "5", "5", "", "2"],
-    ["", "org-shop", "shop", "dcdn", "main", "never", "never", "never", "", "0"],
+    ["prefetch", "org-shop", "shop", "dcdn", "main", "never", "never", "never", "", "0"],
 ]
 DISCOVERY_ROWS = [
     ["main", "discovered", "1", "60", ""],
@@ -191,7 +202,7 @@ def collector(api: SimulatedApi) -> Iterator[UcdnCollector]:
 
 
 def app_with(
-    collector: UcdnCollector, catalogue: ListedCatalogue | None, **options: Any
+    collector: UcdnCollector, catalogue: TargetCatalogue | None, **options: Any
 ) -> ExporterApp:
     return ExporterApp(collector, catalogue=catalogue, wall_clock=lambda: NOW, **options)
 
@@ -217,18 +228,55 @@ def test_the_page_lists_every_target_and_kind_with_its_last_collection(
 def test_the_page_keeps_its_links_and_says_when_it_is_not_sharded(
     collector: UcdnCollector,
 ) -> None:
-    text = call(app_with(collector, ListedCatalogue()), "/").text
+    unsharded = dataclasses.replace(CATALOGUE, shard_of_total=(0, 1))
+    text = call(app_with(collector, unsharded), "/").text
     for link in ("metrics", "exporter-metrics", "sd", "-/healthy", "-/ready"):
         assert f'<a href="{link}">' in text
     assert '<a href="probe?project_id=org-shop&amp;platform=dcdn">org-shop / dcdn</a>' in text
     assert "Not sharded" in text
-    assert "<p>No target yet.</p>" in text and "<p>No account.</p>" in text
 
 
-def test_without_a_catalogue_the_page_shows_the_links_only(collector: UcdnCollector) -> None:
-    reader = read_page(call(app_with(collector, None), "/").text)
-    assert reader.tables == []
-    assert "a" in reader.tags
+def test_a_replica_without_targets_or_accounts_says_so(collector: UcdnCollector) -> None:
+    text = call(app_with(collector, ListedCatalogue()), "/").text
+    assert "<h2>Targets (0)</h2>\n<p>No target yet.</p>" in text
+    assert "<p>No account.</p>" in text
+
+
+def test_without_a_catalogue_the_pages_show_the_collectors(api: SimulatedApi) -> None:
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    fresh = UcdnCollector(client, [entry.target for entry in CATALOGUE.listed])
+    api.reset_log()
+    app = app_with(fresh, None)
+    targets, discoveries = read_page(call(app, "/").text).tables
+    expected = sorted(entry.target for entry in CATALOGUE.listed)
+    assert [row[1:5] for row in targets[1:]] == [
+        [target.project_label, "", target.platform, "default"] for target in expected
+    ]
+    assert {row[5] for row in targets[1:]} == {"never"}  # nothing collected yet
+    assert discoveries[1:] == [["default", "listed", str(len(PROJECTS_LISTED)), "", ""]]
+    groups = json.loads(call(app, "/sd", HOST=HOST).body)
+    assert [g["labels"]["__param_project_id"] for g in groups] == [
+        target.project_label for target in expected
+    ]
+    assert api.request_count() == 0
+    fresh.close()
+    client.close()
+
+
+def test_the_page_never_runs_a_due_discovery_and_sd_does(
+    collector: UcdnCollector, api: SimulatedApi
+) -> None:
+    client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    projects = AccountProjects("main", client, None)  # discovered, and due from the start
+    catalogue = Catalogue([Account(projects, ("cdn",), client)], discovery_seconds=5)
+    try:
+        api.reset_log()
+        assert call(app_with(collector, catalogue), "/").status == "200 OK"
+        assert api.request_count() == 0
+        call(app_with(collector, catalogue), "/sd", HOST=HOST)
+        assert api.request_count(action="GetProjectList") == 1
+    finally:
+        client.close()
 
 
 HOSTILE = st.text(
@@ -269,7 +317,8 @@ def test_every_value_is_escaped(
 
 def test_markup_in_a_value_is_shown_as_text(collector: UcdnCollector) -> None:
     entry = TargetEntry(Target("org-x", "cdn"), 'a"><script>alert(1)</script>', "<b>shop</b>")
-    catalogue = ListedCatalogue(listed=(entry,))
+    status = TargetStatus(entry, "prefetch", None, None, None, 0)
+    catalogue = ListedCatalogue(listed=(entry,), collections=(status,))
     text = call(app_with(collector, catalogue), "/").text
     assert "<script" not in text and "<b>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -301,15 +350,6 @@ def test_sd_lists_each_target_of_this_replica_for_probe(
 def test_sd_of_a_replica_without_targets_is_an_empty_list(collector: UcdnCollector) -> None:
     answer = call(app_with(collector, ListedCatalogue()), "/sd", HOST=HOST)
     assert (answer.status, answer.body) == ("200 OK", b"[]")
-
-
-def test_sd_without_a_catalogue_lists_the_collector_targets(collector: UcdnCollector) -> None:
-    answer = call(app_with(collector, None), "/sd", HOST="127.0.0.1:9866")
-    groups = json.loads(answer.body)
-    assert {
-        (g["labels"]["__param_project_id"], g["labels"]["__param_platform"]) for g in groups
-    } == {(entry.target.project_label, entry.target.platform) for entry in CATALOGUE.listed}
-    assert {address for g in groups for address in g["targets"]} == {"127.0.0.1:9866"}
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:9866", "[::1]:9866", "exporter", "a.b-c.example:1"])
