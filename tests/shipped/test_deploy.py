@@ -218,6 +218,25 @@ def test_each_pod_is_the_shard_its_ordinal_names() -> None:
     assert (int(parsed.shard), int(parsed.total_shards)) == (2, replicas)
 
 
+def test_without_the_pod_index_label_a_pod_refuses_to_start() -> None:
+    # Before Kubernetes 1.28 the label is missing and POD_INDEX empty: one line naming the
+    # flag and exit 2 (no restart cures it), never a replica running as shard 0.
+    args = [arg.replace("$(POD_INDEX)", "") for arg in SHARD_CONTAINER["args"]]
+    keys = ["--public-key", "public", "--private-key", "private"]
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, *keys, "--listen-address", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "UCLOUD_"))},
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "--shard" in line
+
+
 def test_a_shard_pod_is_the_deployments_pod_with_its_shard() -> None:
     # Resources, probes, security, secrets: the same as the single exporter's, in one place
     # to review; the only additions are the shard's arguments and the variable they read.
