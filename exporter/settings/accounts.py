@@ -125,6 +125,7 @@ def _entry_error(field: str, problem: str) -> PydanticCustomError:
 
 
 _ENTRIES = TypeAdapter(list[_Entry])
+_KEY_NAME = re.compile(r"[a-z_]{1,32}")
 # A file of a few hundred accounts is a few tens of kilobytes.
 MAX_ACCOUNTS_FILE_BYTES = 1024 * 1024
 
@@ -189,6 +190,9 @@ class AccountsFile:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown key"
+            # A misplaced key may be the private key itself: only a name like ours is shown.
+            if not _KEY_NAME.fullmatch(field):
+                field, message = "", "an unknown key"
         return f"{account} {field}: {message}" if field else f"{account}: {message}"
 
     def _account(self, entry: _Entry) -> AccountSettings:

@@ -1,10 +1,12 @@
 """Settings: environment variables, command-line flags and container secrets, validated once.
 
 Every setting is an environment variable ``UCDN_EXPORTER_<NAME>`` and a flag
-``--<name-with-dashes>``; the API keys are also read under the names UCloud's own
-tools use (``UCLOUD_PUBLIC_KEY``/``UCLOUD_PRIVATE_KEY``) and from files in a secrets
-directory (``/run/secrets`` when it exists, or ``UCDN_EXPORTER_SECRETS_DIR``), as files
-named like those variables. Precedence: flag, environment, secrets file, default.
+``--<name-with-dashes>``; the API keys, the projects and the API URL are also read under
+the names UCloud's own tools use (``UCLOUD_PUBLIC_KEY``, ``UCLOUD_PRIVATE_KEY``,
+``UCLOUD_PROJECT_ID``, ``UCLOUD_API_BASE_URL``) and from UCloud's profile files, and the
+keys from files in a secrets directory (``/run/secrets`` when it exists, or
+``UCDN_EXPORTER_SECRETS_DIR``), named like those variables. Precedence: flag, our
+variable, UCloud's variable, profile, secrets file, default (docs/credentials.md).
 :func:`load_settings` turns any invalid value into one :class:`ConfigError` line that
 names the setting and never echoes its value.
 """

@@ -151,6 +151,10 @@ REFUSALS = {
         "- {name: a, public_key: p, private_key: k, regoin: cn-bj2}",
         "account 'a' regoin: unknown key",
     ),
+    "unknown-key-like-a-key": (
+        f"- {{name: a, public_key: p, private_key: k, {CANARY}: x}}",
+        "account 'a': an unknown key",
+    ),
     "duplicate-name": (
         "- {name: a, public_key: p, private_key: k}\n"
         "- {name: a, public_key: p, private_key: k, projects: [org-2]}",
