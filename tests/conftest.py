@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ FIXTURES = REPO / "tests" / "fixtures"
 # carry the calls of the exporter (which honours the proxy variables) or of the tests.
 # gateway/test_proxies.py sets its own.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+# Nor may the developer's own UCloud profile files (~/.ucloud) give the exporters of the
+# suite their keys or projects: the home directory is an empty one of the suite's own.
+# The profile tests set their own.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="ucdn-tests-home-")
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
 # stays quick) gives a property test without examples of its own FAST_EXAMPLES, and one

@@ -505,3 +505,24 @@ def test_an_uncaught_exception_is_a_redacted_log_record_in_any_thread(
     for record in records:
         assert "ValueError: a library quoted <redacted> and <redacted>" in record["error"]
     assert_no_signature_in_any_case("stderr", text, {CANARY, signature})
+
+
+def test_a_profile_file_others_can_read_is_one_logged_warning_without_its_key(
+    api: SimulatedApi, tmp_path: Path
+) -> None:
+    """The keys from UCloud's profile files, as the CLI writes them, but readable by anyone:
+    the exporter works, and says so once, naming the file and not the key."""
+    ucloud = tmp_path / ".ucloud"
+    ucloud.mkdir()
+    (ucloud / "config.json").write_text(json.dumps([{"profile": "default", "active": True}]))
+    credentials = ucloud / "credential.json"
+    profile = {"profile": "default", "public_key": PUBLIC_KEY, "private_key": CANARY}
+    credentials.write_text(json.dumps([profile]))
+    credentials.chmod(0o644)
+    args = ["--api-url", api.url, "--check-config", "--log-level", "info"]
+    exporter = Exporter(args, env={"HOME": str(tmp_path)})
+    assert exporter.wait_exit() == 0, exporter.stdout + exporter.stderr
+    warnings = [line for line in exporter.stderr.splitlines() if "readable by others" in line]
+    assert len(warnings) == 1, exporter.stderr
+    assert str(credentials) in warnings[0]
+    assert_no_secret("the log", exporter.stdout + exporter.stderr, {CANARY, *signatures(api)})
