@@ -58,6 +58,9 @@ class _Server(http.server.ThreadingHTTPServer):
     """The HTTP server, knowing its :class:`SimulatedApi`."""
 
     daemon_threads = True
+    # socketserver's backlog of 5 resets connections when a client opens dozens at once,
+    # as an exporter collecting an account of many projects does.
+    request_queue_size = 128
     api: "SimulatedApi"
 
     def server_bind(self) -> None:
