@@ -9,7 +9,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from hostile import Behaviour, HostileGateway
 from hypothesis import settings
 from simfaults import SimulatedApi
 
+from exporter.simulator.account import Project
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.static import StaticDataset
 from exporter.web.server import WebServer
@@ -135,11 +136,26 @@ def start_exporter() -> Iterator[Callable[..., Exporter]]:
 
 @pytest.fixture
 def simulator() -> Iterator[Callable[..., SimulatedApi]]:
-    """Start simulated APIs over static datasets (demo keys); stop them afterwards."""
+    """Start simulated APIs over static datasets (demo keys); stop them afterwards.
+
+    ``projects`` declares the account's projects (else it is open: see
+    :mod:`exporter.simulator.account`); ``rate_limit`` as for :class:`SimulatedApi`.
+    """
     started: list[SimulatedApi] = []
 
-    def start(dataset: StaticDataset | None = None) -> SimulatedApi:
-        api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset or StaticDataset({})).start()
+    def start(
+        dataset: StaticDataset | None = None,
+        *,
+        projects: Iterable[Project] | None = None,
+        rate_limit: int | None = None,
+    ) -> SimulatedApi:
+        api = SimulatedApi(
+            DEMO_PUBLIC_KEY,
+            DEMO_PRIVATE_KEY,
+            dataset or StaticDataset({}),
+            projects=projects,
+            rate_limit=rate_limit,
+        ).start()
         started.append(api)
         return api
 

@@ -27,11 +27,15 @@ def _optional_int(params: Mapping[str, str], name: str) -> int | None:
         raise ParamError(f"Params [{name}] not available") from None
 
 
-def _is_dcdn(params: Mapping[str, str]) -> bool:
-    raw = params.get("IsDcdn", "false")
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "false")
     if raw not in ("true", "false"):
-        raise ParamError("Params [IsDcdn] not available")
+        raise ParamError(f"Params [{name}] not available")
     return raw == "true"
+
+
+def _is_dcdn(params: Mapping[str, str]) -> bool:
+    return _flag(params, "IsDcdn")
 
 
 def offset_of(params: Mapping[str, str]) -> int:
@@ -96,11 +100,16 @@ class Query:
 
 @dataclass(frozen=True)
 class DomainPage:
-    """A validated ``GetUcdnDomainInfoList`` request: which project, which page."""
+    """A validated ``GetUcdnDomainInfoList`` request: which project, which page.
+
+    ``query_by_project`` is ``QueryByProject=true``: only the project's domains, where the
+    API's default is the whole account's.
+    """
 
     project_id: str
     page_size: int
     page_index: int  # from 1; 0 means every domain at once
+    query_by_project: bool
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> "DomainPage":
@@ -114,6 +123,7 @@ class DomainPage:
             project_id=params.get("ProjectId", ""),
             page_size=DEFAULT_PAGE_SIZE if page_size is None else page_size,
             page_index=1 if page_index is None else page_index,
+            query_by_project=_flag(params, "QueryByProject"),
         )
 
     def page(self, items: Sequence[T]) -> Sequence[T]:
