@@ -7,7 +7,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from exporter.gateway.signature import wire_value
-from exporter.simulator.protocol import DAY_SECONDS, Target, Task
+from exporter.simulator.protocol import DAY_SECONDS, PROJECT_LIST_ACTION, Target, Task
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20  # the domain list's documented default
@@ -47,7 +47,10 @@ def offset_of(params: Mapping[str, str]) -> int:
 
 
 def target_of(params: Mapping[str, str]) -> Target | None:
-    """Return the request's target, or None when IsDcdn is not ``true``/``false``."""
+    """Return the request's target; None for the project list, which names none, or when
+    IsDcdn is not ``true``/``false``."""
+    if params.get("Action") == PROJECT_LIST_ACTION:
+        return None
     try:
         return params.get("ProjectId", ""), _is_dcdn(params)
     except ParamError:

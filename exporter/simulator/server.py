@@ -46,7 +46,7 @@ class RecordedRequest:
     path: str  # the request target, query string included
     encoding: Encoding
     params: Mapping[str, str]  # as sent on the wire (JSON values through wire_value)
-    target: Target | None  # None when IsDcdn is not true/false
+    target: Target | None  # None for GetProjectList, or when IsDcdn is not true/false
 
     @property
     def action(self) -> str | None:

@@ -111,6 +111,14 @@ def test_the_project_list_lists_every_project_as_the_api_documents(api: Simulate
     }
 
 
+def test_the_project_list_names_no_target(api: SimulatedApi) -> None:
+    call(api, PROJECT_LIST_ACTION)
+    call(api, PREFETCH_ACTION)
+    assert [record.target for record in api.requests] == [None, ("", False)]
+    assert api.request_count(action=PROJECT_LIST_ACTION) == 1
+    assert api.request_count(project_id="") == 1
+
+
 def test_the_project_list_is_signed_like_every_action(api: SimulatedApi) -> None:
     form = signed_form({"Action": PROJECT_LIST_ACTION}, DEMO_PUBLIC_KEY, "not-the-key")
     answer = requests.post(api.url, data=form, timeout=TIMEOUT).json()
