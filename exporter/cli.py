@@ -85,7 +85,9 @@ _EPILOG = (
     "The API keys are also read from UCLOUD_PUBLIC_KEY and UCLOUD_PRIVATE_KEY, and from "
     "files named UCDN_EXPORTER_PUBLIC_KEY, UCDN_EXPORTER_PRIVATE_KEY, UCLOUD_PUBLIC_KEY or "
     "UCLOUD_PRIVATE_KEY in the secrets directory (UCDN_EXPORTER_SECRETS_DIR; /run/secrets "
-    "when it exists). Precedence: flag, environment, secrets file, default. "
+    "when it exists), and from UCloud's profile files (~/.ucloud/config.json and "
+    "credential.json; UCLOUD_PROFILE). Precedence: flag, UCDN_EXPORTER_ variable, UCLOUD_ "
+    "variable, profile files, secrets file, default (docs/credentials.md). "
     f"'{PROG} healthcheck [--listen-address ADDRESS] [--web.config.file FILE]' asks the "
     "running exporter's /-/healthy on loopback and exits 0 when it answers 200, else 1. "
     "Exit status 2: an invalid setting."
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         [account.private_key.get_secret_value() for account in settings.accounts],
         signatures=SIGNATURES,
     )
+    for notice in settings.notices:  # found while reading the settings, before logging was set up
+        log.warning(notice.message, extra={"fields": dict(notice.fields)})
     with _upstream(settings, overrides) as settings:
         catalogue = _catalogue(settings)
         collector = _collector(settings, catalogue)

@@ -8,7 +8,8 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hostile import Behaviour, HostileGateway
 from hypothesis import settings
 from simfaults import SimulatedApi
 
+from exporter.simulator.account import Project
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.static import StaticDataset
 from exporter.web.server import WebServer
@@ -29,6 +31,11 @@ FIXTURES = REPO / "tests" / "fixtures"
 # carry the calls of the exporter (which honours the proxy variables) or of the tests.
 # gateway/test_proxies.py sets its own.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+# Nor may the developer's own UCloud profile files (~/.ucloud) give the exporters of the
+# suite their keys or projects: the home directory is an empty one of the suite's own.
+# The profile tests set their own.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="ucdn-tests-home-")
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "fast" (the default, so a bare pytest
 # stays quick) gives a property test without examples of its own FAST_EXAMPLES, and one
@@ -129,11 +136,26 @@ def start_exporter() -> Iterator[Callable[..., Exporter]]:
 
 @pytest.fixture
 def simulator() -> Iterator[Callable[..., SimulatedApi]]:
-    """Start simulated APIs over static datasets (demo keys); stop them afterwards."""
+    """Start simulated APIs over static datasets (demo keys); stop them afterwards.
+
+    ``projects`` declares the account's projects (else it is open: see
+    :mod:`exporter.simulator.account`); ``rate_limit`` as for :class:`SimulatedApi`.
+    """
     started: list[SimulatedApi] = []
 
-    def start(dataset: StaticDataset | None = None) -> SimulatedApi:
-        api = SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset or StaticDataset({})).start()
+    def start(
+        dataset: StaticDataset | None = None,
+        *,
+        projects: Iterable[Project] | None = None,
+        rate_limit: int | None = None,
+    ) -> SimulatedApi:
+        api = SimulatedApi(
+            DEMO_PUBLIC_KEY,
+            DEMO_PRIVATE_KEY,
+            dataset or StaticDataset({}),
+            projects=projects,
+            rate_limit=rate_limit,
+        ).start()
         started.append(api)
         return api
 

@@ -6,7 +6,7 @@ Tests import :class:`SimulatedApi` from here: the package's server, with a
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from simanswers import (
@@ -28,6 +28,7 @@ from simanswers import (
 )
 
 from exporter.simulator import server
+from exporter.simulator.account import Project
 from exporter.simulator.hooks import Fault
 from exporter.simulator.protocol import Dataset, Target
 
@@ -257,8 +258,18 @@ class SimulatedApi(server.SimulatedApi):
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         port: int = 0,
+        projects: Iterable[Project] | None = None,
+        rate_limit: int | None = None,
     ) -> None:
         faults = faults if faults is not None else Faults()
         super().__init__(
-            public_key, private_key, dataset, faults=faults, clock=clock, host=host, port=port
+            public_key,
+            private_key,
+            dataset,
+            faults=faults,
+            clock=clock,
+            host=host,
+            port=port,
+            projects=projects,
+            rate_limit=rate_limit,
         )

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from faultkit import (
@@ -127,6 +128,54 @@ def test_a_bad_setting_next_to_a_canary_key_exits_2_without_it(env: dict[str, st
     lines = exporter.stderr.strip().splitlines()
     assert len(lines) == 1, exporter.stderr
     assert bad in lines[0], "the line names the setting"
+    assert "Traceback" not in exporter.stderr
+    assert_no_secret("stderr", exporter.stderr + exporter.stdout, {CANARY})
+
+
+# Files that hold the canary key and are wrong in some way: each stops start-up with one
+# line that names the file, never a byte of it.
+BROKEN_KEY_FILES = {
+    "credential-not-json": (
+        "credential.json",
+        f'[{{"profile": "default", "private_key": "{CANARY}',
+    ),
+    "credential-an-object": ("credential.json", json.dumps({"private_key": CANARY})),
+    "credential-key-a-number": (
+        "credential.json",
+        json.dumps([{"profile": "default", "public_key": 1, "private_key": CANARY}]),
+    ),
+    "accounts-not-yaml": ("accounts.yaml", f"- {{name: a, private_key: {CANARY}"),
+    "accounts-unknown-key": ("accounts.yaml", f"- {{name: a, {CANARY}: {CANARY}}}"),
+    "accounts-key-a-list": (
+        "accounts.yaml",
+        f"- {{name: a, public_key: p, private_key: [{CANARY}]}}",
+    ),
+    "accounts-url": (
+        "accounts.yaml",
+        f"- {{name: a, public_key: p, private_key: k, api_url: {CANARY}}}",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), BROKEN_KEY_FILES.values(), ids=BROKEN_KEY_FILES.keys()
+)
+def test_a_broken_file_holding_the_canary_key_exits_2_without_it(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    path.chmod(0o600)
+    env = {
+        "UCLOUD_SHARED_CREDENTIAL_FILE": str(tmp_path / "credential.json"),
+        "HOME": str(tmp_path),
+    }
+    if name == "accounts.yaml":
+        env["UCDN_EXPORTER_ACCOUNTS_FILE"] = str(path)
+    exporter = Exporter([], env=env)
+    assert exporter.wait_exit() == 2
+    lines = exporter.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], exporter.stderr
     assert "Traceback" not in exporter.stderr
     assert_no_secret("stderr", exporter.stderr + exporter.stdout, {CANARY})
 
@@ -456,3 +505,24 @@ def test_an_uncaught_exception_is_a_redacted_log_record_in_any_thread(
     for record in records:
         assert "ValueError: a library quoted <redacted> and <redacted>" in record["error"]
     assert_no_signature_in_any_case("stderr", text, {CANARY, signature})
+
+
+def test_a_profile_file_others_can_read_is_one_logged_warning_without_its_key(
+    api: SimulatedApi, tmp_path: Path
+) -> None:
+    """The keys from UCloud's profile files, as the CLI writes them, but readable by anyone:
+    the exporter works, and says so once, naming the file and not the key."""
+    ucloud = tmp_path / ".ucloud"
+    ucloud.mkdir()
+    (ucloud / "config.json").write_text(json.dumps([{"profile": "default", "active": True}]))
+    credentials = ucloud / "credential.json"
+    profile = {"profile": "default", "public_key": PUBLIC_KEY, "private_key": CANARY}
+    credentials.write_text(json.dumps([profile]))
+    credentials.chmod(0o644)
+    args = ["--api-url", api.url, "--check-config", "--log-level", "info"]
+    exporter = Exporter(args, env={"HOME": str(tmp_path)})
+    assert exporter.wait_exit() == 0, exporter.stdout + exporter.stderr
+    warnings = [line for line in exporter.stderr.splitlines() if "readable by others" in line]
+    assert len(warnings) == 1, exporter.stderr
+    assert str(credentials) in warnings[0]
+    assert_no_secret("the log", exporter.stdout + exporter.stderr, {CANARY, *signatures(api)})

@@ -4,6 +4,8 @@
 which nothing bounds) and ``PageSize``. Its ``TotalCount`` is a hint, as the task
 list's is: paging goes on while pages come back full, ends at the first short or empty
 page or once ``limit`` domains are kept, and never asks for more than ``max_pages``.
+Without ``QueryByProject=true`` the API lists the whole account's domains whatever the
+ProjectId, so every list sends it: a project's quotas are its own domains' alone.
 """
 
 from dataclasses import dataclass
@@ -64,7 +66,9 @@ def list_domains(
     without_id = 0
     total_count = 0
     for index in range(1, options.max_pages + 1):
-        query = _domain_query(DOMAINS_ACTION, project_id, PageSize=page_size, PageIndex=index)
+        query = _domain_query(
+            DOMAINS_ACTION, project_id, QueryByProject=True, PageSize=page_size, PageIndex=index
+        )
         answer = transport.call(query, deadline, DomainListResponse)
         total_count = answer.total_count or 0
         for domain in answer.domain_info_list:

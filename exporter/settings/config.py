@@ -1,10 +1,12 @@
 """Settings: environment variables, command-line flags and container secrets, validated once.
 
 Every setting is an environment variable ``UCDN_EXPORTER_<NAME>`` and a flag
-``--<name-with-dashes>``; the API keys are also read under the names UCloud's own
-tools use (``UCLOUD_PUBLIC_KEY``/``UCLOUD_PRIVATE_KEY``) and from files in a secrets
-directory (``/run/secrets`` when it exists, or ``UCDN_EXPORTER_SECRETS_DIR``), as files
-named like those variables. Precedence: flag, environment, secrets file, default.
+``--<name-with-dashes>``; the API keys, the projects and the API URL are also read under
+the names UCloud's own tools use (``UCLOUD_PUBLIC_KEY``, ``UCLOUD_PRIVATE_KEY``,
+``UCLOUD_PROJECT_ID``, ``UCLOUD_API_BASE_URL``) and from UCloud's profile files, and the
+keys from files in a secrets directory (``/run/secrets`` when it exists, or
+``UCDN_EXPORTER_SECRETS_DIR``), named like those variables. Precedence: flag, our
+variable, UCloud's variable, profile, secrets file, default (docs/credentials.md).
 :func:`load_settings` turns any invalid value into one :class:`ConfigError` line that
 names the setting and never echoes its value.
 """
@@ -35,7 +37,14 @@ from pydantic_settings import (
 )
 
 from exporter.metrics import TASK_KINDS
-from exporter.settings.accounts import DEFAULT_ACCOUNT, DISCOVER, AccountSettings, compile_filter
+from exporter.settings.accounts import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_API_URL,
+    DISCOVER,
+    AccountSettings,
+    AccountsFile,
+    compile_filter,
+)
 from exporter.settings.address import DEFAULT_PORT, http_url_problem, parse_listen_address
 from exporter.settings.names import (
     ENV_PREFIX,
@@ -105,7 +114,7 @@ class Settings(BaseSettings):
         "flags show in the process list)",
     )
     api_url: str = Field(
-        "https://api.an-link.com/",
+        DEFAULT_API_URL,
         validation_alias=AliasChoices(ENV_PREFIX + "API_URL", "UCLOUD_API_BASE_URL"),
         description="base URL of the UCDN API gateway",
     )
@@ -305,6 +314,7 @@ class Settings(BaseSettings):
     )
 
     _notices: tuple[Notice, ...] = PrivateAttr(default=())
+    _file_accounts: tuple[AccountSettings, ...] = PrivateAttr(default=())
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -389,6 +399,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_unless_demo(self) -> "Settings":
+        if self.accounts_file is not None:
+            return self  # each account of the file has its own keys, checked there
         if self.demo:
             # An API URL says "this gateway", which the demo would not call. Keys are
             # different: UCloud's own tools read UCLOUD_*_KEY from the same shell, and the
@@ -446,7 +458,10 @@ class Settings(BaseSettings):
 
     @property
     def accounts(self) -> tuple[AccountSettings, ...]:
-        """The accounts to collect: the top-level settings' one, named ``default``."""
+        """The accounts to collect: the accounts file's when there is one, else the
+        top-level settings' one, named ``default``."""
+        if self.accounts_file is not None:
+            return self._file_accounts
         return (self._top_level_account(),)
 
     def _top_level_account(self) -> AccountSettings:
@@ -484,6 +499,9 @@ def load_settings(
     try:
         with collecting_notices() as notices:
             settings = Settings(_secrets_dir=directory, **(overrides or {}))
+            if settings.accounts_file is not None:
+                accounts = AccountsFile(settings.accounts_file, os.environ, settings.demo)
+                settings._file_accounts = accounts.load()
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
     settings._notices = tuple(notices)

@@ -14,6 +14,8 @@ from exporter.gateway.answers import PREFETCH_ACTION
 
 ACTION = PREFETCH_ACTION
 RESPONSE_ACTION = ACTION + "Response"
+# The account's projects: the exporter's discovery calls it, so the simulator answers it too.
+PROJECT_LIST_ACTION = "GetProjectList"
 
 # Obviously fake keys: the demo signs and checks requests like the real gateway.
 DEMO_PUBLIC_KEY = "demo-public-key"
@@ -25,6 +27,7 @@ RET_ACTION_MISSING = 160
 RET_ACTION_NOT_EXIST = 161
 RET_SIGNATURE_ERROR = 171
 RET_PARAMS_INVALID = 230
+RET_PROJECT_NOT_EXIST = 292
 RET_IAM_DENIED = 299
 # Every answer of the gateway carries its request id, which the provider's support asks for.
 REQUEST_ID_HEADER = "X-UCLOUD-REQUEST-UUID"

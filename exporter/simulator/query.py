@@ -7,7 +7,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from exporter.gateway.signature import wire_value
-from exporter.simulator.protocol import DAY_SECONDS, Target, Task
+from exporter.simulator.protocol import DAY_SECONDS, PROJECT_LIST_ACTION, Target, Task
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20  # the domain list's documented default
@@ -27,11 +27,15 @@ def _optional_int(params: Mapping[str, str], name: str) -> int | None:
         raise ParamError(f"Params [{name}] not available") from None
 
 
-def _is_dcdn(params: Mapping[str, str]) -> bool:
-    raw = params.get("IsDcdn", "false")
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "false")
     if raw not in ("true", "false"):
-        raise ParamError("Params [IsDcdn] not available")
+        raise ParamError(f"Params [{name}] not available")
     return raw == "true"
+
+
+def _is_dcdn(params: Mapping[str, str]) -> bool:
+    return _flag(params, "IsDcdn")
 
 
 def offset_of(params: Mapping[str, str]) -> int:
@@ -43,7 +47,10 @@ def offset_of(params: Mapping[str, str]) -> int:
 
 
 def target_of(params: Mapping[str, str]) -> Target | None:
-    """Return the request's target, or None when IsDcdn is not ``true``/``false``."""
+    """Return the request's target; None for the project list, which names none, or when
+    IsDcdn is not ``true``/``false``."""
+    if params.get("Action") == PROJECT_LIST_ACTION:
+        return None
     try:
         return params.get("ProjectId", ""), _is_dcdn(params)
     except ParamError:
@@ -96,11 +103,16 @@ class Query:
 
 @dataclass(frozen=True)
 class DomainPage:
-    """A validated ``GetUcdnDomainInfoList`` request: which project, which page."""
+    """A validated ``GetUcdnDomainInfoList`` request: which project, which page.
+
+    ``query_by_project`` is ``QueryByProject=true``: only the project's domains, where the
+    API's default is the whole account's.
+    """
 
     project_id: str
     page_size: int
     page_index: int  # from 1; 0 means every domain at once
+    query_by_project: bool
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> "DomainPage":
@@ -114,6 +126,7 @@ class DomainPage:
             project_id=params.get("ProjectId", ""),
             page_size=DEFAULT_PAGE_SIZE if page_size is None else page_size,
             page_index=1 if page_index is None else page_index,
+            query_by_project=_flag(params, "QueryByProject"),
         )
 
     def page(self, items: Sequence[T]) -> Sequence[T]:

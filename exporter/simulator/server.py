@@ -11,19 +11,23 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, cast
 
+from exporter.simulator.account import Account, Project
 from exporter.simulator.api import answer, auth_problem
 from exporter.simulator.hooks import Faults, FixedDelay
 from exporter.simulator.protocol import (
+    ACTION,
     MAX_REQUEST_BYTES,
+    PROJECT_LIST_ACTION,
     REQUEST_ID_HEADER,
     RET_IAM_DENIED,
     RET_PARAMS_INVALID,
+    RET_RATE_LIMITED,
     Dataset,
     Encoding,
     Target,
@@ -42,7 +46,7 @@ class RecordedRequest:
     path: str  # the request target, query string included
     encoding: Encoding
     params: Mapping[str, str]  # as sent on the wire (JSON values through wire_value)
-    target: Target | None  # None when IsDcdn is not true/false
+    target: Target | None  # None for GetProjectList, or when IsDcdn is not true/false
 
     @property
     def action(self) -> str | None:
@@ -54,6 +58,9 @@ class _Server(http.server.ThreadingHTTPServer):
     """The HTTP server, knowing its :class:`SimulatedApi`."""
 
     daemon_threads = True
+    # socketserver's backlog of 5 resets connections when a client opens dozens at once,
+    # as an exporter collecting an account of many projects does.
+    request_queue_size = 128
     api: "SimulatedApi"
 
     def server_bind(self) -> None:
@@ -133,6 +140,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._api._record(
             RecordedRequest(received, self.command, self.path, encoding, self._params, target)
         )
+        if not self._api._admit(received):
+            action = self._params.get("Action") or ACTION
+            # 153 is the README's "rate limited", answered at once, before any delay or fault.
+            refusal = error_payload(RET_RATE_LIMITED, "Request rate limited", action)
+            self.send(200, json_bytes(refusal), "application/json; charset=utf-8")
+            return
         delay, fault = self._api.faults.take(target, offset_of(self._params))
         if delay and self.pause(delay):
             self.drop(reset=False)
@@ -235,14 +248,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class SimulatedApi:
-    """A UCDN API gateway on loopback serving a dataset, with faults on demand.
+    """A UCDN API gateway on loopback serving an account's dataset, with faults on demand.
 
     Use as a context manager, or :meth:`start` and :meth:`stop`. Requests are served in
     parallel, each in its own daemon thread, on any path. ``total_count_error`` is added
     to every TotalCount so tests can make it lie. ``refused_actions`` are the actions the
     key's sub-account may not call: a signed request of one is answered RetCode 299, as
-    the gateway answers when IAM denies it. ``clock`` sets "now" for the default EndTime:
-    give a :class:`LiveDataset` the same clock.
+    the gateway answers when IAM denies it (:attr:`refuse_project_list` is that switch for
+    ``GetProjectList``). ``clock`` sets "now" for the default EndTime: give a
+    :class:`LiveDataset` the same clock.
+
+    ``projects`` declares the account's projects (see :mod:`~exporter.simulator.account`);
+    without them the account is open: one default project listed, every project served.
+    :meth:`add_project` and :meth:`remove_project` change the account while it runs.
+    ``rate_limit`` answers at most that many requests in any one second and the rest
+    RetCode 153 at once; :attr:`rate_limited` counts them.
     """
 
     def __init__(
@@ -255,10 +275,18 @@ class SimulatedApi:
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         port: int = 0,
+        projects: Iterable[Project] | None = None,
+        rate_limit: int | None = None,
     ) -> None:
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError(f"rate_limit must be at least 1, not {rate_limit}")
         self.public_key = public_key
         self._private_key = private_key
         self.dataset = dataset
+        self.account = Account(projects)
+        self.rate_limit = rate_limit
+        self._admitted: deque[float] = deque()  # arrival times of the last second's answers
+        self._rate_limited = 0
         self.faults: Faults = faults if faults is not None else FixedDelay()
         self.total_count_error = 0
         self.refused_actions: set[str] = set()
@@ -357,9 +385,36 @@ class SimulatedApi:
         return Counter(record.action for record in self.requests)
 
     def reset_log(self) -> None:
-        """Forget the requests received so far."""
+        """Forget the requests received so far, and how many of them were rate limited."""
         with self._lock:
             self._requests.clear()
+            self._rate_limited = 0
+
+    @property
+    def rate_limited(self) -> int:
+        """Requests the rate limit answered RetCode 153, since start or reset_log."""
+        with self._lock:
+            return self._rate_limited
+
+    def add_project(self, project_id: str, name: str = "") -> None:
+        """Give the account a project (no tasks or domains unless the dataset has some for it)."""
+        self.account.add(project_id, name, create_time=int(self._clock()))
+
+    def remove_project(self, project_id: str) -> None:
+        """Take a project from the account: calls naming it are answered RetCode 292 from now on."""
+        self.account.remove(project_id)
+
+    @property
+    def refuse_project_list(self) -> bool:
+        """Whether ``GetProjectList`` is refused by IAM (RetCode 299), as for a sub-account."""
+        return PROJECT_LIST_ACTION in self.refused_actions
+
+    @refuse_project_list.setter
+    def refuse_project_list(self, refused: bool) -> None:
+        if refused:
+            self.refused_actions.add(PROJECT_LIST_ACTION)
+        else:
+            self.refused_actions.discard(PROJECT_LIST_ACTION)
 
     def answer(self, params: Mapping[str, str]) -> dict[str, Any]:
         """The API's answer to one request's parameters, as the gateway would give it."""
@@ -371,9 +426,24 @@ class SimulatedApi:
         return answer(
             params,
             self.dataset,
+            self.account,
             now=int(self._clock()),
             total_count_error=self.total_count_error,
         )
+
+    def _admit(self, received: float) -> bool:
+        """Whether the rate limit lets a request received at ``received`` be answered."""
+        if self.rate_limit is None:
+            return True
+        with self._lock:
+            # A sliding window: the answers of the second before this arrival.
+            while self._admitted and self._admitted[0] <= received - 1.0:
+                self._admitted.popleft()
+            if len(self._admitted) >= self.rate_limit:
+                self._rate_limited += 1
+                return False
+            self._admitted.append(received)
+            return True
 
     def _record(self, record: RecordedRequest) -> None:
         with self._lock:

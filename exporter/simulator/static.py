@@ -1,12 +1,16 @@
-"""Fixed datasets: tasks given by a test, or generated in bulk for a benchmark."""
+"""Fixed datasets: tasks given by a test, or generated in bulk for a benchmark or a big account."""
 
 import bisect
 import random
 import threading
-from collections.abc import Mapping, Sequence
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
+from exporter.simulator.livedomains import live_domain, live_domains, live_quota
 from exporter.simulator.protocol import DAY_SECONDS, Domain, Quota, Target, Task
 
 DomainKey = tuple[str, str]
@@ -174,3 +178,90 @@ def generate_tasks(
             {"TaskId": task_id, "CreateTime": create_time, "Status": status, "UrlLists": urls}
         )
     return tasks
+
+
+@dataclass(frozen=True)
+class _GenerationPlan:
+    """What every generated target follows; hashable, so it keys the cache of targets."""
+
+    tasks_per_target: int
+    urls_per_task: int
+    seed: int
+    now: int
+
+
+# Generated targets kept rendered: the pages of one collection ask for the same target
+# again and again, while an account of thousands of targets must not be held whole.
+_GENERATED_TARGETS_KEPT = 256
+
+
+@lru_cache(maxsize=_GENERATED_TARGETS_KEPT)
+def _generated_target(
+    plan: _GenerationPlan, project_key: str, is_dcdn: bool, kind: str
+) -> _SortedTasks:
+    # crc32 of the target's name: a seed of its own, the same on every run and platform.
+    target_seed = zlib.crc32(f"{plan.seed}/{project_key}/{is_dcdn}/{kind}".encode())
+    tasks = generate_tasks(
+        plan.tasks_per_target,
+        plan.urls_per_task,
+        now=plan.now,
+        seed=target_seed,
+        lookback=DAY_SECONDS - 3600,
+    )
+    if kind == "refresh":
+        tasks = [
+            {**task, "Type": "dir" if index % 5 == 0 else "file"}
+            for index, task in enumerate(tasks)
+        ]
+    return _SortedTasks.of(tasks)
+
+
+class GeneratedDataset:
+    """Any number of projects, each target with its own generated tasks: an account at scale.
+
+    Every target (project x platform) has ``tasks_per_target`` prefetch tasks and as many
+    refresh tasks, of ``urls_per_task`` URLs each, as :func:`generate_tasks` makes them:
+    created over the day before ``now`` less an hour (so that a day's window holds them
+    all for an hour), a function of the seed and the target alone. A target's tasks are
+    generated when first asked for and only the most recently asked are kept, so that
+    2,000 targets of 20 tasks cost what a few hundred do. Every project has the demo
+    world's five domains (:mod:`~exporter.simulator.livedomains`), with ids of its own.
+    """
+
+    def __init__(
+        self,
+        tasks_per_target: int,
+        urls_per_task: int = 10,
+        *,
+        seed: int = 0,
+        now: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if tasks_per_target < 0 or urls_per_task < 0:
+            raise ValueError("tasks_per_target and urls_per_task must be >= 0")
+        self._plan = _GenerationPlan(tasks_per_target, urls_per_task, seed, now)
+        self._clock = clock
+
+    def tasks(self, target: Target, begin: int, end: int) -> list[Task]:
+        """Return the target's prefetch tasks created in ``[begin, end]``, newest first."""
+        return _generated_target(self._plan, *target, "prefetch").window(begin, end)
+
+    def refresh_tasks(self, target: Target, begin: int, end: int) -> list[Task]:
+        """Return the target's refresh tasks created in ``[begin, end]``, newest first."""
+        return _generated_target(self._plan, *target, "refresh").window(begin, end)
+
+    def domains(self, project_id: str) -> tuple[Domain, ...]:
+        """Return the project's five domains."""
+        return live_domains(self._plan.seed, project_id)
+
+    def quota(self, project_id: str, domain_id: str) -> Quota | None:
+        """Return the domain's quotas and today's use, None if there is no such domain."""
+        spec = live_domain(self._plan.seed, project_id, domain_id)
+        if spec is None:
+            return None
+        return live_quota(self._plan.seed, project_id, spec, int(self._clock()))
+
+    def prefetch_enabled(self, project_id: str, domain_id: str) -> bool | None:
+        """Return whether prefetch is on for the domain, None if there is no such domain."""
+        spec = live_domain(self._plan.seed, project_id, domain_id)
+        return None if spec is None else spec.prefetch_enabled

@@ -1,10 +1,11 @@
 """The quota sweeper: at most one sweep per interval, never waited on past a deadline, bounded.
 
-The API client's three quota calls are being written in parallel with this module, so
-these tests drive the sweeper through a test double of its ``QuotaClient`` protocol
-(``FakeQuotaApi``), the one mock in this file; everything else is real: real threads,
-real time (intervals and deadlines of a fraction of a second), and the exposition
-compared byte for byte through prometheus_client's own ``generate_latest``.
+Most tests drive the sweeper through a test double of its ``QuotaClient`` protocol
+(``FakeQuotaApi``), the one mock in this file, to script slow, hung and failing calls;
+everything else is real: real threads, real time (intervals and deadlines of a fraction
+of a second), and the exposition compared byte for byte through prometheus_client's own
+``generate_latest``. The last test sweeps an account of two projects on the simulator
+with the real API client.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import simdata
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.answers import DomainInfo, QuotaResponse
+from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
+from exporter.simulator.account import Project
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, Quota
+from exporter.simulator.static import StaticDataset
 
 NOW = 1_700_000_000.0
 WAIT = 5.0  # bounds every wait of the test; nothing here should take more than a moment
@@ -487,3 +495,45 @@ def test_families_of_chosen_projects_only(sweepers: list[QuotaSweeper]) -> None:
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         QuotaSweeper(FakeQuotaApi({}), [], **options)  # type: ignore[arg-type]
+
+
+def test_each_projects_quota_series_hold_exactly_its_own_domains(
+    sweepers: list[QuotaSweeper],
+) -> None:
+    # The real client against the simulator of an account of two projects: the API lists
+    # the whole account's domains unless asked by project, so a client that did not ask
+    # would publish every domain under both projects (and fail the other's quota calls).
+    world = StaticDataset(
+        {},
+        domains={
+            "org-a": simdata.domains("org-a", "a1.example.com", "a2.example.com"),
+            "org-b": simdata.domains("org-b", "b1.example.com"),
+        },
+        quotas={("org-b", "ucdn-org-b-1"): Quota(submit_prefetch_count=42)},
+    )
+    projects = [Project("org-a", "A", is_default=True), Project("org-b", "B")]
+    with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, world, projects=projects) as gateway:
+        client = ApiClient(gateway.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+        sweeper = QuotaSweeper(client, ["org-a", "org-b"], wall_clock=lambda: NOW)
+        sweepers.append(sweeper)
+        try:
+            families = sweeper.families(soon())
+        finally:
+            sweeper.close()
+            client.close()
+    published: dict[str, set[str]] = {}
+    for name, labels in samples(families):
+        if name in QUOTA_SERIES:
+            found = dict(labels)
+            published.setdefault(found["project_id"], set()).add(found["domain"])
+    assert published == {"org-a": {"a1.example.com", "a2.example.com"}, "org-b": {"b1.example.com"}}
+    for project in ("org-a", "org-b"):
+        assert value(families, "ucdn_domain_quota_up", project_id=project) == 1
+    used = value(
+        families,
+        "ucdn_domain_quota_used",
+        project_id="org-b",
+        domain="b1.example.com",
+        kind="prefetch",
+    )
+    assert used == 42

@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+import simdata
 from pydantic import SecretStr
+from simfaults import SimulatedApi
 
 from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.answers import (
@@ -33,6 +35,9 @@ from exporter.gateway.domain_calls import DomainList
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.gateway.signature import sign
 from exporter.gateway.transport import ClientOptions
+from exporter.simulator.account import Project
+from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+from exporter.simulator.static import StaticDataset
 
 PUBLIC, PRIVATE = "family-public", "family-private-key-0123"
 REQUEST_ID = "req-0042"
@@ -116,6 +121,8 @@ def domain_pages(
 
     def answer(form: dict[str, str]) -> dict[str, Any]:
         assert form["Action"] == DOMAINS_ACTION
+        # Without it the API lists the whole account's domains, whatever the ProjectId.
+        assert form["QueryByProject"] == "true"
         size, index = int(form["PageSize"]), int(form["PageIndex"])
         assert size > 0 and index >= 1, "PageIndex 0 would ask for every domain at once"
         page = data[(index - 1) * size : index * size]
@@ -155,6 +162,35 @@ def test_every_domain_once_whatever_total_count_says(
     assert {(form["PageSize"], form["ProjectId"]) for form in gateway.forms} == {
         (str(page_size), "proj-a")
     }
+
+
+def test_each_project_lists_its_own_domains_from_an_account_of_two() -> None:
+    # The simulator answers as the API documents: without QueryByProject, every project's
+    # list would hold all five of the account's domains.
+    world = StaticDataset(
+        {},
+        domains={
+            "org-a": simdata.domains("org-a", "a1.example.com", "a2.example.com"),
+            "org-b": simdata.domains("org-b", *(f"b{i}.example.com" for i in range(3))),
+        },
+    )
+    projects = [Project("org-a", "A", is_default=True), Project("org-b", "B")]
+    with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, world, projects=projects) as api:
+        client = ApiClient(api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+        try:
+            listed = {
+                project_id: client.list_domains(project_id, deadline=deadline(), limit=100)
+                for project_id in ("org-a", "org-b", "")
+            }
+        finally:
+            client.close()
+    names = {project: [d.domain for d in found.domains] for project, found in listed.items()}
+    assert names == {
+        "org-a": ["a1.example.com", "a2.example.com"],
+        "org-b": ["b0.example.com", "b1.example.com", "b2.example.com"],
+        "": ["a1.example.com", "a2.example.com"],  # the default project
+    }
+    assert [found.total for found in listed.values()] == [2, 3, 2]
 
 
 def test_limit_keeps_the_first_domains_and_reports_the_total(

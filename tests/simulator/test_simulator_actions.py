@@ -113,37 +113,41 @@ def test_refresh_filters_and_prefetch_stay_apart(api: SimulatedApi) -> None:
 # --- domains
 
 
+# One project's domains: the account's are below, in "the account's projects".
+SHOP: dict[str, ParamValue] = {"ProjectId": "shop", "QueryByProject": True}
+
+
 def test_the_domain_list_pages_by_page_size_and_index(api: SimulatedApi) -> None:
-    pages = [
-        call(api, DOMAINS_ACTION, ProjectId="shop", PageSize=3, PageIndex=index)
-        for index in (1, 2, 3)
-    ]
+    pages = [call(api, DOMAINS_ACTION, **SHOP, PageSize=3, PageIndex=index) for index in (1, 2, 3)]
     assert {page["TotalCount"] for page in pages} == {7}
     assert [len(page["DomainInfoList"]) for page in pages] == [3, 3, 1]
     listed = [entry for page in pages for entry in page["DomainInfoList"]]
     assert listed == [{"Domain": d.name, "DomainId": d.domain_id} for d in SHOP_DOMAINS]
-    past_the_end = call(api, DOMAINS_ACTION, ProjectId="shop", PageSize=3, PageIndex=4)
+    past_the_end = call(api, DOMAINS_ACTION, **SHOP, PageSize=3, PageIndex=4)
     assert past_the_end["DomainInfoList"] == [] and past_the_end["TotalCount"] == 7
 
 
 def test_page_index_zero_lists_every_domain_and_page_size_defaults_to_20(
     api: SimulatedApi,
 ) -> None:
-    every = call(api, DOMAINS_ACTION, ProjectId="shop", PageSize=2, PageIndex=0)
+    every = call(api, DOMAINS_ACTION, **SHOP, PageSize=2, PageIndex=0)
     assert len(every["DomainInfoList"]) == 7
-    project = {"ProjectId": "shop"}
-    assert call(api, DOMAINS_ACTION, **project)["DomainInfoList"] == every["DomainInfoList"]
-    body = post(api, DOMAINS_ACTION).content  # the default project
+    assert call(api, DOMAINS_ACTION, **SHOP)["DomainInfoList"] == every["DomainInfoList"]
+    body = post(api, DOMAINS_ACTION, QueryByProject=True).content  # the default project
     decoded = msgspec.json.decode(body, type=DomainListResponse)
     assert [(d.domain, d.domain_id) for d in decoded.domain_info_list] == [
         (d.name, d.domain_id) for d in DEFAULT_DOMAINS
     ]
-    assert call(api, DOMAINS_ACTION, ProjectId="nobody")["DomainInfoList"] == []
+    nobody: dict[str, ParamValue] = {"ProjectId": "nobody", "QueryByProject": True}
+    assert call(api, DOMAINS_ACTION, **nobody)["DomainInfoList"] == []
 
 
-@pytest.mark.parametrize("change", [{"PageSize": "0"}, {"PageSize": "x"}, {"PageIndex": "-1"}])
+@pytest.mark.parametrize(
+    "change",
+    [{"PageSize": "0"}, {"PageSize": "x"}, {"PageIndex": "-1"}, {"QueryByProject": "yes"}],
+)
 def test_bad_domain_paging_is_a_parameter_error(api: SimulatedApi, change: dict[str, str]) -> None:
-    answer = call(api, DOMAINS_ACTION, ProjectId="shop", **change)
+    answer = call(api, DOMAINS_ACTION, **{**SHOP, **change})
     assert answer["RetCode"] == 230 and "DomainInfoList" not in answer
 
 
