@@ -1,7 +1,8 @@
-"""Three shards against one simulated gateway, scraped by a real Prometheus both ways that
-docs/scaling.md shows: each replica's ``/metrics``, and each target on ``/probe`` found
-through the replicas' ``/sd`` with ``http_sd_configs``. Either way every target's
-``ucdn_prefetch_up`` is stored exactly once: no target missing, none twice.
+"""Three shards discovering one simulated account of nine projects, scraped by a real
+Prometheus both ways that docs/scaling.md shows: each replica's ``/metrics``, and each
+target on ``/probe`` found through the replicas' ``/sd`` with ``http_sd_configs``. Either
+way every target's ``ucdn_prefetch_up`` is stored exactly once: no target missing, none
+twice; and each project's ``ucdn_project_info`` once, with the name the dashboard shows.
 
 The scrape configs are the docs' own YAML blocks, with their addresses pointed at the
 exporter processes on loopback and their intervals shortened.
@@ -22,7 +23,9 @@ from conftest import exporter_args, installed, stop_process
 from faultkit import Exporter
 from promkit import Prometheus, run_prometheus, wait_for
 from simfaults import SimulatedApi
+from test_prometheus_e2e import board, grafana_query_result_line
 
+from exporter.simulator.account import Project
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.static import StaticDataset, generate_tasks
 
@@ -32,8 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCALING = ROOT / "docs" / "scaling.md"
 YAML_BLOCK = re.compile(r"```ya?ml\n(.*?)```", re.DOTALL)
 SHARDS = 3
-PROJECTS = [f"org-{name}" for name in ("amber", "birch", "cedar", "delta", "ember", "fjord")]
-PROJECTS += ["org-grove", "org-heron", "org-iris"]
+NAMES = ["amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "heron", "iris"]
+ACCOUNT = [
+    Project(f"org-{name}", f"Shop {name.title()}", is_default=index == 0)
+    for index, name in enumerate(NAMES)
+]
+PROJECTS = [project.project_id for project in ACCOUNT]
 PLATFORMS = ("cdn", "dcdn")
 TARGETS = {(project, platform) for project in PROJECTS for platform in PLATFORMS}
 DEADLINE_SECONDS = 90.0
@@ -58,7 +65,7 @@ def host_port(exporter: Exporter) -> str:
 
 @pytest.fixture(scope="module")
 def shards() -> Iterator[list[Exporter]]:
-    """Three replicas, shard 0, 1 and 2 of 3, each given every project."""
+    """Three replicas, shard 0, 1 and 2 of 3, each discovering the account's projects."""
     installed("prometheus")  # skip or fail before starting anything
     now = int(time.time())
     dataset = StaticDataset(
@@ -67,13 +74,13 @@ def shards() -> Iterator[list[Exporter]]:
             for index, (project, platform) in enumerate(sorted(TARGETS))
         }
     )
-    with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset) as api:
+    with SimulatedApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, dataset, projects=ACCOUNT) as api:
         replicas = [
             Exporter(
                 exporter_args(
                     api,
                     "--project-ids",
-                    ",".join(PROJECTS),
+                    "auto",
                     "--platforms",
                     ",".join(PLATFORMS),
                     "--total-shards",
@@ -185,3 +192,23 @@ def test_sd_sends_each_probe_to_the_shard_that_collects_it(
     for probe in probes:
         project, platform = probe["labels"]["instance"].split("/")
         assert urlsplit(probe["scrapeUrl"]).netloc == collected_by[project, platform]
+
+
+def test_each_project_is_named_once_and_the_dashboard_shows_the_names(
+    by_metrics: Prometheus,
+) -> None:
+    info = by_metrics.query("ucdn_project_info")
+    assert sorted(s["metric"]["project_id"] for s in info) == sorted(PROJECTS)
+    names = {project.project_id: project.name for project in ACCOUNT}
+    assert {s["metric"]["project_id"]: s["metric"]["project_name"] for s in info} == names
+    # The Project variable's options: each project's ID as the value, its name as the text.
+    (variable,) = [v for v in board()["templating"]["list"] if v["name"] == "project_id"]
+    query = re.fullmatch(r"query_result\((.+)\)", variable["query"])
+    assert query, variable["query"]
+    regex = re.compile(variable["regex"].strip("/").replace("(?<", "(?P<"))
+    options = {}
+    for series in by_metrics.query(query[1]):
+        match = regex.search(grafana_query_result_line(series))
+        assert match, series
+        options[match["value"]] = match["text"]
+    assert options == names
