@@ -1,8 +1,9 @@
 """Project discovery, the catalogue and its shards, against simulated gateways on loopback.
 
-Each gateway is the simulator (signatures checked, tasks from a static dataset) answering
-``GetProjectList`` from a project list the test changes while the collector runs. The
-discovery's clock is the test's: a rediscovery is due when the test says so.
+Each gateway is the simulator (signatures checked, tasks from a static dataset) with an
+account of declared projects, which the test adds and removes while the collector runs and
+whose ``GetProjectList`` it can have IAM refuse. The discovery's clock is the test's: a
+rediscovery is due when the test says so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from simprojects import ProjectsApi
+from simfaults import SimulatedApi
 
 from exporter.collection.catalogue import Account, Catalogue, shard_of
 from exporter.collection.discovery import AccountProjects
@@ -25,8 +26,12 @@ from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.target import Target
+from exporter.simulator.account import Project
+from exporter.simulator.static import StaticDataset, generate_tasks
 
 NOW = 1_790_000_000
+# The projects that have tasks, whether the account lists them or not.
+PROJECTS_WITH_TASKS = ("org-alpha", "org-beta", "org-gamma", "org-shared", "web")
 INTERVAL = 60.0
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -36,12 +41,24 @@ class World:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.apis: list[ProjectsApi] = []
+        self.apis: list[SimulatedApi] = []
         self.clients: list[ApiClient] = []
         self.collectors: list[UcdnCollector] = []
 
     def gateway(self, keys: tuple[str, str], projects: dict[str, str]) -> ApiClient:
-        api = ProjectsApi(*keys, projects, now=NOW).start()
+        """A simulator whose account has ``projects`` (ID -> name; the first is its default)."""
+        dataset = StaticDataset(
+            {
+                (pid, False): generate_tasks(3, 1, now=NOW, seed=len(pid))
+                for pid in PROJECTS_WITH_TASKS
+            }
+        )
+        api = SimulatedApi(
+            *keys,
+            dataset,
+            clock=lambda: NOW,
+            projects=[Project(pid, name) for pid, name in projects.items()],
+        ).start()
         self.apis.append(api)
         client = ApiClient(api.url, keys[0], SecretStr(keys[1]), options=ClientOptions())
         self.clients.append(client)
@@ -166,7 +183,7 @@ def test_an_iam_refusal_keeps_the_last_good_list_and_says_so_once(
     client = world.gateway(KEYS_A, {"org-alpha": "Alpha"})
     collector = world.collector(world.account("main", client))
     scrape(collector)
-    world.apis[0].refused_actions = {PROJECTS_ACTION}
+    world.apis[0].refuse_project_list = True
     world.now += INTERVAL
     with caplog.at_level(logging.WARNING, logger="exporter.collection.discovery"):
         series = scrape(collector)
@@ -188,10 +205,10 @@ def test_a_first_discovery_that_fails_leaves_the_account_without_targets_until_o
     world: World,
 ) -> None:
     client = world.gateway(KEYS_A, {"org-alpha": "Alpha"})
-    world.apis[0].refused_actions = {PROJECTS_ACTION}
+    world.apis[0].refuse_project_list = True
     collector = world.collector(world.account("main", client))
     assert up_targets(scrape(collector)) == {}
-    world.apis[0].refused_actions = set()
+    world.apis[0].refuse_project_list = False
     world.now += INTERVAL
     assert set(up_targets(scrape(collector))) == {("org-alpha", "cdn")}
 

@@ -20,7 +20,6 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 from pydantic import SecretStr
 from simdata import domains
-from simprojects import ProjectsApi
 
 from exporter.collection.catalogue import Account, Catalogue
 from exporter.collection.discovery import AccountProjects
@@ -45,6 +44,7 @@ from exporter.metrics import (
 from exporter.publish.collector import MetricsSnapshot, UcdnCollector
 from exporter.settings.config import setting_default
 from exporter.settings.target import Target
+from exporter.simulator.account import Project
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.server import SimulatedApi
 from exporter.simulator.static import StaticDataset, generate_tasks
@@ -66,8 +66,13 @@ def collector(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollector]
         domains={"web": domains("web", "a.example.com", "b.example.com")},
     )
     # Its projects discovered, so that the discovery families have samples too.
-    api = ProjectsApi(DEMO_PUBLIC_KEY, DEMO_PRIVATE_KEY, {"web": "Web"}, now=NOW, dataset=dataset)
-    api.start()
+    api = SimulatedApi(
+        DEMO_PUBLIC_KEY,
+        DEMO_PRIVATE_KEY,
+        dataset,
+        clock=lambda: NOW,
+        projects=[Project("web", "Web")],
+    ).start()
     client = ApiClient(
         api.url, DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), options=ClientOptions()
     )
