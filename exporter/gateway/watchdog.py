@@ -33,13 +33,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from requests.adapters import HTTPAdapter
 from requests.exceptions import InvalidSchema
 from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:  # urllib3 defines it for type checkers only
+    from urllib3._base_connection import BaseHTTPConnection
 
 _current = threading.local()
 
@@ -195,11 +198,26 @@ class _GuardedHTTPSConnection(_GuardedHTTPConnection, HTTPSConnection):
     """The same for HTTPS: the raw socket is attached before the TLS handshake starts."""
 
 
-class _GuardedHTTPConnectionPool(HTTPConnectionPool):
+class _ClosingDroppedConnections(HTTPConnectionPool):
+    """A connection put back already dropped is closed now, not at its next use.
+
+    A guard's shutdown can pass for the end of an answer (a flood of trailers reads as
+    complete once it is cut), and urllib3 then puts the connection back in its pool: the
+    socket, shut down but open, would hold the gateway's end until the pool next hands it
+    out, and a gateway still writing would see no close at all.
+    """
+
+    def _put_conn(self, conn: "BaseHTTPConnection | None") -> None:
+        if isinstance(conn, HTTPConnection) and conn.sock is not None and not conn.is_connected:
+            conn.close()
+        super()._put_conn(conn)
+
+
+class _GuardedHTTPConnectionPool(_ClosingDroppedConnections):
     ConnectionCls = _GuardedHTTPConnection
 
 
-class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+class _GuardedHTTPSConnectionPool(_ClosingDroppedConnections, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 

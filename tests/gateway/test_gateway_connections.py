@@ -6,6 +6,7 @@ Against :mod:`hostile` gateways on loopback, HTTPS with throwaway certificates (
 through an ``ApiClient`` in this process.
 """
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ import trustme
 from conftest import start_gateway
 from hostile import HostileGateway, keep_alive_answers, valid_answer
 from pydantic import SecretStr
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 from exporter.gateway.answers import PREFETCH_ACTION
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 from exporter.gateway.transport import ClientOptions
+from exporter.gateway.watchdog import GuardedAdapter
 
 
 def _tls(ca: trustme.CA, *names: str) -> ssl.SSLContext:
@@ -160,3 +164,36 @@ def test_a_socks_proxy_is_refused_not_bypassed(
     assert (raised.value.reason, raised.value.detail) == ("connection_error", "InvalidSchema")
     assert _outcomes(client) == {"connection_error": 1}, "not retried: it would fail alike"
     assert gateway.connections == []
+
+
+def _pooled_connection(listener: socket.socket) -> tuple[HTTPConnectionPool, HTTPConnection]:
+    """A connection of the guarded adapter's pool, connected to ``listener``."""
+    host, port = listener.getsockname()
+    adapter = GuardedAdapter()
+    pool = adapter.poolmanager.connection_from_url(f"http://{host}:{port}/")
+    assert isinstance(pool, HTTPConnectionPool)
+    connection = pool._get_conn()
+    assert isinstance(connection, HTTPConnection)
+    connection.connect()
+    return pool, connection
+
+
+def test_a_connection_put_back_dropped_is_closed_at_once_and_a_live_one_kept() -> None:
+    """A watchdog's shutdown can pass for the end of an answer, and urllib3 then puts the
+    connection back: it must not sit open in the pool, holding the gateway's end."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        pool, live = _pooled_connection(listener)
+        served, _ = listener.accept()
+        pool._put_conn(live)
+        assert live.sock is not None  # nothing to read: kept alive
+
+        pool, cut = _pooled_connection(listener)
+        served_cut, _ = listener.accept()
+        assert cut.sock is not None
+        cut.sock.shutdown(socket.SHUT_RDWR)  # as the watchdog does
+        pool._put_conn(cut)
+        assert cut.sock is None  # closed, not kept
+        served_cut.settimeout(5)
+        assert served_cut.recv(1) == b""  # the gateway's end sees the close
+        served.close()
+        served_cut.close()
