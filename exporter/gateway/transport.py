@@ -106,7 +106,6 @@ class Transport:
         stats: RequestStats,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._url = api_url
         self._public_key = public_key
         self._private_key = private_key
         self._options = options
@@ -138,6 +137,9 @@ class Transport:
         # REQUESTS_CA_BUNDLE can change what a signed call sends or whom it trusts.
         self._session.trust_env = False
         self._session.proxies = requests.utils.get_environ_proxies(api_url)
+        # Every call is a POST of a form to this one URL with these headers: prepared once,
+        # copied per call with its own body (a tenth of a call's CPU, the URL's parsing).
+        self._prepared = requests.Request("POST", api_url, headers=self._session.headers).prepare()
         self._verify = str(options.ca_bundle) if options.ca_bundle else certifi.where()
         self._rate_limit = RateLimit(options.max_requests_per_second)
 
@@ -257,8 +259,8 @@ class Transport:
     ) -> tuple[bytes, str | None]:
         """Send one request; its answer's body and request id. The caller's guard bounds it."""
         try:
-            prepared = requests.PreparedRequest()  # the session's headers, no cookies
-            prepared.prepare("POST", self._url, self._session.headers, data=urlencode(form))
+            prepared = self._prepared.copy()  # the session's headers, no cookies
+            prepared.prepare_body(urlencode(form), None)
             response = self._adapter.send(
                 prepared,
                 stream=True,
