@@ -17,6 +17,13 @@ What a scrape publishes for a project follows the last *finished* sweep:
 - none has finished yet (the first sweep outlived the first scrape's deadline): ``up 0``
   and no other series.
 
+With background collection (``max_sweeps`` above 0) no scrape starts or waits for a
+sweep: the planner's :meth:`QuotaSweeper.tick` starts the due ones, at most
+``max_sweeps`` at once, every project's calls on one shared pool; and under a request
+budget the interval stretches so that sweeps take at most :data:`SWEEP_SHARE` of it
+(:meth:`QuotaSweeper.interval_for`): a quota figure is then at most that interval plus
+a sweep old.
+
 Each project's calls in flight are bounded by a pool of ``max_parallel`` threads of its
 own, so that a project whose calls are slow never holds back another's sweep; a sweep runs
 on a deadline of its own, so a hung gateway never pins a thread for longer, and
@@ -48,6 +55,11 @@ from exporter.summary.labels import bounded_label_value
 QUOTAS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
 _GRACE_SECONDS = 1.0
+# With background collection, the share of the request budget the sweeps may take.
+SWEEP_SHARE = 0.25
+# The calls a project's sweep is reckoned to cost before one has finished: the domain
+# list and one domain's two calls.
+_FIRST_SWEEP_CALLS = 3
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -185,11 +197,14 @@ class QuotaSweeper:
         max_parallel: int = 4,
         max_label_value_length: int = setting_default("max_label_value_length"),
         sweep_seconds: float | None = None,
+        max_sweeps: int = 0,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval < 0 or max_domains < 1 or max_parallel < 1:
             raise ValueError("interval must be >= 0, max_domains and max_parallel >= 1")
+        if max_sweeps < 0:
+            raise ValueError("max_sweeps must be >= 0")
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise ValueError("sweep_seconds must be > 0")
         self._interval = interval
@@ -203,6 +218,13 @@ class QuotaSweeper:
         self._max_parallel = max_parallel
         self._projects: dict[str, _Project] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._max_sweeps = max_sweeps
+        # Background collection: every project's calls on one pool, bounded whatever the count.
+        self._shared_pool = (
+            ThreadPoolExecutor(max_sweeps * max_parallel, thread_name_prefix="quota")
+            if max_sweeps
+            else None
+        )
         # dict.fromkeys: each project once, in the order given.
         self.follow(dict.fromkeys(project_ids, client))
 
@@ -224,7 +246,7 @@ class QuotaSweeper:
         waits: list[Future[None]] = []
         with self._lock:
             chosen = self._choose(project_ids)
-            for project in chosen:
+            for project in chosen if not self._max_sweeps else ():
                 self._start_if_due(project)
                 # Only a project with nothing to show is waited for: a refresh is published
                 # by the next scrape rather than costing this one its deadline.
@@ -238,12 +260,38 @@ class QuotaSweeper:
                 families.add(project)
         return families.all()
 
+    def interval_for(self, requests_per_second: float) -> float:
+        """The seconds between two sweeps of a project under a budget of
+        ``requests_per_second`` (0: no limit): the configured interval, or longer, so that
+        a round of every project's sweep takes at most :data:`SWEEP_SHARE` of the budget."""
+        if requests_per_second <= 0:
+            return self._interval
+        with self._lock:
+            calls = sum(_calls_of(project) for project in self._projects.values())
+        return max(self._interval, calls / (requests_per_second * SWEEP_SHARE))
+
+    def tick(self, requests_per_second: float) -> None:
+        """Background collection: start due sweeps, longest due first, while fewer than
+        ``max_sweeps`` run, each project at :meth:`interval_for` the budget."""
+        if not self.enabled or not self._max_sweeps:
+            return
+        interval = self.interval_for(requests_per_second)
+        with self._lock:
+            running = sum(1 for p in self._projects.values() if p.running is not None)
+            for project in sorted(self._projects.values(), key=lambda p: p.next_due):
+                if running >= self._max_sweeps:
+                    break
+                if self._start_if_due(project, interval):
+                    running += 1
+
     def close(self) -> None:
         """Start no more sweeps; end running ones and every scrape waiting on them at once."""
         self._closed.set()
         with self._lock:
             running = [p.running for p in self._projects.values() if p.running is not None]
             pools = list(self._pools.values())
+        if self._shared_pool is not None:
+            pools.append(self._shared_pool)
         for future in running:
             _settle(future)
         for pool in pools:
@@ -256,7 +304,8 @@ class QuotaSweeper:
         with self._lock:
             for pid in [pid for pid in self._projects if pid not in projects]:
                 del self._projects[pid]
-                self._pools.pop(pid).shutdown(wait=False, cancel_futures=True)
+                if self._shared_pool is None:
+                    self._pools.pop(pid).shutdown(wait=False, cancel_futures=True)
             for pid, client in projects.items():
                 known = self._projects.get(pid)
                 if known is not None:
@@ -264,6 +313,8 @@ class QuotaSweeper:
                     continue
                 project = _Project(pid, client)
                 self._projects[pid] = project
+                if self._shared_pool is not None:
+                    continue
                 self._pools[pid] = ThreadPoolExecutor(
                     self._max_parallel, thread_name_prefix=f"quota-{project.label}"
                 )
@@ -273,21 +324,26 @@ class QuotaSweeper:
             return list(self._projects.values())
         return [self._projects[pid] for pid in dict.fromkeys(project_ids) if pid in self._projects]
 
-    def _start_if_due(self, project: _Project) -> None:
-        """Start a sweep of ``project`` if none runs and its interval has passed (under lock)."""
+    def _start_if_due(self, project: _Project, interval: float | None = None) -> bool:
+        """Start a sweep of ``project`` if none runs and its interval has passed, the next
+        due ``interval`` (default: the configured one) later (under lock)."""
         now = self._clock()
         if self._closed.is_set() or project.running is not None or now < project.next_due:
-            return
-        project.next_due = now + self._interval
+            return False
+        project.next_due = now + (self._interval if interval is None else interval)
         project.running = Future()
         deadline = Deadline.after(self._sweep_seconds, self._sweep_clock)
         thread = threading.Thread(
             target=self._run,
-            args=(project, self._pools[project.project_id], project.running, deadline),
+            args=(project, self._pool_of(project), project.running, deadline),
             name=f"quota-sweep-{project.label}",
             daemon=True,  # a sweep must never hold up the process' exit
         )
         thread.start()
+        return True
+
+    def _pool_of(self, project: _Project) -> ThreadPoolExecutor:
+        return self._shared_pool or self._pools[project.project_id]
 
     def _sweep_clock(self) -> float:
         """Monotonic time, but past every deadline once closed: sweeps then end at once."""
@@ -383,6 +439,13 @@ class QuotaSweeper:
             # nobody waits for it.
             grace = 0.0 if self._closed.is_set() else _GRACE_SECONDS
             wait(futures, timeout=deadline.remaining() + grace)
+
+
+def _calls_of(project: _Project) -> int:
+    """The calls ``project``'s next sweep is reckoned to cost, from its last good one."""
+    if project.good is None:
+        return _FIRST_SWEEP_CALLS
+    return 1 + 2 * len(project.good.domains)
 
 
 def _log_failure(label: str, error: BaseException) -> None:
