@@ -132,8 +132,9 @@ class Planner(Generic[K]):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def follow(self, keys: Iterable[K]) -> None:
-        """The jobs from now on: a new one is collected first, one that went is dropped."""
-        wanted = set(keys)
+        """The jobs from now on: a new one is collected first (new ones in the order given),
+        one that went is dropped."""
+        wanted = dict.fromkeys(keys)  # in the order given: the order of jobs never collected
         with self._wake:
             for key in [key for key in self._jobs if key not in wanted]:
                 del self._jobs[key]
@@ -188,13 +189,20 @@ class Planner(Generic[K]):
                 now = self._clock()
                 for key in self._due(now)[: self._max_threads - self._running]:
                     self._begin(key)
-                waits = [self._due_at(j) - now for j in self._jobs.values() if not j.running]
-                wait = min([_TICK_SECONDS, next_tick - now, *waits])
-                if wait > 0:
-                    self._wake.wait(wait)
+                self._wake.wait(self._sleep_seconds(now, next_tick))
             if self._on_tick is not None and self._clock() >= next_tick:
                 next_tick = self._clock() + _TICK_SECONDS
                 self._tick()
+
+    def _sleep_seconds(self, now: float, next_tick: float) -> float:
+        """Until the next job is due, or the next tick (under the lock). With every
+        thread busy, only a job's end (which notifies) or the tick can start another."""
+        sleeps = [_TICK_SECONDS]
+        if self._on_tick is not None:
+            sleeps.append(next_tick - now)
+        if self._running < self._max_threads:
+            sleeps.extend(self._due_at(j) - now for j in self._jobs.values() if not j.running)
+        return max(0.0, min(sleeps))
 
     def _tick(self) -> None:
         assert self._on_tick is not None

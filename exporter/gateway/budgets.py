@@ -41,7 +41,8 @@ class RateLimit:
         self._pace = rate
         self._clock = clock
         self._next_free = -math.inf
-        self._lowered_at = -math.inf
+        self._lowered_at = -math.inf  # the last refusal that lowered the pace
+        self._raised_at = -math.inf  # where the additive increase counts its seconds from
         self._lock = threading.Lock()
 
     @property
@@ -86,18 +87,16 @@ class RateLimit:
             if now - self._lowered_at < _BURST_SECONDS:
                 return None
             self._pace = max(self._rate * _FLOOR_SHARE, pace / 2)
-            self._lowered_at = now
+            self._lowered_at = self._raised_at = now
             return self._pace
 
     def _recovered(self, now: float) -> float:
         """The pace after the additive increase since the last refusal (under the lock)."""
         if self._pace >= self._rate:
             return self._rate
-        seconds = max(0.0, now - self._lowered_at)
-        self._pace = min(self._rate, self._pace + self._rate * _STEP_SHARE * math.floor(seconds))
-        if self._pace < self._rate:
-            # The increase counts whole seconds from the refusal: keep its origin.
-            self._lowered_at = now - (seconds - math.floor(seconds))
+        steps = math.floor(max(0.0, now - self._raised_at))
+        self._pace = min(self._rate, self._pace + self._rate * _STEP_SHARE * steps)
+        self._raised_at += steps  # whole seconds counted: the fraction counts on
         return self._pace
 
 
