@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from exporter.collection.catalogue import Account, Catalogue
 from exporter.collection.discovery import AccountProjects
 from exporter.collection.kinds import TaskKind
-from exporter.collection.quota_sweep import QuotaSweeper
+from exporter.collection.quota_sweep import SWEEP_FLOOR, QuotaSweeper
 from exporter.collection.sync import SyncOptions
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
@@ -368,6 +368,7 @@ def _collector(
             max_staleness=settings.max_staleness_seconds,
             max_threads=settings.max_collection_threads,
             collection_seconds=settings.max_scrape_timeout_seconds,
+            budget_share=1 - SWEEP_FLOOR if settings.quota_interval_seconds else 1.0,
         )
         if background
         else None,

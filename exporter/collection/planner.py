@@ -10,6 +10,11 @@ after its last collection ended, an idle one after the idle interval: five sixth
 itself), so that an idle target's figures are refreshed before they pass
 ``max_staleness``. A failed collection is retried as an active one is.
 
+Under a request budget (``budget``: the requests per second the jobs may spend) the idle
+jobs' refreshes are planned first, since they hold the staleness bound: the active
+interval stretches, from its base up to the idle interval, until the active jobs fit in
+what the idle ones leave, each collection reckoned at the requests the recent ones cost.
+
 The requests themselves are paced by the API client's rate limit, which every job, the
 quota sweep and the discovery share: a collection thread waits there for its turn, so
 at most ``max_threads`` collections wait at once and the rest wait here, in order. The
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 ACTIVE_SHARE = 0.25
 # The idle interval, as a share of max_staleness.
 IDLE_SHARE = 5 / 6
+# How much each collection's requests move the reckoning of what the next one costs.
+_COST_WEIGHT = 0.05
 # The longest the scheduler sleeps without a reason to wake (on_tick's cadence).
 _TICK_SECONDS = 1.0
 
@@ -93,13 +100,17 @@ class Planner(Generic[K]):
         max_staleness: float,
         max_threads: int,
         on_tick: Callable[[], None] | None = None,
+        budget: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_staleness <= 0 or max_threads < 1:
             raise ValueError("max_staleness must be > 0 and max_threads >= 1")
         self._collect = collect
         self._idle_interval = max_staleness * IDLE_SHARE
-        self._active_interval = self._idle_interval * ACTIVE_SHARE
+        self._base_active_interval = self._idle_interval * ACTIVE_SHARE
+        self._active_interval = self._base_active_interval
+        self._budget = budget
+        self._cost = 1.0  # requests per collection, as recent ones cost
         self._max_threads = max_threads
         self._on_tick = on_tick
         self._clock = clock
@@ -117,8 +128,9 @@ class Planner(Generic[K]):
 
     @property
     def active_interval(self) -> float:
-        """Seconds between the refreshes of an active (or failed) job."""
-        return self._active_interval
+        """Seconds between the refreshes of an active (or failed) job, as last planned."""
+        with self._wake:
+            return self._active_interval
 
     def start(self) -> None:
         """Start the scheduling thread."""
@@ -161,6 +173,14 @@ class Planner(Generic[K]):
         with self._wake:
             return self._running
 
+    def demand(self) -> float:
+        """The requests per second every job would spend at the base intervals, each
+        collection reckoned at what the recent ones cost."""
+        with self._wake:
+            active = sum(1 for job in self._jobs.values() if job.active)
+            idle = len(self._jobs) - active
+            return self._cost * (active / self._base_active_interval + idle / self._idle_interval)
+
     def due_order(self) -> list[K]:
         """The jobs due now, in the order they are started."""
         with self._wake:
@@ -187,12 +207,26 @@ class Planner(Generic[K]):
                 if self._closed:
                     return
                 now = self._clock()
+                self._active_interval = self._planned_active_interval()
                 for key in self._due(now)[: self._max_threads - self._running]:
                     self._begin(key)
                 self._wake.wait(self._sleep_seconds(now, next_tick))
             if self._on_tick is not None and self._clock() >= next_tick:
                 next_tick = self._clock() + _TICK_SECONDS
                 self._tick()
+
+    def _planned_active_interval(self) -> float:
+        """The active interval that fits the budget once the idle jobs have their share
+        (under the lock): the base one when the budget allows, the idle one at most."""
+        rate = self._budget() if self._budget is not None else 0.0
+        active = sum(1 for job in self._jobs.values() if job.active)
+        if rate <= 0 or not active:
+            return self._base_active_interval
+        idle = len(self._jobs) - active
+        room = rate / self._cost - idle / self._idle_interval  # collections a second left
+        if room <= 0:
+            return self._idle_interval
+        return min(self._idle_interval, max(self._base_active_interval, active / room))
 
     def _sleep_seconds(self, now: float, next_tick: float) -> float:
         """Until the next job is due, or the next tick (under the lock). With every
@@ -244,6 +278,7 @@ class Planner(Generic[K]):
         if refresh.collection is None:
             job.active = True  # retried soon, as work under way is
             return
+        self._cost += _COST_WEIGHT * (max(1, refresh.collection.requests) - self._cost)
         job.active = is_active(refresh.collection, job.good)
         job.good = refresh.collection
         job.good_at = now

@@ -19,10 +19,11 @@ What a scrape publishes for a project follows the last *finished* sweep:
 
 With background collection (``max_sweeps`` above 0) no scrape starts or waits for a
 sweep: the planner's :meth:`QuotaSweeper.tick` starts the due ones, at most
-``max_sweeps`` at once, every project's calls on one shared pool; and under a request
-budget the interval stretches so that sweeps take at most :data:`SWEEP_SHARE` of it
-(:meth:`QuotaSweeper.interval_for`): a quota figure is then at most that interval plus
-a sweep old.
+``max_sweeps`` at once, every project's calls on one shared pool, within the requests per
+second the planner leaves them: the interval stretches until a round of every project's
+sweep fits (:meth:`QuotaSweeper.interval_for`), and sweeps start no faster than that
+budget pays for their calls, so that a first round does not crowd out the targets. A
+quota figure is then at most that interval plus a sweep old.
 
 Each project's calls in flight are bounded by a pool of ``max_parallel`` threads of its
 own, so that a project whose calls are slow never holds back another's sweep; a sweep runs
@@ -55,8 +56,9 @@ from exporter.summary.labels import bounded_label_value
 QUOTAS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
 _GRACE_SECONDS = 1.0
-# With background collection, the share of the request budget the sweeps may take.
-SWEEP_SHARE = 0.25
+# With background collection, the share of the request budget the sweeps always keep,
+# however much the targets need.
+SWEEP_FLOOR = 0.1
 # The calls a project's sweep is reckoned to cost before one has finished: the domain
 # list and one domain's two calls.
 _FIRST_SWEEP_CALLS = 3
@@ -219,6 +221,7 @@ class QuotaSweeper:
         self._projects: dict[str, _Project] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._max_sweeps = max_sweeps
+        self._next_start = -math.inf  # monotonic: the budget has paid for the last start
         # Background collection: every project's calls on one pool, bounded whatever the count.
         self._shared_pool = (
             ThreadPoolExecutor(max_sweeps * max_parallel, thread_name_prefix="quota")
@@ -261,28 +264,34 @@ class QuotaSweeper:
         return families.all()
 
     def interval_for(self, requests_per_second: float) -> float:
-        """The seconds between two sweeps of a project under a budget of
+        """The seconds between two sweeps of a project when the sweeps may spend
         ``requests_per_second`` (0: no limit): the configured interval, or longer, so that
-        a round of every project's sweep takes at most :data:`SWEEP_SHARE` of the budget."""
+        a round of every project's sweep fits in that budget."""
         if requests_per_second <= 0:
             return self._interval
         with self._lock:
             calls = sum(_calls_of(project) for project in self._projects.values())
-        return max(self._interval, calls / (requests_per_second * SWEEP_SHARE))
+        return max(self._interval, calls / requests_per_second)
 
     def tick(self, requests_per_second: float) -> None:
         """Background collection: start due sweeps, longest due first, while fewer than
-        ``max_sweeps`` run, each project at :meth:`interval_for` the budget."""
+        ``max_sweeps`` run and the sweeps' budget of ``requests_per_second`` (0: no
+        limit) has paid for the calls of the last one started; each project at
+        :meth:`interval_for` that budget."""
         if not self.enabled or not self._max_sweeps:
             return
         interval = self.interval_for(requests_per_second)
         with self._lock:
             running = sum(1 for p in self._projects.values() if p.running is not None)
             for project in sorted(self._projects.values(), key=lambda p: p.next_due):
-                if running >= self._max_sweeps:
+                now = self._clock()
+                paid = requests_per_second <= 0 or now >= self._next_start
+                if running >= self._max_sweeps or not paid:
                     break
                 if self._start_if_due(project, interval):
                     running += 1
+                    if requests_per_second > 0:
+                        self._next_start = now + _calls_of(project) / requests_per_second
 
     def close(self) -> None:
         """Start no more sweeps; end running ones and every scrape waiting on them at once."""

@@ -88,11 +88,14 @@ class TargetResult:
 @dataclass(frozen=True)
 class BackgroundOptions:
     """Background collection: how old figures may be published, how many targets are
-    collected at once, and each collection's own deadline."""
+    collected at once, each collection's own deadline, and the share of the request
+    budget the targets may plan with (the rest the quota sweeps always keep; they also
+    get what the targets leave)."""
 
     max_staleness: float = setting_default("max_staleness_seconds")
     max_threads: int = setting_default("max_collection_threads")
     collection_seconds: float = setting_default("max_scrape_timeout_seconds")
+    budget_share: float = 1.0
 
 
 class MetricsSnapshot(Collector):
@@ -123,8 +126,8 @@ class FamilySource(Protocol):
         ...
 
     def tick(self, requests_per_second: float) -> None:
-        """Background collection: start the work that is due, within its share of
-        ``requests_per_second`` (0: no limit)."""
+        """Background collection: start the work that is due, within the
+        ``requests_per_second`` it may spend (0: no limit)."""
         ...
 
     def close(self) -> None:
@@ -216,6 +219,7 @@ class UcdnCollector(Collector):
                 max_staleness=background.max_staleness,
                 max_threads=background.max_threads,
                 on_tick=self._tick,
+                budget=self._target_budget,
             )
         self._follow(self._catalogue.current())
 
@@ -427,13 +431,22 @@ class UcdnCollector(Collector):
         )
         return Refresh(collection, result.seconds, result.failure_reason)
 
-    def _tick(self) -> None:
-        """The planner's periodic work: a due discovery, then the quota sweeps' turn."""
+    def _target_budget(self) -> float:
+        """The requests per second the targets may plan with (0: no limit)."""
         assert self._background is not None
+        pace = sum(client.pace for client in self._catalogue.clients())
+        return pace * self._background.budget_share
+
+    def _tick(self) -> None:
+        """The planner's periodic work: a due discovery, then the quota sweeps' turn, with
+        what of the budget the targets leave (at least its ``1 - budget_share``)."""
+        assert self._background is not None and self._planner is not None
         self._follow(self._catalogue.refresh(Deadline.after(self._background.collection_seconds)))
         pace = sum(client.pace for client in self._catalogue.clients())
+        floor = pace * (1 - self._background.budget_share)
+        left = max(floor, pace - self._planner.demand()) if pace > 0 else 0.0
         for source in self._extra:
-            source.tick(pace)
+            source.tick(left)
 
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests of

@@ -180,6 +180,23 @@ def generate_tasks(
     return tasks
 
 
+@dataclass(frozen=True)
+class _GenerationPlan:
+    """What every generated target follows; hashable, so it keys the cache of targets."""
+
+    tasks_per_target: int
+    urls_per_task: int
+    seed: int
+    now: int
+    idle_share: float = 0.0
+
+
+def _is_idle(plan: _GenerationPlan, project_key: str, is_dcdn: bool) -> bool:
+    """A share of targets, the same for both kinds, holds only finished work."""
+    target_hash = zlib.crc32(f"{plan.seed}/{project_key}/{is_dcdn}".encode())
+    return target_hash % 1000 < plan.idle_share * 1000
+
+
 def _finished(task: Task) -> Task:
     """``task`` as it is once done: it and its unfinished URLs a success."""
     if task["Status"] not in ("process", "wait", "unknow"):
@@ -192,17 +209,6 @@ def _finished(task: Task) -> Task:
         for url in task["UrlLists"]
     ]
     return {**task, "Status": "success", "UrlLists": urls}
-
-
-@dataclass(frozen=True)
-class _GenerationPlan:
-    """What every generated target follows; hashable, so it keys the cache of targets."""
-
-    tasks_per_target: int
-    urls_per_task: int
-    seed: int
-    now: int
-    idle_share: float = 0.0
 
 
 # Generated targets kept rendered: the pages of one collection ask for the same target
@@ -223,9 +229,7 @@ def _generated_target(
         seed=target_seed,
         lookback=DAY_SECONDS - 3600,
     )
-    # A share of targets, the same for both kinds, holds only finished work.
-    project_seed = zlib.crc32(f"{plan.seed}/{project_key}/{is_dcdn}".encode())
-    if project_seed % 1000 < plan.idle_share * 1000:
+    if _is_idle(plan, project_key, is_dcdn):
         tasks = [_finished(task) for task in tasks]
     if kind == "refresh":
         tasks = [
@@ -267,6 +271,10 @@ class GeneratedDataset:
             raise ValueError("idle_share must be within 0..1")
         self._plan = _GenerationPlan(tasks_per_target, urls_per_task, seed, now, idle_share)
         self._clock = clock
+
+    def is_idle(self, project_key: str, is_dcdn: bool) -> bool:
+        """Whether the target holds only finished work (one of the ``idle_share``)."""
+        return _is_idle(self._plan, project_key, is_dcdn)
 
     def tasks(self, target: Target, begin: int, end: int) -> list[Task]:
         """Return the target's prefetch tasks created in ``[begin, end]``, newest first."""

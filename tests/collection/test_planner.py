@@ -209,3 +209,45 @@ def test_a_bug_in_a_collection_costs_that_target_only(world: World) -> None:
         assert state.good is None
     finally:
         planner.close()
+
+
+def test_a_tight_budget_stretches_the_active_interval_so_idle_targets_keep_the_bound(
+    world: World,
+) -> None:
+    budget = [1.0]
+    planner = Planner(
+        world.collect,
+        max_staleness=STALENESS,
+        max_threads=1,
+        budget=lambda: budget[0],
+        clock=world.clock,
+    )
+    world.planner = planner
+    keys = [f"t{index}" for index in range(10)]
+    world.unfinished = {"t0": 1, "t1": 1}  # two active, eight idle after their second look
+    try:
+        planner.follow(keys)
+        planner.start()
+        world.wait_calls(10)
+        world.now += STALENESS  # everything due again
+        budget[0] = 1000.0
+        planner.follow(keys)
+        world.wait_calls(20)
+        base = planner.idle_interval * ACTIVE_SHARE
+        idle_need = 8 / planner.idle_interval  # collections a second, one request each
+
+        def planned(rate: float) -> float:
+            budget[0] = rate
+            planner.follow(keys)  # a scheduling pass
+            give_up = time.monotonic() + WAIT_SECONDS
+            expected = min(planner.idle_interval, max(base, 2 / (rate - idle_need)))
+            while planner.active_interval != pytest.approx(expected):
+                assert time.monotonic() < give_up, (rate, planner.active_interval, expected)
+                time.sleep(0.005)
+            return planner.active_interval
+
+        assert planned(1000.0) == pytest.approx(base)  # room for every active job
+        assert base < planned(idle_need + 0.1) < planner.idle_interval
+        assert planned(idle_need + 0.01) == pytest.approx(planner.idle_interval)
+    finally:
+        planner.close()

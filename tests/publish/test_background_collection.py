@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client.core import Metric
@@ -16,7 +18,7 @@ from pydantic import SecretStr
 from simdata import domains
 
 from exporter.collection.kinds import TaskKind
-from exporter.collection.quota_sweep import SWEEP_SHARE, QuotaSweeper
+from exporter.collection.quota_sweep import QuotaSweeper
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.transport import ClientOptions
@@ -154,7 +156,51 @@ def test_a_tight_budget_stretches_the_quota_sweeps_interval() -> None:
         assert sweeper.interval_for(0) == 300  # no limit: as configured
         assert sweeper.interval_for(1000) == 300  # a wide budget: as configured
         # 500 projects, three calls each before a sweep has counted their domains, within
-        # a quarter of 5 requests a second.
-        assert sweeper.interval_for(5) == pytest.approx(500 * 3 / (5 * SWEEP_SHARE))
+        # 2 requests a second.
+        assert sweeper.interval_for(2) == pytest.approx(500 * 3 / 2)
+    finally:
+        sweeper.close()
+
+
+class NoDomains:
+    """A quota client whose projects have no domains: a sweep is one call."""
+
+    def __init__(self) -> None:
+        self.listed: list[str] = []
+        self.lock = threading.Lock()
+
+    def list_domains(self, project_id: str, *, deadline: Deadline, limit: int) -> Any:
+        with self.lock:
+            self.listed.append(project_id)
+        return SimpleNamespace(domains=(), total=0)
+
+    def domain_quota(self, project_id: str, domain_id: str, *, deadline: Deadline) -> Any:
+        raise AssertionError("no domain to ask about")
+
+    def prefetch_enabled(self, project_id: str, domain_id: str, *, deadline: Deadline) -> bool:
+        raise AssertionError("no domain to ask about")
+
+
+def test_sweeps_start_no_faster_than_their_budget_pays_for_their_calls() -> None:
+    now = [0.0]
+    client = NoDomains()
+    sweeper = QuotaSweeper(
+        client, ["p1", "p2", "p3"], interval=300, max_sweeps=2, clock=lambda: now[0]
+    )
+    try:
+        sweeper.tick(1.0)  # one start: its three reckoned calls take the budget 3 s
+        sweeper.tick(1.0)
+        wait_until(lambda: len(client.listed) == 1)
+        now[0] = 2.9
+        sweeper.tick(1.0)
+        time.sleep(0.05)
+        assert client.listed == ["p1"]
+        now[0] = 3.0
+        sweeper.tick(1.0)
+        wait_until(lambda: len(client.listed) == 2)
+        assert client.listed == ["p1", "p2"]
+        sweeper.tick(0)  # no limit: as many as may run at once
+        wait_until(lambda: len(client.listed) == 3)
+        assert client.listed == ["p1", "p2", "p3"]
     finally:
         sweeper.close()
