@@ -13,7 +13,8 @@ itself), so that an idle target's figures are refreshed before they pass
 Under a request budget (``budget``: the requests per second the jobs may spend) the idle
 jobs' refreshes are planned first, since they hold the staleness bound: the active
 interval stretches, from its base up to the idle interval, until the active jobs fit in
-what the idle ones leave, each collection reckoned at the requests the recent ones cost.
+what the idle ones leave of :data:`PLANNED_SHARE` of the budget (the rest keeps the line
+of waiting requests short), each collection reckoned at what the recent ones cost.
 
 The requests themselves are paced by the API client's rate limit, which every job, the
 quota sweep and the discovery share: a collection thread waits there for its turn, so
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 ACTIVE_SHARE = 0.25
 # The idle interval, as a share of max_staleness.
 IDLE_SHARE = 5 / 6
+# The share of the budget planned: the rest is the margin that keeps the line short.
+PLANNED_SHARE = 0.9
 # How much each collection's requests move the reckoning of what the next one costs.
 _COST_WEIGHT = 0.05
 # The longest the scheduler sleeps without a reason to wake (on_tick's cadence).
@@ -223,7 +226,8 @@ class Planner(Generic[K]):
         if rate <= 0 or not active:
             return self._base_active_interval
         idle = len(self._jobs) - active
-        room = rate / self._cost - idle / self._idle_interval  # collections a second left
+        # collections a second left
+        room = PLANNED_SHARE * rate / self._cost - idle / self._idle_interval
         if room <= 0:
             return self._idle_interval
         return min(self._idle_interval, max(self._base_active_interval, active / room))

@@ -134,6 +134,7 @@ class _Project:
     last_success: float | None = None
     running: "Future[None] | None" = None
     next_due: float = -math.inf  # monotonic time at which a new sweep may start
+    reckoned: float = 0.0  # the calls its running sweep was reckoned to cost
 
     @property
     def label(self) -> str:
@@ -222,6 +223,7 @@ class QuotaSweeper:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._max_sweeps = max_sweeps
         self._next_start = -math.inf  # monotonic: the budget has paid for the last start
+        self._sweep_rate = 0.0  # the sweeps' budget at the last tick
         # Background collection: every project's calls on one pool, bounded whatever the count.
         self._shared_pool = (
             ThreadPoolExecutor(max_sweeps * max_parallel, thread_name_prefix="quota")
@@ -270,7 +272,8 @@ class QuotaSweeper:
         if requests_per_second <= 0:
             return self._interval
         with self._lock:
-            calls = sum(_calls_of(project) for project in self._projects.values())
+            typical = self._typical_calls()
+            calls = sum(_calls_of(project, typical) for project in self._projects.values())
         return max(self._interval, calls / requests_per_second)
 
     def tick(self, requests_per_second: float) -> None:
@@ -282,6 +285,8 @@ class QuotaSweeper:
             return
         interval = self.interval_for(requests_per_second)
         with self._lock:
+            self._sweep_rate = requests_per_second
+            typical = self._typical_calls()
             running = sum(1 for p in self._projects.values() if p.running is not None)
             for project in sorted(self._projects.values(), key=lambda p: p.next_due):
                 now = self._clock()
@@ -291,7 +296,8 @@ class QuotaSweeper:
                 if self._start_if_due(project, interval):
                     running += 1
                     if requests_per_second > 0:
-                        self._next_start = now + _calls_of(project) / requests_per_second
+                        project.reckoned = _calls_of(project, typical)
+                        self._next_start = now + project.reckoned / requests_per_second
 
     def close(self) -> None:
         """Start no more sweeps; end running ones and every scrape waiting on them at once."""
@@ -351,6 +357,12 @@ class QuotaSweeper:
         thread.start()
         return True
 
+    def _typical_calls(self) -> float:
+        """What a project's sweep costs on average, as far as sweeps have found (under
+        the lock); before any, :data:`_FIRST_SWEEP_CALLS`."""
+        swept = [_calls_of_sweep(p.good) for p in self._projects.values() if p.good is not None]
+        return sum(swept) / len(swept) if swept else _FIRST_SWEEP_CALLS
+
     def _pool_of(self, project: _Project) -> ThreadPoolExecutor:
         return self._shared_pool or self._pools[project.project_id]
 
@@ -372,6 +384,10 @@ class QuotaSweeper:
             _log_failure(project.label, error)
         with self._lock:
             project.running = None
+            if sweep is not None and self._sweep_rate > 0:
+                # What the sweep cost past its reckoning is paid for by the next start.
+                extra = _calls_of_sweep(sweep) - project.reckoned
+                self._next_start += max(0, extra) / self._sweep_rate
             project.finished_once = True
             project.good = sweep
             if sweep is not None:
@@ -450,11 +466,15 @@ class QuotaSweeper:
             wait(futures, timeout=deadline.remaining() + grace)
 
 
-def _calls_of(project: _Project) -> int:
-    """The calls ``project``'s next sweep is reckoned to cost, from its last good one."""
-    if project.good is None:
-        return _FIRST_SWEEP_CALLS
-    return 1 + 2 * len(project.good.domains)
+def _calls_of(project: _Project, typical: float) -> float:
+    """The calls ``project``'s next sweep is reckoned to cost: its last good one's, else
+    ``typical``."""
+    return typical if project.good is None else _calls_of_sweep(project.good)
+
+
+def _calls_of_sweep(sweep: Sweep) -> int:
+    """The calls a sweep made: the domain list and two per domain."""
+    return 1 + 2 * len(sweep.domains)
 
 
 def _log_failure(label: str, error: BaseException) -> None:

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from exporter.collection.catalogue import Catalogue, TargetEntry
 from exporter.collection.kinds import TaskKind
-from exporter.collection.planner import Planner, Refresh
+from exporter.collection.planner import PLANNED_SHARE, Planner, Refresh
 from exporter.collection.quota_sweep import QuotaClient
 from exporter.collection.singleflight import SharedFetches, ShutdownError
 from exporter.collection.sync import Collection, SyncOptions, TaskSync
@@ -444,7 +444,8 @@ class UcdnCollector(Collector):
         self._follow(self._catalogue.refresh(Deadline.after(self._background.collection_seconds)))
         pace = sum(client.pace for client in self._catalogue.clients())
         floor = pace * (1 - self._background.budget_share)
-        left = max(floor, pace - self._planner.demand()) if pace > 0 else 0.0
+        planned = PLANNED_SHARE * pace - self._planner.demand()
+        left = max(floor, planned) if pace > 0 else 0.0
         for source in self._extra:
             source.tick(left)
 

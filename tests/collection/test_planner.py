@@ -12,7 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.collection.planner import ACTIVE_SHARE, IDLE_SHARE, Planner, Refresh, is_active
+from exporter.collection.planner import (
+    ACTIVE_SHARE,
+    IDLE_SHARE,
+    PLANNED_SHARE,
+    Planner,
+    Refresh,
+    is_active,
+)
 from exporter.collection.sync import Collection
 from exporter.gateway.answers import STATUSES
 from exporter.summary.target_summary import TargetSummary
@@ -240,14 +247,15 @@ def test_a_tight_budget_stretches_the_active_interval_so_idle_targets_keep_the_b
             budget[0] = rate
             planner.follow(keys)  # a scheduling pass
             give_up = time.monotonic() + WAIT_SECONDS
-            expected = min(planner.idle_interval, max(base, 2 / (rate - idle_need)))
+            room = PLANNED_SHARE * rate - idle_need
+            expected = min(planner.idle_interval, max(base, 2 / room))
             while planner.active_interval != pytest.approx(expected):
                 assert time.monotonic() < give_up, (rate, planner.active_interval, expected)
                 time.sleep(0.005)
             return planner.active_interval
 
         assert planned(1000.0) == pytest.approx(base)  # room for every active job
-        assert base < planned(idle_need + 0.1) < planner.idle_interval
-        assert planned(idle_need + 0.01) == pytest.approx(planner.idle_interval)
+        assert base < planned((idle_need + 0.1) / PLANNED_SHARE) < planner.idle_interval
+        assert planned((idle_need + 0.01) / PLANNED_SHARE) == pytest.approx(planner.idle_interval)
     finally:
         planner.close()

@@ -131,6 +131,19 @@ def test_a_scrape_calls_nothing_and_publishes_the_figures_with_their_age(
     assert values(metrics[API_PACE.name]) == {("default",): 50}
 
 
+def test_a_probe_reads_the_planners_figures_of_its_target_alone(
+    world: tuple[SimulatedApi, UcdnCollector, WallClock],
+) -> None:
+    api, collector, _ = world
+    collector.start()
+    wait_until(lambda: collected(collector))
+    requests = api.request_count()
+    metrics = {m.name: m for m in collector.collect_probe(Deadline.after(5), TARGETS[1])}
+    assert api.request_count() == requests
+    assert values(metrics["ucdn_prefetch_up"]) == {("web", "dcdn"): 1}
+    assert set(values(metrics[FIGURES_AGE.name])) == {("web", "dcdn", "prefetch")}
+
+
 def test_figures_past_the_staleness_bound_publish_up_0_and_nothing_else(
     world: tuple[SimulatedApi, UcdnCollector, WallClock],
 ) -> None:

@@ -95,7 +95,7 @@ ACCOUNT_VERDICTS = (
     "| 3. RetCode 153 provoked",
     "| 4. peak RSS (VmHWM)",
     "| 4. RSS growth over the last five scrapes",
-    "| 5. requests per idle target / per active",
+    "| 5. requests per idle target / per active after",
 )
 
 
