@@ -7,7 +7,7 @@ FAST = -m "not e2e and not system"
 # Hypothesis: the fast lane caps property tests' examples; every other target runs them all.
 FULL = HYPOTHESIS_PROFILE=full
 
-.PHONY: help install lint types test-fast test test-py313 golden dashboards mixin lock bench bench-incremental bench-store bench-domains bench-ab ci
+.PHONY: help install lint types test-fast test test-py313 golden dashboards mixin lock bench bench-incremental bench-store bench-domains bench-account bench-ab ci
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -65,6 +65,9 @@ bench-store:  ## memory while a gateway adds 25,000 finished tasks a collection 
 
 bench-domains:  ## a steady scrape's CPU with 90,000 hosts against one host (a few minutes)
 	$(PYTHON) benchmarks/bench_domains.py
+
+bench-account:  ## 2,000 targets behind a rate-limited gateway, background collection (10 minutes)
+	$(PYTHON) benchmarks/bench_account.py
 
 BASE ?= HEAD
 bench-ab:  ## a steady scrape of revision BASE against this tree, in turns (a few minutes)

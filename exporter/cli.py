@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from exporter.collection.catalogue import Account, Catalogue
 from exporter.collection.discovery import AccountProjects
 from exporter.collection.kinds import TaskKind
-from exporter.collection.quota_sweep import QuotaSweeper
+from exporter.collection.quota_sweep import SWEEP_FLOOR, QuotaSweeper
 from exporter.collection.sync import SyncOptions
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.deadline import Deadline
@@ -32,7 +32,7 @@ from exporter.gateway.redaction import SIGNATURES
 from exporter.gateway.transport import ClientOptions
 from exporter.logs import configure_logging
 from exporter.modes import PROG, check_config, collect_once, output_problem
-from exporter.publish.collector import UcdnCollector
+from exporter.publish.collector import BackgroundOptions, UcdnCollector
 from exporter.settings.config import Settings, key_sources, load_settings
 from exporter.settings.names import ConfigError, env_name, flag_name
 from exporter.summary.target_summary import SummaryLimits
@@ -49,6 +49,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 _ABANDON_SECONDS = 1.0
 _LOG_FLUSH_SECONDS = 0.5
 log = logging.getLogger(__name__)
+# Quota sweeps at once with background collection: their calls then share one small pool.
+_BACKGROUND_SWEEPS = 2
 # PROJECT_IDS=auto: the account's projects are discovered with GetProjectList.
 # The exporter-toolkit's flag names, which operators already type for node_exporter.
 _TOOLKIT_SPELLINGS = {
@@ -65,7 +67,8 @@ _GROUPS = {
     "collection": "task_kinds lookback_seconds resync_seconds overlap_seconds task_lookup_batch "
     "stuck_horizon_seconds quota_interval_seconds project_discovery_interval_seconds "
     "cache_seconds histogram_buckets refresh_buckets",
-    "scale-out": "shard total_shards",
+    "scale-out": "shard total_shards background_collection max_staleness_seconds "
+    "max_collection_threads",
     "limits": "page_size max_pages parallel_pages max_response_bytes max_collection_bytes "
     "max_stored_tasks max_url_series max_task_series max_domain_series max_label_value_length "
     "max_domains quota_parallel_requests",
@@ -238,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(notice.message, extra={"fields": dict(notice.fields)})
     with _upstream(settings, overrides) as settings:
         catalogue = _catalogue(settings)
-        collector = _collector(settings, catalogue)
+        background = settings.background_collection and not args.once and not args.check_config
+        collector = _collector(settings, catalogue, background=background)
         try:
             if args.check_config:
                 return check_config(settings, catalogue)
@@ -247,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The first discovery, before serving: if it fails, the exporter serves all the
             # same, without that account's targets until a discovery succeeds.
             catalogue.refresh(Deadline.after(settings.max_scrape_timeout_seconds))
+            collector.start()
             return serve(settings, collector, catalogue, web_config)
         finally:
             collector.close()
@@ -326,7 +331,11 @@ def _client(settings: Settings, api_url: str, public_key: str, private_key: Secr
     return ApiClient(api_url, public_key, private_key, options=options)
 
 
-def _collector(settings: Settings, catalogue: Catalogue) -> UcdnCollector:
+def _collector(
+    settings: Settings, catalogue: Catalogue, *, background: bool = False
+) -> UcdnCollector:
+    """The collector of the catalogue's targets; ``background``: a planner collects them
+    (``--once`` and ``--check-config`` collect as a scrape does)."""
     buckets = {"prefetch": settings.histogram_buckets, "refresh": settings.refresh_buckets}
     kinds = [
         TaskKind.named(
@@ -354,12 +363,23 @@ def _collector(settings: Settings, catalogue: Catalogue) -> UcdnCollector:
         ),
         cache_seconds=settings.cache_seconds,
         default_timeout=settings.max_scrape_timeout_seconds,
-        extra=[_quota_sweeper(settings, catalogue)],
+        extra=[_quota_sweeper(settings, catalogue, background=background)],
+        background=BackgroundOptions(
+            max_staleness=settings.max_staleness_seconds,
+            max_threads=settings.max_collection_threads,
+            collection_seconds=settings.max_scrape_timeout_seconds,
+            budget_share=1 - SWEEP_FLOOR if settings.quota_interval_seconds else 1.0,
+        )
+        if background
+        else None,
     )
 
 
-def _quota_sweeper(settings: Settings, catalogue: Catalogue) -> QuotaSweeper:
-    """The sweeper of the catalogue's projects (the collector tells it when they change)."""
+def _quota_sweeper(
+    settings: Settings, catalogue: Catalogue, *, background: bool = False
+) -> QuotaSweeper:
+    """The sweeper of the catalogue's projects (the collector tells it when they change);
+    in the background, a few sweeps at a time, started by the planner."""
     entries = catalogue.current()
     return QuotaSweeper(
         catalogue.clients()[0],
@@ -368,6 +388,7 @@ def _quota_sweeper(settings: Settings, catalogue: Catalogue) -> QuotaSweeper:
         max_domains=settings.max_domains,
         max_parallel=settings.quota_parallel_requests,
         max_label_value_length=settings.max_label_value_length,
+        max_sweeps=_BACKGROUND_SWEEPS if background else 0,
     )
 
 

@@ -303,6 +303,27 @@ QUOTA_FAMILIES: Final = QuotaFamilies(
         "ucdn_domain_prefetch_enabled", "1 when prefetch is switched on.", ("domain",)
     ),
 )
+# Only with background collection (BACKGROUND_COLLECTION): the age of what a scrape
+# publishes, and the pace the gateway's refusals left.
+FIGURES_AGE: Final = Family(
+    "ucdn_figures_age_seconds",
+    "Seconds since the figures published for this target and kind were collected "
+    "(background collection); absent before the first success.",
+    "gauge",
+    ("kind",),
+    cached=False,
+)
+API_PACE: Final = Family(
+    "ucdn_api_pace_requests_per_second",
+    "API requests per second this account's client allows now (background collection): the "
+    "configured rate, less after the gateway refused requests for its rate (RetCode 153); "
+    "0 means no limit.",
+    "gauge",
+    ("account",),
+    per_target=False,
+    cached=False,
+)
+BACKGROUND_FAMILIES: Final = (FIGURES_AGE, API_PACE)
 ALL_FAMILIES: Final = (
     *PROCESS_FAMILIES,
     *DISCOVERY_FAMILIES.all(),
@@ -314,5 +335,7 @@ ALL_FAMILIES: Final = (
 
 
 def sample_names() -> frozenset[str]:
-    """Every sample name the exporter can publish (what a dashboard or rule may query)."""
-    return frozenset(name for family in ALL_FAMILIES for name in family.sample_names)
+    """Every sample name the exporter can publish, in either mode (what a dashboard or rule
+    may query)."""
+    families = (*ALL_FAMILIES, *BACKGROUND_FAMILIES)
+    return frozenset(name for family in families for name in family.sample_names)

@@ -17,6 +17,14 @@ What a scrape publishes for a project follows the last *finished* sweep:
 - none has finished yet (the first sweep outlived the first scrape's deadline): ``up 0``
   and no other series.
 
+With background collection (``max_sweeps`` above 0) no scrape starts or waits for a
+sweep: the planner's :meth:`QuotaSweeper.tick` starts the due ones, at most
+``max_sweeps`` at once, every project's calls on one shared pool, within the requests per
+second the planner leaves them: the interval stretches until a round of every project's
+sweep fits (:meth:`QuotaSweeper.interval_for`), and sweeps start no faster than that
+budget pays for their calls, so that a first round does not crowd out the targets. A
+quota figure is then at most that interval plus a sweep old.
+
 Each project's calls in flight are bounded by a pool of ``max_parallel`` threads of its
 own, so that a project whose calls are slow never holds back another's sweep; a sweep runs
 on a deadline of its own, so a hung gateway never pins a thread for longer, and
@@ -48,6 +56,12 @@ from exporter.summary.labels import bounded_label_value
 QUOTAS = ("prefetch", "refresh_file", "refresh_dir")
 # How long past its deadline a sweep waits for its calls to notice and end.
 _GRACE_SECONDS = 1.0
+# With background collection, the share of the request budget the sweeps always keep,
+# however much the targets need.
+SWEEP_FLOOR = 0.1
+# The calls a project's sweep is reckoned to cost before one has finished: the domain
+# list and one domain's two calls.
+_FIRST_SWEEP_CALLS = 3
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -120,6 +134,7 @@ class _Project:
     last_success: float | None = None
     running: "Future[None] | None" = None
     next_due: float = -math.inf  # monotonic time at which a new sweep may start
+    reckoned: float = 0.0  # the calls its running sweep was reckoned to cost
 
     @property
     def label(self) -> str:
@@ -185,11 +200,14 @@ class QuotaSweeper:
         max_parallel: int = 4,
         max_label_value_length: int = setting_default("max_label_value_length"),
         sweep_seconds: float | None = None,
+        max_sweeps: int = 0,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval < 0 or max_domains < 1 or max_parallel < 1:
             raise ValueError("interval must be >= 0, max_domains and max_parallel >= 1")
+        if max_sweeps < 0:
+            raise ValueError("max_sweeps must be >= 0")
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise ValueError("sweep_seconds must be > 0")
         self._interval = interval
@@ -203,6 +221,15 @@ class QuotaSweeper:
         self._max_parallel = max_parallel
         self._projects: dict[str, _Project] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._max_sweeps = max_sweeps
+        self._next_start = -math.inf  # monotonic: the budget has paid for the last start
+        self._sweep_rate = 0.0  # the sweeps' budget at the last tick
+        # Background collection: every project's calls on one pool, bounded whatever the count.
+        self._shared_pool = (
+            ThreadPoolExecutor(max_sweeps * max_parallel, thread_name_prefix="quota")
+            if max_sweeps
+            else None
+        )
         # dict.fromkeys: each project once, in the order given.
         self.follow(dict.fromkeys(project_ids, client))
 
@@ -224,7 +251,7 @@ class QuotaSweeper:
         waits: list[Future[None]] = []
         with self._lock:
             chosen = self._choose(project_ids)
-            for project in chosen:
+            for project in chosen if not self._max_sweeps else ():
                 self._start_if_due(project)
                 # Only a project with nothing to show is waited for: a refresh is published
                 # by the next scrape rather than costing this one its deadline.
@@ -238,12 +265,48 @@ class QuotaSweeper:
                 families.add(project)
         return families.all()
 
+    def interval_for(self, requests_per_second: float) -> float:
+        """The seconds between two sweeps of a project when the sweeps may spend
+        ``requests_per_second`` (0: no limit): the configured interval, or longer, so that
+        a round of every project's sweep fits in that budget."""
+        if requests_per_second <= 0:
+            return self._interval
+        with self._lock:
+            typical = self._typical_calls()
+            calls = sum(_calls_of(project, typical) for project in self._projects.values())
+        return max(self._interval, calls / requests_per_second)
+
+    def tick(self, requests_per_second: float) -> None:
+        """Background collection: start due sweeps, longest due first, while fewer than
+        ``max_sweeps`` run and the sweeps' budget of ``requests_per_second`` (0: no
+        limit) has paid for the calls of the last one started; each project at
+        :meth:`interval_for` that budget."""
+        if not self.enabled or not self._max_sweeps:
+            return
+        interval = self.interval_for(requests_per_second)
+        with self._lock:
+            self._sweep_rate = requests_per_second
+            typical = self._typical_calls()
+            running = sum(1 for p in self._projects.values() if p.running is not None)
+            for project in sorted(self._projects.values(), key=lambda p: p.next_due):
+                now = self._clock()
+                paid = requests_per_second <= 0 or now >= self._next_start
+                if running >= self._max_sweeps or not paid:
+                    break
+                if self._start_if_due(project, interval):
+                    running += 1
+                    if requests_per_second > 0:
+                        project.reckoned = _calls_of(project, typical)
+                        self._next_start = now + project.reckoned / requests_per_second
+
     def close(self) -> None:
         """Start no more sweeps; end running ones and every scrape waiting on them at once."""
         self._closed.set()
         with self._lock:
             running = [p.running for p in self._projects.values() if p.running is not None]
             pools = list(self._pools.values())
+        if self._shared_pool is not None:
+            pools.append(self._shared_pool)
         for future in running:
             _settle(future)
         for pool in pools:
@@ -256,7 +319,8 @@ class QuotaSweeper:
         with self._lock:
             for pid in [pid for pid in self._projects if pid not in projects]:
                 del self._projects[pid]
-                self._pools.pop(pid).shutdown(wait=False, cancel_futures=True)
+                if self._shared_pool is None:
+                    self._pools.pop(pid).shutdown(wait=False, cancel_futures=True)
             for pid, client in projects.items():
                 known = self._projects.get(pid)
                 if known is not None:
@@ -264,6 +328,8 @@ class QuotaSweeper:
                     continue
                 project = _Project(pid, client)
                 self._projects[pid] = project
+                if self._shared_pool is not None:
+                    continue
                 self._pools[pid] = ThreadPoolExecutor(
                     self._max_parallel, thread_name_prefix=f"quota-{project.label}"
                 )
@@ -273,21 +339,32 @@ class QuotaSweeper:
             return list(self._projects.values())
         return [self._projects[pid] for pid in dict.fromkeys(project_ids) if pid in self._projects]
 
-    def _start_if_due(self, project: _Project) -> None:
-        """Start a sweep of ``project`` if none runs and its interval has passed (under lock)."""
+    def _start_if_due(self, project: _Project, interval: float | None = None) -> bool:
+        """Start a sweep of ``project`` if none runs and its interval has passed, the next
+        due ``interval`` (default: the configured one) later (under lock)."""
         now = self._clock()
         if self._closed.is_set() or project.running is not None or now < project.next_due:
-            return
-        project.next_due = now + self._interval
+            return False
+        project.next_due = now + (self._interval if interval is None else interval)
         project.running = Future()
         deadline = Deadline.after(self._sweep_seconds, self._sweep_clock)
         thread = threading.Thread(
             target=self._run,
-            args=(project, self._pools[project.project_id], project.running, deadline),
+            args=(project, self._pool_of(project), project.running, deadline),
             name=f"quota-sweep-{project.label}",
             daemon=True,  # a sweep must never hold up the process' exit
         )
         thread.start()
+        return True
+
+    def _typical_calls(self) -> float:
+        """What a project's sweep costs on average, as far as sweeps have found (under
+        the lock); before any, :data:`_FIRST_SWEEP_CALLS`."""
+        swept = [_calls_of_sweep(p.good) for p in self._projects.values() if p.good is not None]
+        return sum(swept) / len(swept) if swept else _FIRST_SWEEP_CALLS
+
+    def _pool_of(self, project: _Project) -> ThreadPoolExecutor:
+        return self._shared_pool or self._pools[project.project_id]
 
     def _sweep_clock(self) -> float:
         """Monotonic time, but past every deadline once closed: sweeps then end at once."""
@@ -307,6 +384,10 @@ class QuotaSweeper:
             _log_failure(project.label, error)
         with self._lock:
             project.running = None
+            if sweep is not None and self._sweep_rate > 0:
+                # What the sweep cost past its reckoning is paid for by the next start.
+                extra = _calls_of_sweep(sweep) - project.reckoned
+                self._next_start += max(0, extra) / self._sweep_rate
             project.finished_once = True
             project.good = sweep
             if sweep is not None:
@@ -383,6 +464,17 @@ class QuotaSweeper:
             # nobody waits for it.
             grace = 0.0 if self._closed.is_set() else _GRACE_SECONDS
             wait(futures, timeout=deadline.remaining() + grace)
+
+
+def _calls_of(project: _Project, typical: float) -> float:
+    """The calls ``project``'s next sweep is reckoned to cost: its last good one's, else
+    ``typical``."""
+    return typical if project.good is None else _calls_of_sweep(project.good)
+
+
+def _calls_of_sweep(sweep: Sweep) -> int:
+    """The calls a sweep made: the domain list and two per domain."""
+    return 1 + 2 * len(sweep.domains)
 
 
 def _log_failure(label: str, error: BaseException) -> None:

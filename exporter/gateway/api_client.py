@@ -67,6 +67,12 @@ class ApiClient:
             max_workers=self.options.parallel_pages * 4, thread_name_prefix="api-page"
         )
 
+    @property
+    def pace(self) -> float:
+        """The requests per second this client's rate limit allows now: the configured
+        rate, or less after the gateway refused requests for its rate (0: no limit)."""
+        return self._transport.pace
+
     def close(self) -> None:
         """End every request under way at once; release the connection pool and page threads.
 

@@ -14,6 +14,12 @@ from collections.abc import Callable
 from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import ApiError
 
+# The lowest pace a refusal leads to, and what each second without one gives back, as
+# shares of the configured rate: back to the full rate in 20 s after the last refusal.
+_FLOOR_SHARE = 1 / 32
+_STEP_SHARE = 1 / 20
+_BURST_SECONDS = 1.0
+
 
 class RateLimit:
     """A client-side cap on requests per second, shared by every target and thread.
@@ -22,20 +28,41 @@ class RateLimit:
     that a fleet of replicas can stay under the gateway's limit (RetCode 153). A
     request whose slot would come after its deadline takes none and fails at once.
     ``rate`` 0 means no limit.
+
+    The gateway's own refusal lowers the pace by itself: :meth:`refused` halves it
+    (down to a floor of :data:`_FLOOR_SHARE` of the configured rate; once for the
+    refusals of one second, which answer requests sent at the same pace), and every
+    second without a refusal adds :data:`_STEP_SHARE` of the configured rate back, up
+    to the configured rate: additive increase, multiplicative decrease.
     """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._rate = rate
+        self._pace = rate
         self._clock = clock
         self._next_free = -math.inf
+        self._lowered_at = -math.inf  # the last refusal that lowered the pace
+        self._raised_at = -math.inf  # where the additive increase counts its seconds from
         self._lock = threading.Lock()
+
+    @property
+    def configured(self) -> float:
+        """The configured requests per second (0: no limit)."""
+        return self._rate
+
+    @property
+    def pace(self) -> float:
+        """The requests per second allowed now (0: no limit)."""
+        with self._lock:
+            return self._recovered(self._clock())
 
     def reserve(self, deadline: Deadline) -> float:
         """Take the next slot; return the seconds to wait for it, or raise a timeout."""
-        if not self._interval:
+        if not self._rate:
             return 0.0
         with self._lock:
             now = self._clock()
+            interval = 1.0 / self._recovered(now)
             wait = max(0.0, self._next_free - now)
             if wait >= deadline.remaining():
                 raise ApiError(
@@ -43,8 +70,34 @@ class RateLimit:
                     f"the client's own rate limit leaves no slot within the deadline "
                     f"(next in {wait:.1f}s)",
                 )
-            self._next_free = now + wait + self._interval
+            self._next_free = now + wait + interval
         return wait
+
+    def refused(self) -> float | None:
+        """The gateway refused a request for its rate (RetCode 153): halve the pace.
+
+        Returns the new pace, or None when it was not lowered (no limit configured, or
+        lowered a moment ago for a refusal of the same burst).
+        """
+        if not self._rate:
+            return None
+        with self._lock:
+            now = self._clock()
+            pace = self._recovered(now)
+            if now - self._lowered_at < _BURST_SECONDS:
+                return None
+            self._pace = max(self._rate * _FLOOR_SHARE, pace / 2)
+            self._lowered_at = self._raised_at = now
+            return self._pace
+
+    def _recovered(self, now: float) -> float:
+        """The pace after the additive increase since the last refusal (under the lock)."""
+        if self._pace >= self._rate:
+            return self._rate
+        steps = math.floor(max(0.0, now - self._raised_at))
+        self._pace = min(self._rate, self._pace + self._rate * _STEP_SHARE * steps)
+        self._raised_at += steps  # whole seconds counted: the fraction counts on
+        return self._pace
 
 
 class ByteBudget:

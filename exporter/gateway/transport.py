@@ -6,6 +6,7 @@ attempt is counted by action and outcome; every answer is decoded into the shape
 action returns, and a ``RetCode`` other than 0 becomes an :class:`ApiError`.
 """
 
+import logging
 import math
 import random
 import re
@@ -33,6 +34,8 @@ from exporter.gateway.signature import ParamValue, signed_form
 from exporter.gateway.watchdog import GuardedAdapter, Watchdog
 from exporter.settings.config import Settings
 from exporter.version import __version__
+
+log = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -182,12 +185,12 @@ class Transport:
             except _RetryableError as retryable:
                 failure, retry_after = retryable.error, retryable.retry_after
             except ApiError as error:
-                self._stats.record(action, error.reason)
+                self._count(action, error.reason)
                 raise
             else:
                 self._stats.record(action, "ok")
                 return answer
-            self._stats.record(action, failure.reason)
+            self._count(action, failure.reason)
             wait = self._backoff(attempt, retry_after)
             if attempt >= self._options.max_retries or wait >= deadline.remaining():
                 # Outside the handler, detached: it carries neither the attempt's traceback
@@ -195,6 +198,29 @@ class Transport:
                 raise failure.detached()
             self._sleep(wait)
             attempt += 1
+
+    @property
+    def pace(self) -> float:
+        """The requests per second the rate limit allows now (0: no limit)."""
+        return self._rate_limit.pace
+
+    def _count(self, action: str, outcome: Outcome) -> None:
+        """Count a failed attempt; a refusal for the gateway's rate lowers the pace."""
+        self._stats.record(action, outcome)
+        if outcome != "rate_limited":
+            return
+        pace = self._rate_limit.refused()
+        if pace is not None:
+            log.warning(
+                "the gateway refused a request for its rate (RetCode 153): pace lowered",
+                extra={
+                    "fields": {
+                        "action": action,
+                        "pace_requests_per_second": round(pace, 3),
+                        "configured_requests_per_second": self._rate_limit.configured,
+                    }
+                },
+            )
 
     def _wait_for_slot(self, deadline: Deadline) -> None:
         wait = self._rate_limit.reserve(deadline)

@@ -17,6 +17,13 @@ the API request counter, each account's discovery), which no target owns. ``/met
 gets them all, a probe its target's and, for a project's first target, its project's, so
 that a probe job per target plus one job for the process' series publish each series
 exactly once.
+
+With :class:`BackgroundOptions`, a :class:`~exporter.collection.planner.Planner` collects
+the targets in the background instead, and a scrape never calls the gateway: it publishes
+each target's last good collection, ``up 1`` while that is at most ``max_staleness``
+seconds old, with its age (``ucdn_figures_age_seconds``); older, ``up 0`` and no
+figures. Discovery and the quota sweeps are started by the planner's tick, never by a
+scrape.
 """
 
 import logging
@@ -37,6 +44,7 @@ from prometheus_client.registry import Collector
 
 from exporter.collection.catalogue import Catalogue, TargetEntry
 from exporter.collection.kinds import TaskKind
+from exporter.collection.planner import PLANNED_SHARE, Planner, Refresh
 from exporter.collection.quota_sweep import QuotaClient
 from exporter.collection.singleflight import SharedFetches, ShutdownError
 from exporter.collection.sync import Collection, SyncOptions, TaskSync
@@ -46,9 +54,12 @@ from exporter.gateway.deadline import Deadline
 from exporter.gateway.outcomes import OUTCOMES, ApiError
 from exporter.gateway.retcodes import hint_for
 from exporter.metrics import (
+    API_PACE,
     API_REQUESTS,
+    BACKGROUND_FAMILIES,
     BUILD_INFO,
     DISCOVERY_FAMILIES,
+    FIGURES_AGE,
     PROCESS_FAMILIES,
     PROJECT_INFO,
 )
@@ -72,6 +83,19 @@ class TargetResult:
     seconds: float
     collection: Collection | None
     failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BackgroundOptions:
+    """Background collection: how old figures may be published, how many targets are
+    collected at once, each collection's own deadline, and the share of the request
+    budget the targets may plan with (the rest the quota sweeps always keep; they also
+    get what the targets leave)."""
+
+    max_staleness: float = setting_default("max_staleness_seconds")
+    max_threads: int = setting_default("max_collection_threads")
+    collection_seconds: float = setting_default("max_scrape_timeout_seconds")
+    budget_share: float = 1.0
 
 
 class MetricsSnapshot(Collector):
@@ -99,6 +123,11 @@ class FamilySource(Protocol):
 
     def describe(self) -> list[Metric]:
         """The families without samples: registering makes no call."""
+        ...
+
+    def tick(self, requests_per_second: float) -> None:
+        """Background collection: start the work that is due, within the
+        ``requests_per_second`` it may spend (0: no limit)."""
         ...
 
     def close(self) -> None:
@@ -140,6 +169,7 @@ class UcdnCollector(Collector):
         default_timeout: float = setting_default("max_scrape_timeout_seconds"),
         wall_clock: Callable[[], float] = time.time,
         extra: Sequence[FamilySource] = (),
+        background: BackgroundOptions | None = None,
     ) -> None:
         """Collect ``kinds`` of every target; without ``kinds``, prefetch with ``limits``.
 
@@ -148,7 +178,8 @@ class UcdnCollector(Collector):
 
         ``sync`` says how far back tasks are reported and how often the window is
         fetched whole (see :mod:`exporter.collection.sync`). ``extra`` sources add their
-        families to ``/metrics`` after the targets'.
+        families to ``/metrics`` after the targets'. With ``background``, a planner
+        collects the targets once :meth:`start` is called, and scrapes only read.
         """
         if kinds is None:
             kinds = [TaskKind.named("prefetch", limits or SummaryLimits())]
@@ -180,7 +211,27 @@ class UcdnCollector(Collector):
         )
         self._last_success: dict[tuple[Target, TaskKind], float] = {}
         self._lock = threading.Lock()
+        self._background = background
+        self._planner: Planner[tuple[Target, TaskKind]] | None = None
+        if background is not None:
+            self._planner = Planner(
+                self._refresh,
+                max_staleness=background.max_staleness,
+                max_threads=background.max_threads,
+                on_tick=self._tick,
+                budget=self._target_budget,
+            )
         self._follow(self._catalogue.current())
+
+    @property
+    def planner(self) -> "Planner[tuple[Target, TaskKind]] | None":
+        """The background collection's planner (None: each scrape collects)."""
+        return self._planner
+
+    def start(self) -> None:
+        """Start the background collection, if configured (else nothing to start)."""
+        if self._planner is not None:
+            self._planner.start()
 
     @property
     def catalogue(self) -> Catalogue:
@@ -189,7 +240,11 @@ class UcdnCollector(Collector):
 
     @property
     def targets(self) -> list[Target]:
-        """The targets this collector is allowed to fetch now (a due discovery runs first)."""
+        """The targets this collector is allowed to fetch now (a due discovery runs first;
+        in the background, the planner's tick runs it)."""
+        if self._planner is not None:
+            with self._lock:
+                return [entry.target for entry in self._entries]
         return [entry.target for entry in self._follow(self._catalogue.entries())]
 
     @property
@@ -204,6 +259,7 @@ class UcdnCollector(Collector):
             *DISCOVERY_FAMILIES.all(),
             *(f for kind in self._kinds for f in kind.families.all()),
             PROJECT_INFO,
+            *(BACKGROUND_FAMILIES if self._planner is not None else ()),
         ]
         return [*(family.new(Metric) for family in families), *self._described_extra()]
 
@@ -217,7 +273,7 @@ class UcdnCollector(Collector):
     def collect_within(self, deadline: Deadline) -> list[Metric]:
         """The process' own series, then every target's and project's: what ``/metrics``
         serves."""
-        entries = self._follow(self._catalogue.refresh(deadline))
+        entries = self._scraped_entries(deadline)
         targets = self.collect_targets(deadline, [entry.target for entry in entries])
         info = self._project_info(entries)
         extra = [metric for source in self._extra for metric in source.families(deadline)]
@@ -230,13 +286,21 @@ class UcdnCollector(Collector):
         A project's own series (the quotas) go with its first target in platform order, so
         that across one probe per target each series appears exactly once.
         """
-        entries = self._follow(self._catalogue.refresh(deadline))
+        entries = self._scraped_entries(deadline)
         metrics = self.collect_targets(deadline, [target])
         if self._owner_of(entries, target.project_id) == target:
             metrics.append(self._project_info(e for e in entries if e.target == target))
             for source in self._extra:
                 metrics.extend(source.families(deadline, [target.project_id]))
         return metrics
+
+    def _scraped_entries(self, deadline: Deadline) -> list[TargetEntry]:
+        """The targets a scrape publishes: after a due discovery, within its deadline; in
+        the background, as the planner's tick left them (a scrape calls nothing)."""
+        if self._planner is not None:
+            with self._lock:
+                return list(self._entries)
+        return self._follow(self._catalogue.refresh(deadline))
 
     @staticmethod
     def _owner_of(entries: Sequence[TargetEntry], project_id: str) -> Target | None:
@@ -265,6 +329,9 @@ class UcdnCollector(Collector):
                             client, entry.target, kind, self._sync_options, self._wall_clock
                         )
             self._entries = entries
+            jobs = list(self._syncs)
+        if self._planner is not None:
+            self._planner.follow(jobs)
         self._shared.forget(gone)
         self._catalogue.forget(target for target, _ in gone)
         projects: dict[str, QuotaClient] = {}
@@ -286,7 +353,10 @@ class UcdnCollector(Collector):
         return info
 
     def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
-        """``targets``' series of every kind, fetched in parallel, within ``deadline``."""
+        """``targets``' series of every kind, fetched in parallel, within ``deadline``; in
+        the background, as the planner last collected them."""
+        if self._planner is not None:
+            return self._published_targets(targets)
         started = time.monotonic()
         attempt = self._wall_clock()
         futures = [
@@ -314,6 +384,71 @@ class UcdnCollector(Collector):
             metrics.extend(self._families(kind, kind_results).all())
         return metrics
 
+    def _published_targets(self, targets: Sequence[Target]) -> list[Metric]:
+        """``targets``' series from the planner's last collections: up 1 and the figures
+        while they are at most ``max_staleness`` old, then up 0 alone."""
+        assert self._planner is not None and self._background is not None
+        now = self._wall_clock()
+        ages = FIGURES_AGE.new(GaugeMetricFamily)
+        metrics: list[Metric] = []
+        for kind in self._kinds:
+            results = []
+            for target in targets:
+                state = self._planner.state((target, kind))
+                last = None if state is None else state.last
+                good = None if state is None else state.good
+                age = None if good is None else max(0.0, now - good.finished_at)
+                fresh = good if age is not None and age <= self._background.max_staleness else None
+                seconds = 0.0 if last is None else last.seconds
+                results.append(TargetResult(target, seconds, fresh))
+                if age is not None:
+                    ages.add_metric([target.project_label, target.platform, kind.name], age)
+            metrics.extend(self._families(kind, results).all())
+        metrics.append(ages)
+        return metrics
+
+    def _refresh(self, job: tuple[Target, TaskKind]) -> Refresh:
+        """One background collection of ``job``, recorded as a scrape's would be."""
+        target, kind = job
+        started = time.monotonic()
+        attempt = self._wall_clock()
+        assert self._background is not None
+        deadline = Deadline.after(self._background.collection_seconds)
+        done: Future[Collection] = Future()
+        try:
+            done.set_result(self._load(target, kind, deadline))
+        except Exception as error:  # _wait tells an API error from a bug, as for a scrape
+            done.set_exception(error)
+        result = self._wait(target, kind, done, deadline, started)
+        collection = result.collection
+        self._catalogue.record(
+            target,
+            kind.name,
+            attempt,
+            success=None if collection is None else collection.finished_at,
+            failure_reason=result.failure_reason,
+            requests=0 if collection is None else collection.requests,
+        )
+        return Refresh(collection, result.seconds, result.failure_reason)
+
+    def _target_budget(self) -> float:
+        """The requests per second the targets may plan with (0: no limit)."""
+        assert self._background is not None
+        pace = sum(client.pace for client in self._catalogue.clients())
+        return pace * self._background.budget_share
+
+    def _tick(self) -> None:
+        """The planner's periodic work: a due discovery, then the quota sweeps' turn, with
+        what of the budget the targets leave (at least its ``1 - budget_share``)."""
+        assert self._background is not None and self._planner is not None
+        self._follow(self._catalogue.refresh(Deadline.after(self._background.collection_seconds)))
+        pace = sum(client.pace for client in self._catalogue.clients())
+        floor = pace * (1 - self._background.budget_share)
+        planned = PLANNED_SHARE * pace - self._planner.demand()
+        left = max(floor, planned) if pace > 0 else 0.0
+        for source in self._extra:
+            source.tick(left)
+
     def exporter_metrics(self) -> list[Metric]:
         """The process' own series, which belong to no target: build info, API requests of
         every account, each account's discovery."""
@@ -325,7 +460,13 @@ class UcdnCollector(Collector):
             for outcome in OUTCOMES:
                 count = sum(counts.get((action, outcome), 0) for counts in snapshots)
                 api_requests.add_metric([action, outcome], count)
-        return [build_info, api_requests, *self._discovery_metrics()]
+        metrics = [build_info, api_requests, *self._discovery_metrics()]
+        if self._planner is not None:
+            pace = API_PACE.new(GaugeMetricFamily)
+            for known in self._catalogue.project_lists():
+                pace.add_metric([known.account], self._catalogue.client(known.account).pace)
+            metrics.append(pace)
+        return metrics
 
     def _discovery_metrics(self) -> list[Metric]:
         """Each discovering account's last discovery (accounts with listed projects: none)."""
@@ -347,6 +488,8 @@ class UcdnCollector(Collector):
 
     def close(self) -> None:
         """Stop the fetch threads; scrapes waiting on a fetch answer at once, ``up 0``."""
+        if self._planner is not None:
+            self._planner.close()
         self._shared.close()
         for source in self._extra:
             source.close()

@@ -272,6 +272,25 @@ class Settings(BaseSettings):
         description="most API requests per second, shared by every target (keeps a fleet "
         "under the gateway's rate limit, RetCode 153); 0 means no limit",
     )
+    background_collection: bool = Field(
+        False,
+        description="collect every target in the background, within the request budget, and "
+        "answer each scrape at once with each target's last good figures and their age; off: "
+        "each scrape collects its targets",
+    )
+    max_staleness_seconds: float = Field(
+        180,
+        ge=10,
+        le=_DAY_SECONDS,
+        description="with background collection, figures older than this publish up 0 and no "
+        "figures; an idle target is refreshed well within it",
+    )
+    max_collection_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="with background collection, targets collected at once",
+    )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify the API's TLS certificate (private gateways)"
     )

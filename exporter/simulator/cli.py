@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         "Without it the account lists one default project and serves any project asked for",
     )
     parser.add_argument(
+        "--idle-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="with --tasks-per-target, the share (0 to 1) of targets whose tasks are all "
+        "finished (default 0)",
+    )
+    parser.add_argument(
         "--refuse-project-list",
         action="store_true",
         help="answer GetProjectList RetCode 299, as IAM refuses a sub-account",
@@ -146,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dataset(args: argparse.Namespace, projects: Sequence[Project] | None) -> Dataset:
     if args.tasks_per_target is not None:
         return GeneratedDataset(
-            args.tasks_per_target, args.urls_per_task, seed=args.seed, now=int(time.time())
+            args.tasks_per_target,
+            args.urls_per_task,
+            seed=args.seed,
+            now=int(time.time()),
+            idle_share=args.idle_share,
         )
     if args.tasks is None:
         return LiveDataset(args.seed)

@@ -188,6 +188,27 @@ class _GenerationPlan:
     urls_per_task: int
     seed: int
     now: int
+    idle_share: float = 0.0
+
+
+def _is_idle(plan: _GenerationPlan, project_key: str, is_dcdn: bool) -> bool:
+    """A share of targets, the same for both kinds, holds only finished work."""
+    target_hash = zlib.crc32(f"{plan.seed}/{project_key}/{is_dcdn}".encode())
+    return target_hash % 1000 < plan.idle_share * 1000
+
+
+def _finished(task: Task) -> Task:
+    """``task`` as it is once done: it and its unfinished URLs a success."""
+    if task["Status"] not in ("process", "wait", "unknow"):
+        return task
+    create_time = task["CreateTime"]
+    urls = [
+        url
+        if url["Status"] in ("success", "failure")
+        else {**url, "Status": "success", "Progress": 100, "FinishTime": create_time + 60}
+        for url in task["UrlLists"]
+    ]
+    return {**task, "Status": "success", "UrlLists": urls}
 
 
 # Generated targets kept rendered: the pages of one collection ask for the same target
@@ -208,6 +229,8 @@ def _generated_target(
         seed=target_seed,
         lookback=DAY_SECONDS - 3600,
     )
+    if _is_idle(plan, project_key, is_dcdn):
+        tasks = [_finished(task) for task in tasks]
     if kind == "refresh":
         tasks = [
             {**task, "Type": "dir" if index % 5 == 0 else "file"}
@@ -226,6 +249,10 @@ class GeneratedDataset:
     generated when first asked for and only the most recently asked are kept, so that
     2,000 targets of 20 tasks cost what a few hundred do. Every project has the demo
     world's five domains (:mod:`~exporter.simulator.livedomains`), with ids of its own.
+
+    ``idle_share`` of the targets (chosen by a hash of the target) are *idle*: every one
+    of their tasks and URLs is finished, so that a planner has nothing under way to follow
+    there; the others keep the mix's unfinished tasks.
     """
 
     def __init__(
@@ -235,12 +262,19 @@ class GeneratedDataset:
         *,
         seed: int = 0,
         now: int,
+        idle_share: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if tasks_per_target < 0 or urls_per_task < 0:
             raise ValueError("tasks_per_target and urls_per_task must be >= 0")
-        self._plan = _GenerationPlan(tasks_per_target, urls_per_task, seed, now)
+        if not 0 <= idle_share <= 1:
+            raise ValueError("idle_share must be within 0..1")
+        self._plan = _GenerationPlan(tasks_per_target, urls_per_task, seed, now, idle_share)
         self._clock = clock
+
+    def is_idle(self, project_key: str, is_dcdn: bool) -> bool:
+        """Whether the target holds only finished work (one of the ``idle_share``)."""
+        return _is_idle(self._plan, project_key, is_dcdn)
 
     def tasks(self, target: Target, begin: int, end: int) -> list[Task]:
         """Return the target's prefetch tasks created in ``[begin, end]``, newest first."""

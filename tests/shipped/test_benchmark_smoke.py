@@ -86,3 +86,18 @@ def test_quick_a_b_comparison_prints_both_medians_and_removes_its_worktree() -> 
         ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
     )
     assert "ab-steady-" not in worktrees.stdout
+
+
+ACCOUNT_FIGURES = ("### Scrapes", "requests per minute:", "### Summary")
+ACCOUNT_VERDICTS = (
+    "| 1. slowest scrape",
+    "| 2. oldest figures after",
+    "| 3. RetCode 153 provoked",
+    "| 4. peak RSS (VmHWM)",
+    "| 4. RSS growth over the last five scrapes",
+    "| 5. requests per idle target / per active after",
+)
+
+
+def test_quick_account_benchmark_prints_every_figure() -> None:
+    assert_prints_every_figure("benchmarks/bench_account.py", ACCOUNT_FIGURES, ACCOUNT_VERDICTS)
