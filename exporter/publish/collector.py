@@ -368,16 +368,8 @@ class UcdnCollector(Collector):
             (kind, target): self._wait(target, kind, future, deadline, started)
             for kind, target, future in futures
         }
-        for (kind, target), result in results.items():
-            collection = result.collection
-            self._catalogue.record(
-                target,
-                kind.name,
-                attempt,
-                success=None if collection is None else collection.finished_at,
-                failure_reason=result.failure_reason,
-                requests=0 if collection is None else collection.requests,
-            )
+        for (kind, _), result in results.items():
+            self._record(kind, attempt, result)
         metrics: list[Metric] = []
         for kind in self._kinds:
             kind_results = [results[kind, target] for target in targets]
@@ -420,16 +412,20 @@ class UcdnCollector(Collector):
         except Exception as error:  # _wait tells an API error from a bug, as for a scrape
             done.set_exception(error)
         result = self._wait(target, kind, done, deadline, started)
+        self._record(kind, attempt, result)
+        return Refresh(result.collection, result.seconds, result.failure_reason)
+
+    def _record(self, kind: TaskKind, attempt: float, result: TargetResult) -> None:
+        """Tell the catalogue how a collection that started at ``attempt`` went."""
         collection = result.collection
         self._catalogue.record(
-            target,
+            result.target,
             kind.name,
             attempt,
             success=None if collection is None else collection.finished_at,
             failure_reason=result.failure_reason,
             requests=0 if collection is None else collection.requests,
         )
-        return Refresh(collection, result.seconds, result.failure_reason)
 
     def _target_budget(self) -> float:
         """The requests per second the targets may plan with (0: no limit)."""
