@@ -101,3 +101,27 @@ ACCOUNT_VERDICTS = (
 
 def test_quick_account_benchmark_prints_every_figure() -> None:
     assert_prints_every_figure("benchmarks/bench_account.py", ACCOUNT_FIGURES, ACCOUNT_VERDICTS)
+
+
+def test_the_store_benchmark_runs_and_prints_its_verdicts() -> None:
+    """``bench_store_bound.py --quick``: a tiny world, every verdict printed; those of
+    behaviour met (memory on a shared machine proves nothing at this size)."""
+    result = run_quick("benchmarks/bench_store_bound.py")
+    verdicts = [line for line in result.stdout.splitlines() if line.rstrip().endswith("|")]
+    for figure, behaviour in (
+        ("peak RSS (VmHWM) over every scrape", False),
+        ("the bound fails the target", True),
+        ("RSS flat while failing", False),
+        ("the target recovers once the world is small", True),
+    ):
+        row = next((line for line in verdicts if line.startswith(f"| {figure}")), None)
+        assert row is not None, result.stdout
+        assert row.rstrip(" |").endswith(("PASS",) if behaviour else ("PASS", "FAIL")), row
+
+
+def test_the_domains_benchmark_runs_and_prints_its_verdict() -> None:
+    """``bench_domains.py --quick``: the table and the verdict's row, not whether it passed."""
+    result = run_quick("benchmarks/bench_domains.py")
+    assert "### Scrapes: 500 tasks of one URL" in result.stdout
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| steady scrape,")]
+    assert row.rstrip(" |").endswith(("PASS", "FAIL")), row
