@@ -6,10 +6,14 @@ the headers, the chunk framing or the trailers a byte at a time, or floods inter
 request has a :class:`RequestGuard`, which the :class:`Watchdog`'s one thread fires once
 the request's time is up, calling ``shutdown(SHUT_RDWR)`` on every socket of that
 request: whatever call the request's thread is blocked in (connect, TLS handshake, a
-proxy's CONNECT, send, any read) returns at once, and the gateway sees the connection
-closed. A connection shut down this way is seen dropped when it is next taken from the
-pool, and replaced. The time a request has left is asked again whenever it seemed up:
-it may have moved on (a shared fetch's deadline moves later as scrapes join it).
+proxy's CONNECT, send, any read) returns at once. The socket is set to linger for 0 s
+first, so that its close, when the request's thread lets go of it, is a reset rather than a
+FIN: a gateway whose sends wait on a full window (a flood the client stopped reading) would
+learn of a FIN only at its next zero-window probe, which TCP backs off to many seconds, and
+keep writing until then; a reset it sees at once. A connection cut this way is seen
+dropped when it is next taken from the pool, and replaced. The time a request has left is
+asked again whenever it seemed up: it may have moved on (a shared fetch's deadline moves
+later as scrapes join it).
 
 Sockets reach the guard through :class:`GuardedAdapter`, a requests ``HTTPAdapter`` whose
 urllib3 connections attach each socket they create or reuse to the guard that the
@@ -30,6 +34,7 @@ kept-alive connection is reused.
 import contextlib
 import math
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +50,8 @@ if TYPE_CHECKING:  # urllib3 defines it for type checkers only
     from urllib3._base_connection import BaseHTTPConnection
 
 _current = threading.local()
+# SO_LINGER on, for 0 seconds: close() discards what is unsent and sends a reset.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class RequestGuard:
@@ -74,7 +81,7 @@ class RequestGuard:
                 return
             fired = self._fired
         if fired:
-            _shutdown(watched)
+            _cut(watched)
         watched.close()
 
     def fire(self) -> None:
@@ -84,7 +91,7 @@ class RequestGuard:
                 return
             self._fired = True
             for watched in self._watched:
-                _shutdown(watched)
+                _cut(watched)
 
     def release(self) -> None:
         """The request is over: stop watching."""
@@ -170,8 +177,12 @@ class Watchdog:
                 self._wake.wait(soonest)
 
 
-def _shutdown(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # the peer or the request's thread may have closed it
+def _cut(sock: socket.socket) -> None:
+    """End the connection now and make its close a reset (see the module's docstring)."""
+    # Each on its own: the peer or the request's thread may have closed the socket already.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 
 
