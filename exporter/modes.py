@@ -189,7 +189,8 @@ def _print_table(checks: list[_Check]) -> None:
 
 def collect_once(settings: Settings, collector: UcdnCollector, output: Path | None) -> int:
     """Collect every target and kind once; write the text exposition; 0 when all were up."""
-    metrics = collector.collect_within(Deadline.after(settings.max_scrape_timeout_seconds))
+    # A list: written, then read again for the targets' health.
+    metrics = list(collector.collect_within(Deadline.after(settings.max_scrape_timeout_seconds)))
     text = generate_latest(MetricsSnapshot(metrics))
     if output is None:
         sys.stdout.buffer.write(text)

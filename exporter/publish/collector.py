@@ -29,10 +29,11 @@ scrape.
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from itertools import chain
 from typing import Protocol
 
 from prometheus_client.core import (
@@ -63,7 +64,7 @@ from exporter.metrics import (
     PROCESS_FAMILIES,
     PROJECT_INFO,
 )
-from exporter.publish.families import TargetFamilyBuilder, go_float
+from exporter.publish.families import TargetRow, go_float, target_families
 from exporter.settings.config import setting_default
 from exporter.settings.target import PLATFORMS, Target
 from exporter.summary.target_summary import SummaryLimits
@@ -101,7 +102,7 @@ class BackgroundOptions:
 class MetricsSnapshot(Collector):
     """Metrics already collected, as a registry hands them to prometheus_client's encoders."""
 
-    def __init__(self, metrics: Sequence[Metric]) -> None:
+    def __init__(self, metrics: Iterable[Metric]) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
@@ -270,17 +271,18 @@ class UcdnCollector(Collector):
         """:meth:`collect_within` the default deadline (for a registry, which has none)."""
         return self.collect_within(Deadline.after(self._default_timeout))
 
-    def collect_within(self, deadline: Deadline) -> list[Metric]:
+    def collect_within(self, deadline: Deadline) -> Iterator[Metric]:
         """The process' own series, then every target's and project's: what ``/metrics``
-        serves."""
+        serves. Every call to the gateway is made before this returns; the targets'
+        families are filled as they are iterated (see :mod:`exporter.publish.families`)."""
         entries = self._scraped_entries(deadline)
         targets = self.collect_targets(deadline, [entry.target for entry in entries])
         info = self._project_info(entries)
         extra = [metric for source in self._extra for metric in source.families(deadline)]
         # After the targets, so that the request counter includes this scrape's requests.
-        return [*self.exporter_metrics(), *targets, info, *extra]
+        return chain(self.exporter_metrics(), targets, [info], extra)
 
-    def collect_probe(self, deadline: Deadline, target: Target) -> list[Metric]:
+    def collect_probe(self, deadline: Deadline, target: Target) -> Iterator[Metric]:
         """What ``/probe`` serves for ``target``: its series, and its project's if it owns them.
 
         A project's own series (the quotas) go with its first target in platform order, so
@@ -288,11 +290,12 @@ class UcdnCollector(Collector):
         """
         entries = self._scraped_entries(deadline)
         metrics = self.collect_targets(deadline, [target])
-        if self._owner_of(entries, target.project_id) == target:
-            metrics.append(self._project_info(e for e in entries if e.target == target))
-            for source in self._extra:
-                metrics.extend(source.families(deadline, [target.project_id]))
-        return metrics
+        if self._owner_of(entries, target.project_id) != target:
+            return metrics
+        info = self._project_info(e for e in entries if e.target == target)
+        project = [target.project_id]
+        extra = [metric for source in self._extra for metric in source.families(deadline, project)]
+        return chain(metrics, [info], extra)
 
     def _scraped_entries(self, deadline: Deadline) -> list[TargetEntry]:
         """The targets a scrape publishes: after a due discovery, within its deadline; in
@@ -352,9 +355,10 @@ class UcdnCollector(Collector):
                 info.add_metric([entry.account, entry.target.project_label, entry.project_name], 1)
         return info
 
-    def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> list[Metric]:
+    def collect_targets(self, deadline: Deadline, targets: Sequence[Target]) -> Iterator[Metric]:
         """``targets``' series of every kind, fetched in parallel, within ``deadline``; in
-        the background, as the planner last collected them."""
+        the background, as the planner last collected them. Fetched before this returns,
+        filled into families as they are iterated."""
         if self._planner is not None:
             return self._published_targets(targets)
         started = time.monotonic()
@@ -370,19 +374,18 @@ class UcdnCollector(Collector):
         }
         for (kind, _), result in results.items():
             self._record(kind, attempt, result)
-        metrics: list[Metric] = []
-        for kind in self._kinds:
-            kind_results = [results[kind, target] for target in targets]
-            metrics.extend(self._families(kind, kind_results).all())
-        return metrics
+        return chain.from_iterable(
+            self._families(kind, [results[kind, target] for target in targets])
+            for kind in self._kinds
+        )
 
-    def _published_targets(self, targets: Sequence[Target]) -> list[Metric]:
+    def _published_targets(self, targets: Sequence[Target]) -> Iterator[Metric]:
         """``targets``' series from the planner's last collections: up 1 and the figures
         while they are at most ``max_staleness`` old, then up 0 alone."""
         assert self._planner is not None and self._background is not None
         now = self._wall_clock()
         ages = FIGURES_AGE.new(GaugeMetricFamily)
-        metrics: list[Metric] = []
+        kinds: list[Iterator[Metric]] = []
         for kind in self._kinds:
             results = []
             for target in targets:
@@ -395,9 +398,8 @@ class UcdnCollector(Collector):
                 results.append(TargetResult(target, seconds, fresh))
                 if age is not None:
                     ages.add_metric([target.project_label, target.platform, kind.name], age)
-            metrics.extend(self._families(kind, results).all())
-        metrics.append(ages)
-        return metrics
+            kinds.append(self._families(kind, results))
+        return chain(*kinds, [ages])
 
     def _refresh(self, job: tuple[Target, TaskKind]) -> Refresh:
         """One background collection of ``job``, recorded as a scrape's would be."""
@@ -560,14 +562,20 @@ class UcdnCollector(Collector):
         log.warning("collection failed", extra={"fields": fields})
         return TargetResult(target, seconds, None, reason)
 
-    def _families(self, kind: TaskKind, results: Sequence[TargetResult]) -> TargetFamilyBuilder:
-        families = TargetFamilyBuilder.new(kind.families, self._cache_note())
-        for result in results:
-            labels = [result.target.project_label, result.target.platform]
-            with self._lock:
-                last_success = self._last_success.get((result.target, kind))
-            families.add_target(labels, result.seconds, last_success, result.collection)
-        return families
+    def _families(self, kind: TaskKind, results: Sequence[TargetResult]) -> Iterator[Metric]:
+        """``kind``'s families of ``results``, each filled when it is iterated (each row's
+        last success is read now)."""
+        with self._lock:
+            rows = [
+                TargetRow(
+                    [result.target.project_label, result.target.platform],
+                    result.seconds,
+                    self._last_success.get((result.target, kind)),
+                    result.collection,
+                )
+                for result in results
+            ]
+        return target_families(kind.families, self._cache_note(), rows)
 
     def _cache_note(self) -> str:
         if self._cache_seconds <= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -173,14 +173,16 @@ def collector(api: SimulatedApi) -> Iterator[UcdnCollector]:
     client.close()
 
 
-def ups(metrics: list[Any]) -> list[float]:
+def ups(metrics: Iterable[Any]) -> list[float]:
     return [s.value for m in metrics if m.name == "ucdn_prefetch_up" for s in m.samples]
 
 
 def collect_async(
     pool: ThreadPoolExecutor, collector: UcdnCollector, seconds: float
 ) -> Future[list[Any]]:
-    collect: Callable[[Deadline], list[Any]] = collector.collect_within
+    def collect(deadline: Deadline) -> list[Any]:
+        return list(collector.collect_within(deadline))
+
     return pool.submit(collect, Deadline.after(seconds))
 
 

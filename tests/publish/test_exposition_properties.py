@@ -252,7 +252,7 @@ def test_any_structured_answer_yields_a_valid_scrape(
     # A 200 with a chosen body is the simulator's way to serve any text verbatim.
     api.faults.http_error(200, body=json.dumps(answer))
     with caplog.at_level(logging.WARNING):
-        metrics = collector.collect_within(Deadline.after(5.0))
+        metrics = list(collector.collect_within(Deadline.after(5.0)))
     # A failure must be one of the documented outcomes, never a bug's traceback.
     for record in caplog.records:
         reason = getattr(record, "fields", {}).get("reason")

@@ -161,7 +161,7 @@ def golden_world(simulator: Callable[..., SimulatedApi]) -> Iterator[UcdnCollect
 
 @pytest.fixture
 def exposition(golden_world: UcdnCollector) -> list[Any]:
-    return golden_world.collect_within(Deadline.after(20))
+    return list(golden_world.collect_within(Deadline.after(20)))
 
 
 def normalized(text: bytes) -> bytes:

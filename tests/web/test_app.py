@@ -439,3 +439,18 @@ def test_no_timeout_header_sets_a_deadline_past_the_maximum(header: str | None) 
 def test_the_timeout_header_less_the_offset_within_the_maximum(header: str, seconds: float) -> None:
     remaining = ScrapeTimeouts(offset=0.5, maximum=30.0).deadline(header).remaining()
     assert seconds - 0.5 < remaining <= seconds
+
+
+@pytest.mark.parametrize("accept", [PROMETHEUS_3, "text/plain"])
+def test_a_gzipped_scrape_is_the_same_bytes_compressed(
+    cached: tuple[ExporterApp, Callable[[], list[Metric]]], accept: str
+) -> None:
+    # Encoded and compressed a family at a time: one gzip member, nothing lost or doubled.
+    app, _ = cached
+    plain = call(app, "/metrics", ACCEPT=accept)
+    zipped = call(app, "/metrics", ACCEPT=accept, ACCEPT_ENCODING="gzip")
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Content-Length"] == str(len(zipped.body))
+    unzipped = gzip.decompress(zipped.body).decode()
+    assert DURATION.sub(r"\1 <d>", unzipped) == DURATION.sub(r"\1 <d>", plain.text)
+    assert unzipped.count("# EOF") == (1 if "openmetrics" in accept else 0)
