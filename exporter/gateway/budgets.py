@@ -29,6 +29,12 @@ class RateLimit:
     request whose slot would come after its deadline takes none and fails at once.
     ``rate`` 0 means no limit.
 
+    A slot is when a request may go, not when it goes: a thread that wakes late for its
+    slot (the interpreter busy rendering a scrape) would go out beside the requests of the
+    next slots, and a second could then hold more requests than the rate. So a request
+    also asks :meth:`hold` right before it goes, which keeps every two requests that went
+    ``1/rate`` apart: no second ever holds more than ``rate + 1`` of them.
+
     The gateway's own refusal lowers the pace by itself: :meth:`refused` halves it
     (down to a floor of :data:`_FLOOR_SHARE` of the configured rate; once for the
     refusals of one second, which answer requests sent at the same pace), and every
@@ -41,6 +47,7 @@ class RateLimit:
         self._pace = rate
         self._clock = clock
         self._next_free = -math.inf
+        self._last_gone = -math.inf  # when the last request went (see hold)
         self._lowered_at = -math.inf  # the last refusal that lowered the pace
         self._raised_at = -math.inf  # where the additive increase counts its seconds from
         self._lock = threading.Lock()
@@ -65,12 +72,24 @@ class RateLimit:
             interval = 1.0 / self._recovered(now)
             wait = max(0.0, self._next_free - now)
             if wait >= deadline.remaining():
-                raise ApiError(
-                    "timeout",
-                    f"the client's own rate limit leaves no slot within the deadline "
-                    f"(next in {wait:.1f}s)",
-                )
+                raise _no_slot(wait)
             self._next_free = now + wait + interval
+        return wait
+
+    def hold(self, deadline: Deadline) -> float:
+        """A request is about to go: 0 if it may (it is then counted as gone), else the
+        seconds to wait before asking again, so that it goes at least ``1/pace`` after the
+        request before it; a timeout if that is past its deadline."""
+        if not self._rate:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            wait = self._last_gone + 1.0 / self._recovered(now) - now
+            if wait <= 0:
+                self._last_gone = now
+                return 0.0
+        if wait >= deadline.remaining():
+            raise _no_slot(wait)
         return wait
 
     def refused(self) -> float | None:
@@ -98,6 +117,13 @@ class RateLimit:
         self._pace = min(self._rate, self._pace + self._rate * _STEP_SHARE * steps)
         self._raised_at += steps  # whole seconds counted: the fraction counts on
         return self._pace
+
+
+def _no_slot(wait: float) -> ApiError:
+    return ApiError(
+        "timeout",
+        f"the client's own rate limit leaves no slot within the deadline (next in {wait:.1f}s)",
+    )
 
 
 class ByteBudget:

@@ -223,8 +223,12 @@ class Transport:
             )
 
     def _wait_for_slot(self, deadline: Deadline) -> None:
+        """Take a slot of the rate limit and wait for it, then for the request before this
+        one to have gone (see :class:`~exporter.gateway.budgets.RateLimit`)."""
         wait = self._rate_limit.reserve(deadline)
         if wait > 0:
+            self._sleep(wait)
+        while (wait := self._rate_limit.hold(deadline)) > 0:
             self._sleep(wait)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

@@ -1,4 +1,5 @@
-"""The gateway's RetCode 153 lowers the client's pace by itself, and time brings it back.
+"""The client's pace: requests spaced at their slots and again as they go, and the
+gateway's RetCode 153 lowering it by itself, time bringing it back.
 
 Multiplicative decrease on a refusal (once for the refusals of one second), additive
 increase each second without one, never above the configured rate; with no rate
@@ -18,6 +19,7 @@ from simfaults import SimulatedApi
 from exporter.gateway.api_client import ApiClient
 from exporter.gateway.budgets import RateLimit
 from exporter.gateway.deadline import Deadline
+from exporter.gateway.outcomes import ApiError
 from exporter.gateway.transport import ClientOptions
 from exporter.simulator.protocol import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from exporter.simulator.static import StaticDataset, generate_tasks
@@ -59,6 +61,26 @@ def test_a_lowered_pace_spaces_the_slots_wider() -> None:
     limit.refused()  # one burst: one halving
     assert limit.reserve(deadline) == pytest.approx(2 / 20)
     assert limit.reserve(deadline) == pytest.approx(2 / 20 + 1 / 10)
+
+
+def test_a_request_late_for_its_slot_goes_a_full_gap_after_the_one_before() -> None:
+    # Slots at 0, 0.05 and 0.10 s; the second's thread wakes late, after the third went:
+    # sent as they woke, two requests would go 0.01 s apart.
+    clock = Clock()
+    limit = RateLimit(20, clock=clock)
+    deadline = Deadline.after(100, clock)
+    waits = [limit.reserve(deadline) for _ in range(3)]
+    assert waits == [0, pytest.approx(0.05), pytest.approx(0.10)]
+    assert limit.hold(deadline) == 0  # the first goes at its slot
+    clock.now += 0.10
+    assert limit.hold(deadline) == 0  # the third, on time
+    clock.now += 0.01
+    assert limit.hold(deadline) == pytest.approx(0.04)  # the second, late: held
+    assert limit.hold(Deadline.after(1, clock)) == pytest.approx(0.04)  # asked again: held
+    with pytest.raises(ApiError, match="rate limit"):
+        limit.hold(Deadline.after(0.03, clock))  # held past its deadline: fails now
+    clock.now += 0.04
+    assert limit.hold(deadline) == 0
 
 
 def test_no_configured_rate_has_no_pace_to_lower() -> None:
