@@ -209,7 +209,6 @@ def _expose(environ: "WSGIEnvironment", metrics: Iterable["Metric"]) -> Response
         sink.close()  # writes the gzip trailer; the body stays open
         headers.append(("Content-Encoding", "gzip"))
     return "200 OK", headers, body.getvalue()
-    return "200 OK", headers, body.getvalue()
 
 
 def _plain_ok(environ: "WSGIEnvironment") -> Response:
