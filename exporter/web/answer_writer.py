@@ -6,6 +6,7 @@ each answer has ``write_timeout`` seconds from its first byte; past that the wri
 as a socket timeout does, and the server closes the connection.
 """
 
+import contextlib
 import logging
 import math
 import socket
@@ -57,6 +58,17 @@ class AnswerWriter(StreamWriter):
         self.sink = _DeadlineSocketWrites(sock, write_timeout)
         super(StreamWriter, self).__init__(self.sink, bufsize)
         self.bytes_written = 0
+
+    def close(self) -> None:
+        """Close, dropping what the client did not take in time.
+
+        The garbage collector closes a writer that cheroot let go of after its answer timed
+        out, and closing flushes: that flush would time out again, and Python 3.13 prints
+        such an error to stderr as unraisable, a traceback among the log lines.
+        """
+        # The answer's time is up, or the client has gone: nothing more can be sent.
+        with contextlib.suppress(OSError):
+            super().close()
 
     def start_answer(self) -> None:
         """Give the next answer its own time, counted from its first byte."""
