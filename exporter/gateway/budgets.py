@@ -22,7 +22,7 @@ _BURST_SECONDS = 1.0
 
 
 class RateLimit:
-    """A client-side cap on requests per second, shared by every target and thread.
+    """A client-side cap on requests per second, shared by every target and thread of an account.
 
     Requests are spaced ``1/rate`` seconds apart: each takes the next free slot, so
     that a fleet of replicas can stay under the gateway's limit (RetCode 153). A

@@ -269,8 +269,9 @@ class Settings(BaseSettings):
     max_api_requests_per_second: float = Field(
         0,
         ge=0,
-        description="most API requests per second, shared by every target (keeps a fleet "
-        "under the gateway's rate limit, RetCode 153); 0 means no limit",
+        description="most API requests per second of each account, shared by its targets, "
+        "quota sweeps and discovery (keeps a fleet under the gateway's rate limit, RetCode "
+        "153); 0 means no limit",
     )
     background_collection: bool = Field(
         False,
